@@ -144,11 +144,25 @@ class PerceptionConfig:
     mask_threshold: float = 0.4  # per-pixel probability a target pixel must clear
     min_confidence: float = 0.5  # object confidence under which nothing is published
     min_area_px: int = 16  # at input resolution: smaller components are noise
-    min_skill_probability: float = 0.0  # skill probability under which the command is refused
+    min_skill_probability: float = 0.5  # a skill guessed by CLIP (no verb) needs this probability
     skill_temperature: float = 0.01  # softmax temperature over cosine similarities
     text_weight: float = 0.7  # instruction <-> skill text similarity weight
     image_weight: float = 0.3  # image <-> skill prompt similarity weight
     prompt_template: str = "{object}"  # how an object phrase becomes a CLIPSeg prompt
+
+    def __post_init__(self) -> None:
+        for name in ("mask_threshold", "min_confidence", "min_skill_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"perception.{name} must be in [0, 1], got {value}")
+        if not self.skill_temperature > 0:
+            raise ConfigError(f"perception.skill_temperature must be > 0, got {self.skill_temperature}")
+        if self.text_weight < 0 or self.image_weight < 0 or self.text_weight + self.image_weight <= 0:
+            raise ConfigError("perception.text_weight and image_weight must be >= 0 and not both 0")
+        if self.min_area_px < 1:
+            raise ConfigError(f"perception.min_area_px must be >= 1, got {self.min_area_px}")
+        if "{object}" not in self.prompt_template:
+            raise ConfigError(f"perception.prompt_template must contain '{{object}}', got {self.prompt_template!r}")
 
 
 @dataclass

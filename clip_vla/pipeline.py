@@ -1,0 +1,293 @@
+"""One call from (frame, command) to an action goal, or to a reasoned refusal.
+
+    command ──parse──► skill phrase, object phrase, destination phrase     (once per command)
+    frame ──► CLIPSeg vision pass (once) ──► decoder over [object, destination, distractors]
+          ──► mask of the goal target ──► depth + intrinsics ──► point in the camera frame
+          ──► camera-to-base transform ──► (x, y, z), theta ──► workspace/confidence checks
+          ──► RT-2 tokens
+
+The safety envelope lives here, not in the node: a goal outside the workspace or under the
+confidence threshold is never returned as an ``ActionGoal``; it becomes a ``NoAction``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Union
+
+import numpy as np
+
+from . import geometry
+from .config import ClipVlaConfig, Skill
+from .language import CommandError, InstructionParser, ParsedInstruction
+from .localize import detect
+from .models import LoadedModels, load_models
+from .preprocess import model_input, to_device_uint8
+from .segmenter import Segmenter
+from .skill_scorer import SkillScorer
+from .tokenizer import Action, ActionTokenizer
+from .types import ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
+
+Result = Union[ActionGoal, NoAction]
+
+# Push/pull directions named in a command, as yaw of the motion in the base frame (REP-103: x forward, y left).
+DIRECTION_YAW = {
+    "forward": 0.0, "away": 0.0, "ahead": 0.0, "front": 0.0,
+    "left": math.pi / 2, "right": -math.pi / 2,
+    "backward": -math.pi, "backwards": -math.pi, "back": -math.pi, "closer": -math.pi, "toward me": -math.pi,
+}
+SKILL_DEFAULT_YAW = {"push": 0.0, "pull": -math.pi}  # away from / towards the robot base
+
+
+@dataclass
+class PreparedCommand:
+    """A parsed command with everything that does not depend on the frame."""
+
+    text: str
+    parsed: ParsedInstruction
+    skill: Optional[Skill]
+    prompts: List[str]  # CLIPSeg prompts: [object?, destination?, *distractors]
+    object_index: Optional[int]
+    destination_index: Optional[int]
+
+
+class _Timer:
+    """Per-stage wall-clock timings in milliseconds (synchronising CUDA so stages are honest)."""
+
+    def __init__(self, device) -> None:
+        self.ms: Dict[str, float] = {}
+        self._cuda = getattr(device, "type", "cpu") == "cuda"
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if self._cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+class VLAPipeline:
+    """Frame + command -> ``ActionGoal`` | ``NoAction``. Models load once, in the constructor."""
+
+    def __init__(self, config: ClipVlaConfig, models: Optional[LoadedModels] = None) -> None:
+        self.models = models if models is not None else load_models(config.models)
+        self.segmenter = Segmenter(self.models)
+        self.scorer = SkillScorer(self.models, config.vocabulary, config.perception)
+        self._prepared: "OrderedDict[str, PreparedCommand]" = OrderedDict()
+        self.update_config(config)
+
+    # ------------------------------------------------------------------ configuration
+    def update_config(self, config: ClipVlaConfig) -> None:
+        """Thresholds, prompts and geometry take effect on the next frame; models stay loaded."""
+        self.config = config
+        self.vocabulary = config.vocabulary
+        self.parser = InstructionParser(self.vocabulary, similarity_fallback=self.scorer.best_skill_for_text)
+        self.scorer.set_vocabulary(self.vocabulary, config.perception)
+        self.tokenizer = ActionTokenizer.from_config(config.workspace)
+        self.camera_to_base = geometry.camera_to_base_from_config(config.geometry)
+        self.default_intrinsics = geometry.intrinsics_from_config(config.geometry)
+        self._prepared.clear()
+
+    @property
+    def model_ids(self) -> Dict[str, str]:
+        return dict(self.models.ids)
+
+    @property
+    def device(self) -> str:
+        return self.models.device_name
+
+    # ------------------------------------------------------------------ commands
+    def prepare(self, command: str) -> Union[PreparedCommand, NoAction]:
+        """Parse and validate a command once; repeated commands come from a small cache."""
+        if command in self._prepared:
+            self._prepared.move_to_end(command)
+            return self._prepared[command]
+        try:
+            parsed = self.parser.parse(command)
+        except CommandError as exc:
+            empty = not str(command).strip()
+            return NoAction(Reason.EMPTY_COMMAND if empty else Reason.BAD_COMMAND, str(exc),
+                            command=_printable(command))
+        refusal = self._refuse(parsed, command)
+        if refusal is not None:
+            return refusal
+        skill = self.vocabulary.skill(parsed.skill)
+        template = self.config.perception.prompt_template
+        named = [p for p in (parsed.object, parsed.destination) if p]
+        prompts = [template.replace("{object}", p) for p in named] + list(self.vocabulary.distractors)
+        object_index = 0 if parsed.object else None
+        destination_index = (1 if parsed.object else 0) if parsed.destination else None
+        prepared = PreparedCommand(command, parsed, skill, prompts, object_index, destination_index)
+        self.segmenter.text_embeddings(prompts)  # warm the cache now, not on the first frame
+        self._prepared[command] = prepared
+        while len(self._prepared) > 128:
+            self._prepared.popitem(last=False)
+        return prepared
+
+    def _refuse(self, parsed: ParsedInstruction, command: str) -> Optional[NoAction]:
+        def no(reason: Reason, message: str) -> NoAction:
+            return NoAction(reason, message, command=command, skill=parsed.skill, object_phrase=parsed.object)
+
+        if parsed.skill is None:
+            known = ", ".join(self.vocabulary.skill_names)
+            return no(Reason.UNKNOWN_SKILL, f"no known skill in '{parsed.text}' (skills: {known})")
+        if parsed.skill == self.vocabulary.stop_skill:
+            return no(Reason.STOPPED, "stop requested: nothing to execute")
+        skill = self.vocabulary.skill(parsed.skill)
+        if skill.needs_object and not parsed.object:
+            return no(Reason.NO_OBJECT_NAMED, f"'{parsed.skill}' needs an object, none named in '{parsed.text}'")
+        if skill.needs_destination and not parsed.destination:
+            return no(Reason.NO_DESTINATION, f"'{parsed.skill}' needs a destination (e.g. 'in the bowl')")
+        return None
+
+    # ------------------------------------------------------------------ the call
+    def run(self, frame: Frame, command: Union[str, PreparedCommand],
+            camera_to_base: Optional[geometry.RigidTransform] = None) -> Result:
+        """One command on one frame. Never raises for bad input: it answers with a NoAction."""
+        prepared = self.prepare(command) if isinstance(command, str) else command
+        if isinstance(prepared, NoAction):
+            prepared.stamp = frame.stamp
+            return prepared
+        try:
+            return self._run(frame, prepared, camera_to_base or self.camera_to_base)
+        except geometry.GeometryError as exc:
+            return self._no(prepared, frame, Reason.BAD_INPUT, f"geometry failed: {exc}")
+        except (RuntimeError, ValueError, IndexError) as exc:  # a model or shape failure; keep serving
+            return self._no(prepared, frame, Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _no(self, prepared: PreparedCommand, frame: Frame, reason: Reason, message: str, **extra) -> NoAction:
+        return NoAction(reason, message, command=prepared.text, skill=prepared.parsed.skill,
+                        object_phrase=prepared.parsed.object, stamp=frame.stamp, **extra)
+
+    def _run(self, frame: Frame, prepared: PreparedCommand, camera_to_base: geometry.RigidTransform) -> Result:
+        timer = _Timer(self.models.device)
+        intrinsics = frame.intrinsics or self.default_intrinsics
+        if intrinsics is None:
+            return self._no(prepared, frame, Reason.NO_INTRINSICS,
+                            "no camera intrinsics: publish camera_info or set geometry.intrinsics")
+        perception = self.config.perception
+        height, width = frame.rgb.shape[:2]
+
+        with timer.stage("preprocess"):
+            image = to_device_uint8(frame.rgb, self.models.device)
+            seg_pixels = model_input(image, self.models.clipseg_image, self.models.dtype)
+        with timer.stage("image_encoding"):
+            features = self.segmenter.encode_image(seg_pixels)
+        with timer.stage("text_encoding"):
+            text = self.segmenter.text_embeddings(prepared.prompts)
+        with timer.stage("mask_decoding"):
+            logits = self.segmenter.decode(features, text)
+            probs = self.segmenter.probabilities(logits, (height, width))
+        with timer.stage("skill_scoring"):
+            skill_probs = self._score_skills(prepared, image, features)
+        skill = prepared.skill
+        if prepared.parsed.skill_source != "verb":  # a guessed skill must be confident enough
+            best = skill_probs.get(skill.name, 0.0)
+            if best < perception.min_skill_probability:
+                return self._no(prepared, frame, Reason.LOW_CONFIDENCE,
+                                f"skill '{skill.name}' has probability {best:.2f} < "
+                                f"{perception.min_skill_probability:.2f}", skill_probabilities=skill_probs)
+        with timer.stage("postprocess"):
+            competitors = list(range(len(prepared.prompts)))
+            detections: Dict[str, Detection] = {}
+            for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
+                if index is not None:
+                    detections[role] = detect(probs, prepared.prompts, index, competitors,
+                                              perception.mask_threshold, perception.min_area_px)
+        role = "destination" if skill.needs_destination else "object"
+        target = detections[role]
+        timings = timer.ms
+        if not target.found:
+            return self._no(prepared, frame, Reason.NO_OBJECT,
+                            f"'{target.phrase}' not found (peak probability {target.peak:.2f} < "
+                            f"threshold {perception.mask_threshold:.2f})",
+                            skill_probabilities=skill_probs, detection=target, timings_ms=timings)
+        if target.confidence < perception.min_confidence:
+            return self._no(prepared, frame, Reason.LOW_CONFIDENCE,
+                            f"'{target.phrase}' found with confidence {target.confidence:.2f} < "
+                            f"{perception.min_confidence:.2f}",
+                            skill_probabilities=skill_probs, detection=target, timings_ms=timings)
+
+        with timer.stage("geometry"):
+            depth_m = None
+            if frame.depth is not None:
+                g = self.config.geometry
+                depth_m = geometry.depth_to_metres(frame.depth, g.depth_scale, g.depth_min, g.depth_max)
+            located = geometry.locate(target.mask, target.centroid, depth_m, intrinsics, camera_to_base,
+                                      self.config.geometry)
+            if located is None:
+                return self._no(prepared, frame, Reason.NO_DEPTH,
+                                f"no valid depth on '{target.phrase}' and its ray misses the table plane",
+                                skill_probabilities=skill_probs, detection=target, timings_ms=timings)
+            theta = self._theta(prepared, skill, target, located, intrinsics, camera_to_base, detections,
+                                depth_m)
+            object_xyz = None
+            if role == "destination" and detections.get("object") is not None and detections["object"].found:
+                obj = detections["object"]
+                obj_loc = geometry.locate(obj.mask, obj.centroid, depth_m, intrinsics, camera_to_base,
+                                          self.config.geometry)
+                object_xyz = None if obj_loc is None else tuple(float(v) for v in obj_loc.xyz_base)
+        xyz = tuple(float(v) for v in located.xyz_base)
+
+        with timer.stage("tokenization"):
+            encoded = self.tokenizer.encode(Action(skill.token, xyz[0], xyz[1], xyz[2], theta))
+        if encoded.out_of_range:
+            bounds = self.config.workspace
+            return self._no(prepared, frame, Reason.OUTSIDE_WORKSPACE,
+                            f"goal ({xyz[0]:.3f}, {xyz[1]:.3f}, {xyz[2]:.3f}) m is outside the workspace "
+                            f"x{bounds.x} y{bounds.y} z{bounds.z} of '{self.config.base_frame}'",
+                            skill_probabilities=skill_probs, detection=target, timings_ms=timer.ms)
+        timer.ms["total"] = sum(timer.ms.values())
+        return ActionGoal(
+            cmd=skill.name, cmd_token=skill.token, skill_probabilities=skill_probs,
+            object_phrase=prepared.parsed.object, destination_phrase=prepared.parsed.destination,
+            pixel=target.centroid, detection=detections.get("object"),
+            xyz_camera=tuple(float(v) for v in located.xyz_camera), xyz_base=xyz,  # type: ignore[arg-type]
+            theta=theta, tokens=encoded.tokens, confidence=target.confidence,
+            depth_source=located.depth_source, timings_ms=timer.ms, command=prepared.text,
+            stamp=frame.stamp, frame_id=self.config.base_frame, destination=detections.get("destination"),
+            object_xyz_base=object_xyz,  # type: ignore[arg-type]
+        )
+
+    def _score_skills(self, prepared: PreparedCommand, image, features) -> Dict[str, float]:
+        """CLIP skill probabilities; the image term costs a CLIP vision pass only when weighted."""
+        image_embedding = None
+        if self.config.perception.image_weight > 0:
+            if self.scorer.shared_backbone:
+                image_embedding = features.image_embedding
+            else:
+                pixels = model_input(image, self.models.clip_image, self.models.dtype)
+                image_embedding = self.scorer.image_embedding(pixels)
+        return self.scorer.score(prepared.parsed.text, prepared.parsed.object, image_embedding)
+
+    def _theta(self, prepared: PreparedCommand, skill: Skill, target: Detection, located,
+               intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform,
+               detections: Dict[str, Detection], depth_m: Optional[np.ndarray]) -> float:
+        """Grasp yaw for grasps; motion direction for push/pull (named direction, destination, default)."""
+        if skill.name in SKILL_DEFAULT_YAW:
+            direction = getattr(prepared.parsed, "direction", None)
+            if direction in DIRECTION_YAW:
+                return geometry.wrap_angle(DIRECTION_YAW[direction])
+            dest = detections.get("destination")
+            if dest is not None and dest.found:
+                dest_loc = geometry.locate(dest.mask, dest.centroid, depth_m, intrinsics, camera_to_base,
+                                           self.config.geometry)
+                if dest_loc is not None:
+                    delta = np.asarray(dest_loc.xyz_base) - np.asarray(located.xyz_base)
+                    return geometry.wrap_angle(math.atan2(delta[1], delta[0]))
+            return geometry.wrap_angle(SKILL_DEFAULT_YAW[skill.name])
+        return geometry.grasp_yaw(target.mask, target.centroid, float(located.xyz_camera[2]), intrinsics,
+                                  camera_to_base)
+
+
+def _printable(text: object, limit: int = 200) -> str:
+    """A command echoed back in a status: bounded and printable, whatever was sent."""
+    s = str(text)
+    s = "".join(ch if ch.isprintable() else "\ufffd" for ch in s[:limit])
+    return s + ("..." if len(str(text)) > limit else "")

@@ -57,3 +57,8 @@ def detect(probs: np.ndarray, phrases: Sequence[str], target: int, competitors: 
     """Threshold + competition + component selection for prompt ``target`` of ``probs``."""
     mask = target_mask(probs, target, competitors, threshold)
     return select_component(mask, probs[target], phrases[target], min_area=min_area)
+
+
+def detection_from_mask(phrase: str, mask: np.ndarray, min_area: int = 1) -> Detection:
+    """A Detection from a known binary mask (ground truth in simulation, or a user's label)."""
+    return select_component(mask.astype(bool), mask.astype(np.float32), phrase, min_area=min_area)

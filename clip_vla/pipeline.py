@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from .tokenizer import Action, ActionTokenizer
 from .types import ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
 
 Result = Union[ActionGoal, NoAction]
+OraclePerception = Callable[[Frame, "PreparedCommand"], Tuple[Dict[str, Detection], Dict[str, float]]]
 
 # Push/pull directions named in a command, as yaw of the motion in the base frame (REP-103: x forward, y left).
 DIRECTION_YAW = {
@@ -75,10 +76,16 @@ class _Timer:
 class VLAPipeline:
     """Frame + command -> ``ActionGoal`` | ``NoAction``. Models load once, in the constructor."""
 
-    def __init__(self, config: ClipVlaConfig, models: Optional[LoadedModels] = None) -> None:
-        self.models = models if models is not None else load_models(config.models)
-        self.segmenter = Segmenter(self.models)
-        self.scorer = SkillScorer(self.models, config.vocabulary, config.perception)
+    def __init__(self, config: ClipVlaConfig, models: Optional[LoadedModels] = None,
+                 oracle: Optional[OraclePerception] = None) -> None:
+        # Ground-truth perception for simulation ("oracle"): (frame, prepared) -> (detections, skill
+        # probabilities). It replaces the models to measure geometry + tokenizer + execution alone.
+        self.oracle = oracle
+        if models is None and oracle is None:
+            models = load_models(config.models)
+        self.models = models
+        self.segmenter = Segmenter(models) if models is not None else None
+        self.scorer = SkillScorer(models, config.vocabulary, config.perception) if models is not None else None
         self._prepared: "OrderedDict[str, PreparedCommand]" = OrderedDict()
         self.update_config(config)
 
@@ -87,8 +94,10 @@ class VLAPipeline:
         """Thresholds, prompts and geometry take effect on the next frame; models stay loaded."""
         self.config = config
         self.vocabulary = config.vocabulary
-        self.parser = InstructionParser(self.vocabulary, similarity_fallback=self.scorer.best_skill_for_text)
-        self.scorer.set_vocabulary(self.vocabulary, config.perception)
+        fallback = self.scorer.best_skill_for_text if self.scorer is not None else None
+        self.parser = InstructionParser(self.vocabulary, similarity_fallback=fallback)
+        if self.scorer is not None:
+            self.scorer.set_vocabulary(self.vocabulary, config.perception)
         self.tokenizer = ActionTokenizer.from_config(config.workspace)
         self.camera_to_base = geometry.camera_to_base_from_config(config.geometry)
         self.default_intrinsics = geometry.intrinsics_from_config(config.geometry)
@@ -96,11 +105,11 @@ class VLAPipeline:
 
     @property
     def model_ids(self) -> Dict[str, str]:
-        return dict(self.models.ids)
+        return dict(self.models.ids) if self.models is not None else {"clipseg": "oracle", "clip": "oracle"}
 
     @property
     def device(self) -> str:
-        return self.models.device_name
+        return self.models.device_name if self.models is not None else "cpu"
 
     # ------------------------------------------------------------------ commands
     def prepare(self, command: str) -> Union[PreparedCommand, NoAction]:
@@ -124,7 +133,8 @@ class VLAPipeline:
         object_index = 0 if parsed.object else None
         destination_index = (1 if parsed.object else 0) if parsed.destination else None
         prepared = PreparedCommand(command, parsed, skill, prompts, object_index, destination_index)
-        self.segmenter.text_embeddings(prompts)  # warm the cache now, not on the first frame
+        if self.segmenter is not None:
+            self.segmenter.text_embeddings(prompts)  # warm the cache now, not on the first frame
         self._prepared[command] = prepared
         while len(self._prepared) > 128:
             self._prepared.popitem(last=False)
@@ -172,20 +182,10 @@ class VLAPipeline:
             return self._no(prepared, frame, Reason.NO_INTRINSICS,
                             "no camera intrinsics: publish camera_info or set geometry.intrinsics")
         perception = self.config.perception
-        height, width = frame.rgb.shape[:2]
-
-        with timer.stage("preprocess"):
-            image = to_device_uint8(frame.rgb, self.models.device)
-            seg_pixels = model_input(image, self.models.clipseg_image, self.models.dtype)
-        with timer.stage("image_encoding"):
-            features = self.segmenter.encode_image(seg_pixels)
-        with timer.stage("text_encoding"):
-            text = self.segmenter.text_embeddings(prepared.prompts)
-        with timer.stage("mask_decoding"):
-            logits = self.segmenter.decode(features, text)
-            probs = self.segmenter.probabilities(logits, (height, width))
-        with timer.stage("skill_scoring"):
-            skill_probs = self._score_skills(prepared, image, features)
+        if self.oracle is not None:
+            detections, skill_probs = self.oracle(frame, prepared)
+        else:
+            detections, skill_probs = self._perceive(frame, prepared, timer)
         skill = prepared.skill
         if prepared.parsed.skill_source != "verb":  # a guessed skill must be confident enough
             best = skill_probs.get(skill.name, 0.0)
@@ -193,13 +193,6 @@ class VLAPipeline:
                 return self._no(prepared, frame, Reason.LOW_CONFIDENCE,
                                 f"skill '{skill.name}' has probability {best:.2f} < "
                                 f"{perception.min_skill_probability:.2f}", skill_probabilities=skill_probs)
-        with timer.stage("postprocess"):
-            competitors = list(range(len(prepared.prompts)))
-            detections: Dict[str, Detection] = {}
-            for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
-                if index is not None:
-                    detections[role] = detect(probs, prepared.prompts, index, competitors,
-                                              perception.mask_threshold, perception.min_area_px)
         role = "destination" if skill.needs_destination else "object"
         target = detections[role]
         timings = timer.ms
@@ -254,6 +247,32 @@ class VLAPipeline:
             stamp=frame.stamp, frame_id=self.config.base_frame, destination=detections.get("destination"),
             object_xyz_base=object_xyz,  # type: ignore[arg-type]
         )
+
+    def _perceive(self, frame: Frame, prepared: PreparedCommand,
+                  timer: _Timer) -> Tuple[Dict[str, Detection], Dict[str, float]]:
+        """CLIPSeg detections of the named object/destination and CLIP skill probabilities."""
+        perception = self.config.perception
+        height, width = frame.rgb.shape[:2]
+        with timer.stage("preprocess"):
+            image = to_device_uint8(frame.rgb, self.models.device)
+            seg_pixels = model_input(image, self.models.clipseg_image, self.models.dtype)
+        with timer.stage("image_encoding"):
+            features = self.segmenter.encode_image(seg_pixels)
+        with timer.stage("text_encoding"):
+            text = self.segmenter.text_embeddings(prepared.prompts)
+        with timer.stage("mask_decoding"):
+            logits = self.segmenter.decode(features, text)
+            probs = self.segmenter.probabilities(logits, (height, width))
+        with timer.stage("skill_scoring"):
+            skill_probs = self._score_skills(prepared, image, features)
+        with timer.stage("postprocess"):
+            competitors = list(range(len(prepared.prompts)))
+            detections: Dict[str, Detection] = {}
+            for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
+                if index is not None:
+                    detections[role] = detect(probs, prepared.prompts, index, competitors,
+                                              perception.mask_threshold, perception.min_area_px)
+        return detections, skill_probs
 
     def _score_skills(self, prepared: PreparedCommand, image, features) -> Dict[str, float]:
         """CLIP skill probabilities; the image term costs a CLIP vision pass only when weighted."""

@@ -176,7 +176,7 @@ class VLAPipeline:
                         object_phrase=prepared.parsed.object, stamp=frame.stamp, **extra)
 
     def _run(self, frame: Frame, prepared: PreparedCommand, camera_to_base: geometry.RigidTransform) -> Result:
-        timer = _Timer(self.models.device)
+        timer = _Timer(self.models.device if self.models is not None else None)
         intrinsics = frame.intrinsics or self.default_intrinsics
         if intrinsics is None:
             return self._no(prepared, frame, Reason.NO_INTRINSICS,

@@ -166,8 +166,6 @@ class VLAPipeline:
             return prepared
         try:
             return self._run(frame, prepared, camera_to_base or self.camera_to_base)
-        except geometry.GeometryError as exc:
-            return self._no(prepared, frame, Reason.BAD_INPUT, f"geometry failed: {exc}")
         except (RuntimeError, ValueError, IndexError) as exc:  # a model or shape failure; keep serving
             return self._no(prepared, frame, Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
 
@@ -208,24 +206,21 @@ class VLAPipeline:
                             skill_probabilities=skill_probs, detection=target, timings_ms=timings)
 
         with timer.stage("geometry"):
-            depth_m = None
-            if frame.depth is not None:
-                g = self.config.geometry
-                depth_m = geometry.depth_to_metres(frame.depth, g.depth_scale, g.depth_min, g.depth_max)
-            located = geometry.locate(target.mask, target.centroid, depth_m, intrinsics, camera_to_base,
-                                      self.config.geometry)
-            if located is None:
-                return self._no(prepared, frame, Reason.NO_DEPTH,
-                                f"no valid depth on '{target.phrase}' and its ray misses the table plane",
+            try:
+                located = self._locate(target, frame.depth, intrinsics, camera_to_base)
+            except geometry.GeometryError as exc:
+                return self._no(prepared, frame, Reason.NO_DEPTH, f"cannot place '{target.phrase}' in 3D: {exc}",
                                 skill_probabilities=skill_probs, detection=target, timings_ms=timings)
             theta = self._theta(prepared, skill, target, located, intrinsics, camera_to_base, detections,
-                                depth_m)
+                                frame.depth)
             object_xyz = None
-            if role == "destination" and detections.get("object") is not None and detections["object"].found:
-                obj = detections["object"]
-                obj_loc = geometry.locate(obj.mask, obj.centroid, depth_m, intrinsics, camera_to_base,
-                                          self.config.geometry)
-                object_xyz = None if obj_loc is None else tuple(float(v) for v in obj_loc.xyz_base)
+            obj = detections.get("object")
+            if role == "destination" and obj is not None and obj.found:  # best effort: it may be in the gripper
+                try:
+                    object_xyz = tuple(float(v) for v in
+                                       self._locate(obj, frame.depth, intrinsics, camera_to_base).xyz_base)
+                except geometry.GeometryError:
+                    object_xyz = None
         xyz = tuple(float(v) for v in located.xyz_base)
 
         with timer.stage("tokenization"):
@@ -287,7 +282,7 @@ class VLAPipeline:
 
     def _theta(self, prepared: PreparedCommand, skill: Skill, target: Detection, located,
                intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform,
-               detections: Dict[str, Detection], depth_m: Optional[np.ndarray]) -> float:
+               detections: Dict[str, Detection], depth: Optional[np.ndarray]) -> float:
         """Grasp yaw for grasps; motion direction for push/pull (named direction, destination, default)."""
         if skill.name in SKILL_DEFAULT_YAW:
             direction = getattr(prepared.parsed, "direction", None)
@@ -295,14 +290,22 @@ class VLAPipeline:
                 return geometry.wrap_angle(DIRECTION_YAW[direction])
             dest = detections.get("destination")
             if dest is not None and dest.found:
-                dest_loc = geometry.locate(dest.mask, dest.centroid, depth_m, intrinsics, camera_to_base,
-                                           self.config.geometry)
+                try:
+                    dest_loc = self._locate(dest, depth, intrinsics, camera_to_base)
+                except geometry.GeometryError:
+                    dest_loc = None
                 if dest_loc is not None:
                     delta = np.asarray(dest_loc.xyz_base) - np.asarray(located.xyz_base)
                     return geometry.wrap_angle(math.atan2(delta[1], delta[0]))
             return geometry.wrap_angle(SKILL_DEFAULT_YAW[skill.name])
         return geometry.grasp_yaw(target.mask, target.centroid, float(located.xyz_camera[2]), intrinsics,
-                                  camera_to_base)
+                                  camera_to_base, plane_normal=self.config.geometry.table_normal)
+
+    def _locate(self, detection: Detection, depth: Optional[np.ndarray], intrinsics: Intrinsics,
+                camera_to_base: geometry.RigidTransform) -> geometry.LocateResult:
+        """3D point of a detection: robust depth over its mask, else the table plane."""
+        return geometry.locate(detection.mask, detection.centroid, depth, intrinsics, camera_to_base,
+                               self.config.geometry)
 
 
 def _printable(text: object, limit: int = 200) -> str:

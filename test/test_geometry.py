@@ -199,7 +199,8 @@ def test_depth_to_metres_uint16():
     assert m.dtype == np.float32
     expected = np.array([[np.nan, 1.0, np.nan], [np.nan, 0.5, 2.0]])  # 65.5 m too far, 3 cm too close
     np.testing.assert_allclose(m, expected, equal_nan=True)
-    np.testing.assert_allclose(depth_to_metres(raw, depth_scale=0.0001, depth_max=0.15), [[np.nan, 0.1, np.nan], [np.nan, 0.05, np.nan]], equal_nan=True, rtol=1e-6)
+    fine = depth_to_metres(raw, depth_scale=0.0001, depth_max=0.15)  # 0.05 m is exactly depth_min: kept
+    np.testing.assert_allclose(fine, [[np.nan, 0.1, np.nan], [np.nan, 0.05, np.nan]], equal_nan=True, rtol=1e-6)
 
 
 def test_depth_to_metres_float():
@@ -264,7 +265,9 @@ def test_table_plane_point_horizontal_camera():
     # optical z -> base x, optical x -> base -y, optical y -> base -z (the usual rpy = -pi/2, 0, -pi/2)
     fwd = RigidTransform.from_matrix([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0.5], [0, 0, 0, 1]])
     np.testing.assert_allclose(
-        RigidTransform.from_xyz_rpy([0, 0, 0.5], [-math.pi / 2, 0, -math.pi / 2]).matrix(), fwd.matrix(), atol=1e-12
+        RigidTransform.from_xyz_rpy([0, 0, 0.5], [-math.pi / 2, 0, -math.pi / 2]).matrix(),
+        fwd.matrix(),
+        atol=1e-12,
     )
     assert table_plane_point(320, 240, K, fwd, [0, 0, 1], 0.0) is None  # horizon: parallel
     assert table_plane_point(320, 100, K, fwd, [0, 0, 1], 0.0) is None  # above the horizon
@@ -355,6 +358,8 @@ def test_wrap_angle():
     assert wrap_angle(0.25) == pytest.approx(0.25)
     assert -math.pi <= wrap_angle(-1e-17) < math.pi and abs(wrap_angle(-1e-17)) < 1e-12
     assert isinstance(wrap_angle(1.0), float)
+    just_below = float(np.nextafter(-math.pi, -math.inf))  # np.mod rounds this to +pi unless guarded
+    assert -math.pi <= wrap_angle(just_below) < math.pi
     arr = wrap_angle(np.array([0.0, math.pi, -3.5, 7.0]))
     np.testing.assert_allclose(arr, [0.0, -math.pi, -3.5 + 2 * math.pi, 7.0 - 2 * math.pi])
     rng = np.random.default_rng(0)
@@ -389,7 +394,8 @@ def test_locate_uses_depth(down):
     np.testing.assert_allclose(res.xyz_base, [0.64, -0.14, 0.1], atol=1e-6)
     assert res.valid_pixels == int(mask.sum())
     metres = depth_to_metres(depth)  # float metres give the same answer
-    np.testing.assert_allclose(locate(mask, (420.0, 140.0), metres, K, down, GeometryConfig()).xyz_base, res.xyz_base, atol=1e-6)
+    again = locate(mask, (420.0, 140.0), metres, K, down, GeometryConfig())
+    np.testing.assert_allclose(again.xyz_base, res.xyz_base, atol=1e-6)
 
 
 def test_locate_depth_statistic(down):

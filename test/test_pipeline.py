@@ -205,3 +205,11 @@ def test_oracle_perception_replaces_the_models(tiny_config, frame):
     u_off = (409.5 - 319.5) * 0.8 / 500
     assert r.xyz_base == pytest.approx((0.5, -u_off, 0.0), abs=1e-6)
     assert abs(r.theta) == pytest.approx(0.0, abs=1e-3)  # long axis along base x
+
+
+def test_no_depth_and_ray_parallel_to_table_is_no_depth(pipeline, frame):
+    # Camera looking horizontally along base x: the centre ray never meets the table plane.
+    reconfigure(pipeline, **{"geometry.camera_to_base_rpy": [-math.pi / 2, 0.0, -math.pi / 2]})
+    frame.depth = None
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.NO_DEPTH, r

@@ -115,7 +115,10 @@ def test_theta_wraps(tok):
 @pytest.mark.parametrize("dim", ["x", "y", "z", "theta"])
 def test_bins_are_monotonic(tok, dim):
     lo, hi = tok.bounds[["x", "y", "z", "theta"].index(dim)]
-    sweep = np.linspace(lo - 0.3, hi + 0.3, 100001) if dim != "theta" else np.linspace(-np.pi, np.pi, 100001)[:-1]
+    if dim == "theta":
+        sweep = np.linspace(-np.pi, np.pi, 100001)[:-1]
+    else:
+        sweep = np.linspace(lo - 0.3, hi + 0.3, 100001)
     codes = tok.encode_dim(sweep, dim)
     assert np.all(np.diff(codes) >= 0)
     assert codes[0] == 0 and codes[-1] == tok.bins - 1

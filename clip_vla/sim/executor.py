@@ -1,0 +1,125 @@
+"""Skills as scripted gripper motions: what an action goal ``(cmd, x, y, z, theta)`` does in the sim.
+
+Each skill is a short sequence of interpolated mocap waypoints with the physics stepped
+in between, so the outcome (grasped or not, pushed how far) comes from contacts.
+
+Goal heights: perception back-projects the *visible surface* (median depth over the
+mask), so the goal z lies between the object's centre and its top, not at the centre.
+The grasp therefore descends to a fingertip height computed from the goal z and the
+known table plane: ``tip_z = max(table_z + min_tip_clearance, z - grasp_depth)``. With
+8 cm fingers and objects at most 8.5 cm tall this closes on the lower/middle part of
+every object whether z is the true centre or the visible top surface, and never drives
+the fingertips into the table.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .gripper import Gripper
+
+
+@dataclass
+class SkillParams:
+    """Geometry of the scripted skills, in metres above the table plane unless stated."""
+
+    table_z: float = 0.0
+    travel_height: float = 0.17  # fingertips above the table for free-space moves (objects are < 9 cm)
+    grasp_depth: float = 0.03  # fingertips this far below the goal z when closing
+    min_tip_clearance: float = 0.008  # fingertips never lower than this above the table
+    lift: float = 0.15  # how far a pick raises the object
+    # place: object bottom this far above the destination goal z when released: over a tray's
+    # rim (2.7 cm), already inside a bowl's wall (4.5 cm), so a tall object drops without toppling.
+    release_height: float = 0.035
+    push_standoff: float = 0.085  # push starts this far behind the goal point (> largest half length + pad)
+    push_through: float = 0.08  # and ends this far past it (object moves ~ through + its half size)
+    push_tip_height: float = 0.012  # fingertips above the table while pushing
+    point_height: float = 0.05  # point_at hovers this far above the goal point
+    settle_time: float = 0.6  # s of physics after a release before judging
+
+
+class SkillExecutor:
+    """Runs the skills on one gripper. Stateless except for how a held object was grasped."""
+
+    def __init__(self, gripper: Gripper, params: Optional[SkillParams] = None) -> None:
+        self.g = gripper
+        self.p = params or SkillParams()
+        # Fingertip height above the object's bottom at the last grasp (the object stood on
+        # the table), so place can lower the object's bottom to a chosen height.
+        self.grasp_offset: Optional[float] = None
+
+    # ---- helpers
+    def _travel_z(self) -> float:
+        return self.p.table_z + self.p.travel_height
+
+    def _go_above(self, x: float, y: float, yaw: Optional[float], z: Optional[float] = None) -> None:
+        """Rise vertically if low, then move across at travel height (never sweep through objects)."""
+        tz = max(self._travel_z(), self.g.position[2]) if z is None else z
+        pos = self.g.position
+        if pos[2] < tz - 1e-4:
+            self.g.move_to((pos[0], pos[1], tz))
+        self.g.move_to((x, y, tz), yaw=yaw)
+
+    def grasp_tip_z(self, z: float) -> float:
+        return max(self.p.table_z + self.p.min_tip_clearance, z - self.p.grasp_depth)
+
+    # ---- skills
+    def pick(self, x: float, y: float, z: float, theta: float) -> None:
+        """Open, come down over (x, y) with the jaws closing across theta, close, lift."""
+        g, lim = self.g, self.g.limits
+        g.open(settle=0.0)
+        self._go_above(x, y, theta, z=self._travel_z())
+        tip = self.grasp_tip_z(z)
+        g.move_to((x, y, tip + 0.03), speed=lim.travel_speed)
+        g.move_to((x, y, tip), speed=lim.approach_speed)
+        g.close()
+        self.grasp_offset = tip - self.p.table_z
+        g.move_to((x, y, max(tip + self.p.lift, self._travel_z())), speed=lim.approach_speed)
+
+    def place(self, x: float, y: float, z: float, theta: Optional[float] = None) -> None:
+        """Carry over (x, y) (turning the held object's major axis to theta if given), lower, open, retreat."""
+        g, lim = self.g, self.g.limits
+        offset = self.grasp_offset if self.grasp_offset is not None else self.p.min_tip_clearance
+        self._go_above(x, y, theta)
+        tip = max(z, self.p.table_z) + self.p.release_height + offset
+        g.move_to((x, y, min(tip, g.position[2])), speed=lim.approach_speed)
+        g.open()
+        self.grasp_offset = None
+        g.move_to((x, y, max(g.position[2] + 0.08, self._travel_z())), speed=lim.approach_speed)
+        g.wait(self.p.settle_time)
+
+    def push(self, x: float, y: float, z: float, theta: float) -> None:
+        """Closed fingers behind the object along theta, then sweep through it along theta."""
+        g, lim = self.g, self.g.limits
+        d = np.array([math.cos(theta), math.sin(theta)])
+        start = np.array([x, y]) - self.p.push_standoff * d
+        end = np.array([x, y]) + self.p.push_through * d
+        tip = self.p.table_z + self.p.push_tip_height
+        g.close(settle=0.0)
+        # Yaw = theta: the palm's long side is across the motion, so it cannot overhang (and tip) a tall object.
+        self._go_above(start[0], start[1], theta, z=self._travel_z())
+        g.move_to((start[0], start[1], tip), speed=lim.travel_speed)
+        g.move_to((end[0], end[1], tip), speed=lim.push_speed)
+        g.move_to((end[0], end[1], self._travel_z()), speed=lim.approach_speed)
+        g.wait(self.p.settle_time)
+
+    def pull(self, x: float, y: float, z: float, theta: float) -> None:
+        """The reverse of push: fingers beyond the object along theta, drag it back along -theta."""
+        self.push(x, y, z, theta + math.pi)
+
+    def point_at(self, x: float, y: float, z: float, theta: float = 0.0) -> None:
+        """Hover with closed fingers ``point_height`` above the point."""
+        g = self.g
+        g.close(settle=0.0)
+        hover = max(z, self.p.table_z) + self.p.point_height
+        self._go_above(x, y, theta, z=max(self._travel_z(), hover))
+        g.move_to((x, y, hover), speed=g.limits.approach_speed)
+        g.wait(0.1)
+
+    def home(self, position, yaw: float = 0.0) -> None:
+        """Back to the parking pose (open), above everything."""
+        self._go_above(position[0], position[1], yaw, z=max(self._travel_z(), self.g.position[2]))
+        self.g.move_to(position, yaw=yaw)

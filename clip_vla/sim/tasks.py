@@ -1,0 +1,280 @@
+"""Episodes: a random scene, a command about one object in it, and how success is judged.
+
+Sampling is numpy-only (no MuJoCo) and driven by one ``numpy.random.Generator``, so a seed
+fixes the scene, the command and therefore the physics outcome. Distractors are chosen to
+be confusable with the target (same colour or same shape), which is what a grounding model
+must get right.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .camera import project
+from .executor import SkillParams
+from .gripper import FINGER_OPEN_Y, PAD_HALF
+from .objects import ObjectSpec
+from .scene import FixtureSpec, SceneConfig, SceneLayout
+
+SKILLS: Tuple[str, ...] = ("pick", "place", "push", "pull", "open", "close", "point_at", "none")
+SAMPLED_SKILLS: Tuple[str, ...] = ("pick", "place", "push", "pull", "point_at", "none")
+DESTINATIONS: Tuple[str, ...] = ("bowl", "tray")
+
+# Success thresholds (metres, m/s).
+PICK_MIN_LIFT = 0.05
+PUSH_MIN_DISPLACEMENT = 0.03
+POINT_MAX_XY_ERROR = 0.03
+REST_MAX_SPEED = 0.05
+
+_TEMPLATES: Dict[str, Tuple[str, ...]] = {
+    "pick": ("pick up the {o}", "grab the {o}", "lift the {o}"),
+    "place_bowl": ("put the {o} in the bowl", "place the {o} in the bowl"),
+    "place_tray": ("put the {o} on the tray", "place the {o} on the tray"),
+    "push": ("push the {o}", "slide the {o}"),
+    "pull": ("pull the {o}", "drag the {o}"),
+    "point_at": ("point at the {o}", "point to the {o}"),
+    "none": ("stop", "do nothing"),
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One episode: the command, what it is about, and the ground truth an oracle would use.
+
+    ``theta`` is the yaw an oracle sends with the goal: the object's major axis for pick and
+    point_at, the destination's major axis for place, and for push/pull the push axis, which
+    points radially away from the robot base (push moves the object along +theta, pull along
+    -theta, i.e. towards the robot).
+    """
+
+    command: str
+    skill: str
+    object: Optional[str]  # phrase of the target object, e.g. "red block"
+    destination: Optional[str]  # "bowl" | "tray" | None
+    object_xyz: Optional[Tuple[float, float, float]]  # resting centre, base frame
+    object_yaw: Optional[float]  # yaw of the major axis, in [-pi/2, pi/2)
+    destination_xyz: Optional[Tuple[float, float, float]]
+    theta: float
+    layout: SceneLayout
+    seed: Optional[int] = None
+    distractors: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def goal_xyz(self) -> Optional[Tuple[float, float, float]]:
+        """Where the (first) action goes: the object (pick/push/...)."""
+        return self.object_xyz
+
+    def to_dict(self) -> Dict[str, object]:
+        r = (lambda v: None if v is None else [round(float(x), 4) for x in v])
+        return {
+            "command": self.command, "skill": self.skill, "object": self.object, "destination": self.destination,
+            "object_xyz": r(self.object_xyz), "object_yaw": None if self.object_yaw is None else round(self.object_yaw, 4),
+            "destination_xyz": r(self.destination_xyz), "theta": round(self.theta, 4), "seed": self.seed,
+            "distractors": list(self.distractors),
+        }
+
+
+# --------------------------------------------------------------------------- sampling
+def sample_objects(rng: np.random.Generator, n_distractors: int, config: SceneConfig) -> List[Tuple[str, str, str]]:
+    """(colour, shape, size) of the target first, then distractors sharing its colour or shape."""
+    colour = str(rng.choice(config.colours))
+    shape = str(rng.choice(config.shapes))
+    chosen = [(colour, shape)]
+    pool = [(c, s) for c in config.colours for s in config.shapes if (c, s) != (colour, shape)]
+    same_colour = [p for p in pool if p[0] == colour]
+    same_shape = [p for p in pool if p[1] == shape]
+    for group in (same_colour, same_shape):
+        if len(chosen) > n_distractors:
+            break
+        if group:
+            chosen.append(group[int(rng.integers(len(group)))])
+    rest = [p for p in pool if p not in chosen]
+    while len(chosen) <= n_distractors and rest:
+        chosen.append(rest.pop(int(rng.integers(len(rest)))))
+    return [(c, s, str(rng.choice(config.sizes))) for c, s in chosen]
+
+
+def _grasp_yaws(o: ObjectSpec) -> List[float]:
+    """Gripper yaws a grasp of this object may come with: a perception stack cannot tell a block's
+    two axes apart, nor give a round object any axis, so all of those must be free."""
+    if o.shape == "bar":
+        return [o.yaw]
+    if o.shape == "block":
+        return [o.yaw, o.yaw + math.pi / 2]
+    return [o.yaw + k * math.pi / 8 for k in range(8)]
+
+
+def _pads(o: ObjectSpec) -> List[Tuple[float, float]]:
+    """Centres of the open finger pads of top grasps across the object's possible major axes."""
+    pads = []
+    for yaw in _grasp_yaws(o):
+        nx, ny = -math.sin(yaw), math.cos(yaw)
+        pads += [(o.x + s * FINGER_OPEN_Y * nx, o.y + s * FINGER_OPEN_Y * ny) for s in (-1.0, 1.0)]
+    return pads
+
+
+PAD_RADIUS = math.hypot(PAD_HALF[0], PAD_HALF[1])
+
+
+def _fits(o: ObjectSpec, placed: Sequence[ObjectSpec], fixtures: Sequence[FixtureSpec], config: SceneConfig) -> bool:
+    gap, fgap = config.clearance, config.finger_clearance
+    for f in fixtures:
+        if f.footprint_distance(o.x, o.y) < o.radius + gap:
+            return False
+        if any(f.footprint_distance(px, py) < PAD_RADIUS + fgap for px, py in _pads(o)):
+            return False
+    for p in placed:
+        if math.hypot(o.x - p.x, o.y - p.y) < o.radius + p.radius + gap:
+            return False
+        # The open fingers of either object's grasp must not come down on the other.
+        if any(math.hypot(px - p.x, py - p.y) < p.radius + PAD_RADIUS + fgap for px, py in _pads(o)):
+            return False
+        if any(math.hypot(px - o.x, py - o.y) < o.radius + PAD_RADIUS + fgap for px, py in _pads(p)):
+            return False
+    return True
+
+
+def _in_view(x: float, y: float, z: float, config: SceneConfig, margin_px: float = 40.0) -> bool:
+    cam = config.camera
+    u, v, depth = project(np.array([[x, y, z]]), cam.intrinsics(), cam.camera_to_base())[0]
+    return depth > 0 and margin_px <= u <= cam.width - 1 - margin_px and margin_px <= v <= cam.height - 1 - margin_px
+
+
+def sample_layout(
+    rng: np.random.Generator, n_distractors: int = 3, config: Optional[SceneConfig] = None, max_tries: int = 200
+) -> SceneLayout:
+    """Non-overlapping poses for the bowl, tray, target (first) and distractors, all in view."""
+    config = config or SceneConfig()
+    kinds = sample_objects(rng, n_distractors, config)
+    fixture_kinds = [k for k, on in (("bowl", config.with_bowl), ("tray", config.with_tray)) if on]
+    for _ in range(max_tries):
+        fixtures: List[FixtureSpec] = []
+        for kind in fixture_kinds:
+            for _ in range(100):
+                f = FixtureSpec(kind, float(rng.uniform(*config.fixture_x)), float(rng.uniform(*config.fixture_y)),
+                                float(rng.uniform(-math.pi / 2, math.pi / 2)))
+                if all(math.hypot(f.x - g.x, f.y - g.y) >= f.radius + g.radius + config.clearance for g in fixtures):
+                    fixtures.append(f)
+                    break
+            else:
+                break
+        if len(fixtures) != len(fixture_kinds):
+            continue
+        objects: List[ObjectSpec] = []
+        for colour, shape, size in kinds:
+            for _ in range(200):
+                o = ObjectSpec(colour, shape, size, float(rng.uniform(*config.object_x)), float(rng.uniform(*config.object_y)),
+                               float(rng.uniform(-math.pi / 2, math.pi / 2)))
+                if _fits(o, objects, fixtures, config) and _in_view(o.x, o.y, o.half_height, config):
+                    objects.append(o)
+                    break
+            else:
+                break
+        if len(objects) == len(kinds):
+            return SceneLayout(objects=tuple(objects), fixtures=tuple(fixtures))
+    raise RuntimeError(f"could not place {len(kinds)} objects without overlap; use fewer distractors or a bigger region")
+
+
+def sample_task(
+    rng: np.random.Generator,
+    skills: Sequence[str] = ("pick", "place", "push"),
+    n_distractors: int = 3,
+    config: Optional[SceneConfig] = None,
+    seed: Optional[int] = None,
+    destinations: Sequence[str] = DESTINATIONS,
+) -> Task:
+    """A random scene and a command about its first object (the target); place goes to one of ``destinations``."""
+    config = config or SceneConfig()
+    for s in skills:
+        if s not in SAMPLED_SKILLS:
+            raise ValueError(f"cannot sample a '{s}' task (this scene has no articulated object); use one of {SAMPLED_SKILLS}")
+    skill = str(rng.choice(list(skills)))
+    layout = sample_layout(rng, n_distractors, config)
+    for _ in range(50):  # push/pull: room to push the target along the oracle axis
+        if skill not in ("push", "pull") or _push_clear(layout, skill):
+            break
+        layout = sample_layout(rng, n_distractors, config)
+    target = layout.objects[0]
+    destination: Optional[FixtureSpec] = None
+    if skill == "place":
+        allowed = [f for f in layout.fixtures if f.kind in destinations]
+        if not allowed:
+            raise ValueError(f"a place task needs one of {tuple(destinations)} in the scene")
+        destination = allowed[int(rng.integers(len(allowed)))]
+        key = f"place_{destination.kind}"
+    else:
+        key = skill
+    templates = _TEMPLATES[key]
+    command = templates[int(rng.integers(len(templates)))].format(o=target.name)
+    task = Task(
+        command=command,
+        skill=skill,
+        object=None if skill == "none" else target.name,
+        destination=None if destination is None else destination.name,
+        object_xyz=(target.x, target.y, target.half_height),
+        object_yaw=target.yaw,
+        destination_xyz=None if destination is None else (destination.x, destination.y, 0.0),
+        theta=0.0,
+        layout=layout,
+        seed=seed,
+        distractors=tuple(o.name for o in layout.objects[1:]),
+    )
+    return replace(task, theta=oracle_theta(task))
+
+
+def _push_clear(layout: SceneLayout, skill: str, standoff: float = SkillParams().push_standoff,
+                travel: float = 0.12, pusher_radius: float = 0.025, gap: float = 0.01) -> bool:
+    """Along the radial axis: the fingers' landing point behind the target and the target's path are free."""
+    o = layout.objects[0]
+    theta = math.atan2(o.y, o.x) + (math.pi if skill == "pull" else 0.0)
+    c, s = math.cos(theta), math.sin(theta)
+    circles = [(o.x - standoff * c, o.y - standoff * s, pusher_radius)]
+    circles += [(o.x + k * c, o.y + k * s, o.radius) for k in np.linspace(0.02, travel, 6)]
+    for x, y, r in circles:
+        if any(math.hypot(x - p.x, y - p.y) < p.radius + r + gap for p in layout.objects[1:]):
+            return False
+        if any(f.footprint_distance(x, y) < r + gap for f in layout.fixtures):
+            return False
+    return True
+
+
+def oracle_theta(task: Task) -> float:
+    """The theta a perfect perception stack would send with the task's (first) goal."""
+    if task.skill in ("push", "pull") and task.object_xyz is not None:
+        return math.atan2(task.object_xyz[1], task.object_xyz[0])
+    if task.skill == "place" and task.destination is not None:
+        return task.layout.fixture(task.destination).yaw
+    return 0.0 if task.object_yaw is None else float(task.object_yaw)
+
+
+# --------------------------------------------------------------------------- success
+def lifted(rest_z: float, z: float, held: bool) -> bool:
+    """pick: the object is > 5 cm above where it rested and the fingers hold it."""
+    return held and (z - rest_z) > PICK_MIN_LIFT
+
+
+def placed(fixture: FixtureSpec, xyz: Sequence[float], speed: float, touching_gripper: bool) -> bool:
+    """place: centre over the inside of the fixture, not above its rim region, at rest and released."""
+    x, y, z = xyz
+    return (
+        fixture.contains(x, y)
+        and z < fixture.height + 0.06
+        and speed < REST_MAX_SPEED
+        and not touching_gripper
+    )
+
+
+def pushed(start_xy: Sequence[float], end_xy: Sequence[float], direction: float) -> Tuple[bool, float]:
+    """push/pull: displacement along ``direction`` (radians) > 3 cm; returns (ok, displacement)."""
+    d = np.asarray(end_xy[:2], dtype=np.float64) - np.asarray(start_xy[:2], dtype=np.float64)
+    along = float(d @ np.array([math.cos(direction), math.sin(direction)]))
+    return along > PUSH_MIN_DISPLACEMENT, along
+
+
+def pointed(tcp_xyz: Sequence[float], object_xyz: Sequence[float]) -> Tuple[bool, float]:
+    """point_at: the gripper ended within 3 cm (xy) of the object; returns (ok, xy error)."""
+    err = math.hypot(tcp_xyz[0] - object_xyz[0], tcp_xyz[1] - object_xyz[1])
+    return err < POINT_MAX_XY_ERROR, err

@@ -4,7 +4,8 @@ Each skill is a set of prompt templates ("a robot arm picking up the {object}").
 score mixes two cosine similarities against the mean of its prompt embeddings:
 instruction text <-> skill prompts (weight ``text_weight``) and scene image <-> skill prompts
 (weight ``image_weight``); a softmax with temperature turns scores into probabilities.
-All prompt embeddings are cached: per frame only the image embedding is new.
+All prompt embeddings are cached: per frame only the image embedding is new, computed by
+``VisionTower`` (the lean forward of clip_vla.segmenter) over CLIP's own vision modules.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from .config import PerceptionConfig, Vocabulary
 from .models import LoadedModels
+from .segmenter import VisionTower
 from .text_cache import TextEmbeddingCache
 
 
@@ -26,6 +28,8 @@ class SkillScorer:
         self._tokenizer = models.clipseg_tokenizer if self.shared_backbone else models.clip_tokenizer
         self.text_cache = TextEmbeddingCache(self._encode_texts)
         self._skill_matrices: "OrderedDict[str, Any]" = OrderedDict()
+        self._tower = None if self.shared_backbone else VisionTower(models.clip.vision_model,
+                                                                    models.clip.visual_projection)
 
     def set_vocabulary(self, vocabulary: Vocabulary, perception: PerceptionConfig) -> None:
         """New skills or weights: drop the per-object skill matrices (text rows stay cached)."""
@@ -65,8 +69,8 @@ class SkillScorer:
         import torch
 
         with torch.inference_mode():
-            emb = self.models.clip.get_image_features(pixel_values=pixel_values).pooler_output.float()
-        return emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            emb = self._tower.image_embedding(pixel_values).float()
+            return emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
     @staticmethod
     def normalise(embedding):

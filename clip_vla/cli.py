@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 EXIT_OK = 0
 EXIT_NO_ACTION = 3  # the command ran but produced no goal (the JSON says why)
@@ -110,19 +110,24 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _lazy(module: str, func: str = "main") -> Callable[[argparse.Namespace], int]:
-    """A subcommand implemented in another module, which parses its own arguments."""
-
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return int(getattr(importlib.import_module(module, __package__), func)(args.rest) or 0)
-
-    return run
-
-
 # Tools built on the core; each module owns its arguments (`clip-vla NAME --help`).
-TOOLS: Dict[str, Tuple[str, str]] = {}
+TOOLS: Dict[str, Tuple[str, str]] = {
+    "demo": (".demo", "the simulated tabletop + vla_node as a ROS 2 graph, scripted commands (start here)"),
+    "sim": (".sim_eval", "closed-loop episodes in the simulated world: success, goal errors, latency"),
+    "record": (".record", "record simulated camera topics and commands into a rosbag2 bag"),
+    "replay": (".replay", "run the pipeline over a rosbag2 bag; compare with expected goals"),
+    "train": (".train", "fine-tune CLIPSeg/CLIP (full, LoRA, linear probe) or generate sim data"),
+    "bench": (".bench", "per-stage latency, fast path vs naive baseline, memory"),
+    "soak": (".ros.soak", "long-running vla_node load test over DDS (latency, memory growth)"),
+}
+
+
+def run_tool(name: str, argv: List[str]) -> int:
+    """A tool's own ``main(argv)``; it parses its own arguments (options may come first)."""
+    import importlib
+
+    module = importlib.import_module(TOOLS[name][0], __package__)
+    return int(module.main(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,22 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_download)
 
-    for name, (module, help_text) in TOOLS.items():
-        p = sub.add_parser(name, help=help_text, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_lazy(module))
+    for name, (_, help_text) in TOOLS.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # listed in --help; run by run_tool
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     from .config import ConfigError
     from .models import ModelUnavailableError
 
+    name = argv[0] if argv and argv[0] in TOOLS else None
+    args = None if name else build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return run_tool(name, argv[1:]) if name else args.func(args)
     except (ModelUnavailableError, ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"clip-vla {args.command}: error: {exc}", file=sys.stderr)
+        print(f"clip-vla {name or args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -27,9 +27,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-SIM_MODELS = Path(__file__).resolve().parent / "models"
-
-
 @dataclass
 class StepRecord:
     """One command of an episode: what vla_node answered and what the robot made of it."""
@@ -43,7 +40,9 @@ class StepRecord:
     truth_xyz: Optional[List[float]] = None
     truth_yaw: Optional[float] = None
     executed: bool = False
-    success: bool = False
+    success: bool = False  # the skill worked on the object nearest the goal
+    task_success: bool = False  # the episode's command is carried out on its target
+    holding_target: bool = False
     reason: str = ""
     latency_ms: float = 0.0
     tokens: Optional[List[int]] = None
@@ -116,11 +115,13 @@ class GraphDriver:
             time.sleep(0.05)
         return False
 
-    def reset(self, seed: int, skill: str, timeout: float = 30.0) -> Optional[Dict[str, Any]]:
+    def reset(self, seed: int, skill: str, destination: Optional[str] = None,
+              timeout: float = 30.0) -> Optional[Dict[str, Any]]:
         from std_msgs.msg import String
 
         n = len(self.tasks) + 1
-        self.pub_reset.publish(String(data=json.dumps({"seed": seed, "skill": skill})))
+        request = {"seed": seed, "skill": skill, "destination": destination}
+        self.pub_reset.publish(String(data=json.dumps(request)))
         return self._wait(self.tasks, n, timeout)
 
     def command(self, text: str, timeout: float = 60.0):
@@ -155,6 +156,8 @@ def _step(driver: GraphDriver, text: str, skill: str, truth_xyz, truth_yaw) -> S
     if result is not None:
         record.executed = True
         record.success = bool(result.get("success"))
+        record.task_success = bool(result.get("task_success"))
+        record.holding_target = bool(result.get("holding_target"))
         record.reason = result.get("reason", "")
     return record
 
@@ -169,13 +172,13 @@ def run_episode(driver: GraphDriver, seed: int, skill: str, settle_s: float = 0.
     if skill == "place":
         pick = _step(driver, f"pick up the {task['object']}", "pick", obj_xyz, obj_yaw)
         ep.steps.append(pick)
-        if not pick.success:
+        if not (pick.success and pick.holding_target):
             return ep
         time.sleep(settle_s)
         ep.steps.append(_step(driver, task["command"], "place", task.get("destination_xyz"), None))
     else:
         ep.steps.append(_step(driver, task["command"], skill, obj_xyz, obj_yaw if skill == "pick" else None))
-    ep.success = ep.steps[-1].success
+    ep.success = ep.steps[-1].task_success
     return ep
 
 
@@ -203,10 +206,18 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
             "xyz_error_m_median": pct(xyz, 50),
             "yaw_error_rad_median": pct(yaw, 50),
             "latency_ms_p50": pct(lat, 50), "latency_ms_p95": pct(lat, 95),
-            "failures": _count([s.status if s.status != "accepted" else s.reason for e in eps for s in e.steps
-                                if not s.success]),
+            "failures": _count([_failure(s) for e in eps for s in e.steps
+                                if not (s.task_success or (s.success and s.holding_target))]),
         }
     return out
+
+
+def _failure(step: StepRecord) -> str:
+    if step.status != "accepted":
+        return step.status
+    if step.success:
+        return "wrong object"
+    return step.reason or "not executed"
 
 
 def _count(items: List[str]) -> Dict[str, int]:
@@ -271,9 +282,14 @@ class SimGraph:
 
             def factory(config):  # noqa: E306 - the oracle needs no model
                 return VLAPipeline(config, oracle=oracle)
-        self.sim_node = rclpy.create_node("sim", namespace=namespace, context=self.context)
+        # The same remappings as launch/sim.launch.py: camera driver names in, goals to the robot.
+        self.sim_node = rclpy.create_node("sim", namespace=namespace, context=self.context,
+                                          cli_args=["--ros-args", "-r", "goal:=clip_vla/goal"])
+        camera = ["image:=camera/color/image_raw", "depth:=camera/depth/image_raw",
+                  "camera_info:=camera/color/camera_info"]
         self.vla_node = VlaNode(namespace=namespace, context=self.context, parameter_overrides=overrides,
-                                pipeline_factory=factory)
+                                pipeline_factory=factory,
+                                cli_args=["--ros-args"] + [a for r in camera for a in ("-r", r)])
         self.driver_node = rclpy.create_node("driver", namespace=namespace, context=self.context)
         self.bridge = SimBridge(self.sim_node, self.world, fps=fps, log=self.log)
         self.driver = GraphDriver(self.driver_node)
@@ -314,22 +330,17 @@ class SimGraph:
 
 
 def sim_model_overrides(perception: str) -> Dict[str, Any]:
-    """vla_node parameters for the simulated world: the shipped sim-domain models and vocabulary."""
-    overrides: Dict[str, Any] = {"models.device": "cpu"}
-    seg, clip = SIM_MODELS / "sim-clipseg", SIM_MODELS / "sim-clip"
-    if perception == "model":
-        if not (seg / "config.json").is_file() or not (clip / "config.json").is_file():
-            raise FileNotFoundError(
-                f"the compact sim-domain models are missing under {SIM_MODELS}; train them with "
-                "`clip-vla train` (see README) or pass --clipseg/--clip")
-        overrides.update({"models.clipseg": str(seg), "models.clip": str(clip)})
-    vocab = Path(__file__).resolve().parent.parent / "config" / "vocabulary_sim.yaml"
-    from .config import share_dir
+    """vla_node parameters for the simulated world: the shipped compact sim-domain models on CPU."""
+    from .train.shipped import SIM_CLIP, SIM_CLIPSEG, sim_model_config
 
-    for candidate in (share_dir() / "config" / "vocabulary_sim.yaml", vocab):
-        if candidate.is_file():
-            overrides["vocabulary_file"] = str(candidate)
-            break
+    overrides: Dict[str, Any] = {"models.device": "cpu"}
+    if perception == "model":
+        missing = [str(p) for p in (SIM_CLIPSEG, SIM_CLIP) if not (p / "config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"the compact sim-domain models are missing ({', '.join(missing)}); reinstall the package, "
+                "train them with `clip-vla train` (clip_vla/models/README.md), or pass --clipseg/--clip")
+        overrides.update(sim_model_config())
     return overrides
 
 
@@ -368,7 +379,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 episodes.append(ep)
                 last = ep.steps[-1]
                 print(f"[{len(episodes):3d}] seed {ep.seed} {ep.command!r}: {last.status}"
-                      f"{' -> ' + ('success' if ep.success else 'failed: ' + last.reason) if last.executed else ''}",
+                      f"{' -> ' + ('success' if ep.success else 'failed: ' + _failure(last)) if last.executed else ''}",
                       flush=True)
     summary = summarise(episodes)
     print_summary(summary, args.perception)

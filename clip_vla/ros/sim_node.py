@@ -5,9 +5,12 @@ publishes, so the node under test cannot tell it from a robot:
 
     publishes  camera/color/image_raw (rgb8), camera/depth/image_raw (32FC1, metres),
                camera/color/camera_info, ~/task (the episode's command and truth, JSON),
-               ~/result (one JSON per executed goal: success, reason, details)
+               ~/result (one JSON per executed goal: success (the skill worked on the object
+               nearest the goal), task_success (the episode's command is carried out on its
+               target), holding_target, reason, details)
     subscribes goal (std_msgs/String JSON from vla_node's ~/goal; remap it there),
-               ~/reset (std_msgs/String JSON {"seed": int, "skill": str}: a new episode)
+               ~/reset (std_msgs/String JSON {"seed": int, "skill": str, "destination": "bowl"|"tray"},
+               every key optional: a new episode)
 
 The world is owned by one worker thread: rendering, physics and resets never race, and the
 executor stays free to deliver messages while a pick takes a few seconds of physics.
@@ -97,14 +100,19 @@ class SimBridge:
         cmd = goal.get("cmd", "")
         xyz = [pose.get("x"), pose.get("y"), pose.get("z")]
         result = self.world.execute(cmd, xyz if None not in xyz else None, float(pose.get("theta", 0.0)))
+        task = self.world.task
+        # Judged on the episode's target, not on whatever object was nearest the goal.
+        holding = bool(task is not None and task.object and self.world.held(task.object))
         if cmd != "pick" or not result.success:  # a held object stays held for the next "place"
             self.world.go_home()
         self._publish_result({"command_id": goal.get("command_id"), "command": goal.get("command"), "cmd": cmd,
                               "success": bool(result.success), "reason": result.reason,
-                              "details": _jsonable(result.details)})
+                              "task_success": self.world.check_success(task) if task is not None else False,
+                              "holding_target": holding, "details": _jsonable(result.details)})
 
     def _reset(self, request: Dict[str, Any]) -> None:
-        task = self.world.reset(seed=request.get("seed"), skill=request.get("skill"))
+        task = self.world.reset(seed=request.get("seed"), skill=request.get("skill"),
+                                destination=request.get("destination"))
         self.world.go_home()
         self.pub_task.publish(self._string(json.dumps(_jsonable(task.to_dict()))))
 

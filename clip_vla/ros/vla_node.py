@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 import rclpy
@@ -182,8 +182,11 @@ def _percentile(values, q: float) -> float:
 class VlaNode(LifecycleNode):
     """The clip_vla perception node (see the module docstring)."""
 
-    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+    def __init__(self, node_name: str = NODE_NAME,
+                 pipeline_factory: Optional[Callable[[Any], Any]] = None, **kwargs: Any) -> None:
+        """``pipeline_factory(config)`` replaces ``VLAPipeline(config)`` (the simulator's oracle uses it)."""
         super().__init__(node_name, **kwargs)
+        self._pipeline_factory = pipeline_factory
         self._values: Dict[str, Any] = P.declare_parameters(self)
         self._cond = threading.Condition(threading.RLock())
         self._publish_lock = threading.Lock()
@@ -258,6 +261,11 @@ class VlaNode(LifecycleNode):
         return f"{ns}/{self.get_name()}"
 
     @property
+    def load_error(self) -> Optional[str]:
+        """Why the last configure failed (None when the models are loaded or not yet tried)."""
+        return self._load_error
+
+    @property
     def tf_backend(self) -> str:
         return "tf2_ros" if self._tf_buffer is not None else "static_extrinsics"
 
@@ -279,7 +287,7 @@ class VlaNode(LifecycleNode):
         try:
             config = P.config_from_values(self._values)
             start = time.perf_counter()
-            pipeline = VLAPipeline(config)
+            pipeline = (self._pipeline_factory or VLAPipeline)(config)
         except Exception as exc:  # noqa: BLE001 - any load failure: stay unconfigured, say why
             self._load_error = f"{type(exc).__name__}: {exc}"
             self._state = "unconfigured"

@@ -107,8 +107,9 @@ class SkillExecutor:
         g.wait(self.p.settle_time)
 
     def pull(self, x: float, y: float, z: float, theta: float) -> None:
-        """The reverse of push: fingers beyond the object along theta, drag it back along -theta."""
-        self.push(x, y, z, theta + math.pi)
+        """Drag the object along theta (its direction of motion, as for push; for a pull that is
+        towards the robot, so the fingers land on the far side of the object and sweep back)."""
+        self.push(x, y, z, theta)
 
     def point_at(self, x: float, y: float, z: float, theta: float = 0.0) -> None:
         """Hover with closed fingers ``point_height`` above the point."""

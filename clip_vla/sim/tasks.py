@@ -45,9 +45,9 @@ class Task:
     """One episode: the command, what it is about, and the ground truth an oracle would use.
 
     ``theta`` is the yaw an oracle sends with the goal: the object's major axis for pick and
-    point_at, the destination's major axis for place, and for push/pull the push axis, which
-    points radially away from the robot base (push moves the object along +theta, pull along
-    -theta, i.e. towards the robot).
+    point_at, the destination's major axis for place, and for push/pull the direction the
+    object moves (the package-wide convention): radially away from the robot base for push,
+    towards it for pull.
     """
 
     command: str
@@ -244,7 +244,8 @@ def _push_clear(layout: SceneLayout, skill: str, standoff: float = SkillParams()
 def oracle_theta(task: Task) -> float:
     """The theta a perfect perception stack would send with the task's (first) goal."""
     if task.skill in ("push", "pull") and task.object_xyz is not None:
-        return math.atan2(task.object_xyz[1], task.object_xyz[0])
+        radial = math.atan2(task.object_xyz[1], task.object_xyz[0])
+        return radial + (math.pi if task.skill == "pull" else 0.0)
     if task.skill == "place" and task.destination is not None:
         return task.layout.fixture(task.destination).yaw
     return 0.0 if task.object_yaw is None else float(task.object_yaw)

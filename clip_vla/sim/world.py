@@ -287,7 +287,7 @@ class TabletopWorld:
                 result = ExecutionResult(ok, "lifted and held" if ok else (
                     "not held" if not self.held(obj) else f"lifted only {lift:.3f} m"), details)
             elif skill in ("push", "pull"):
-                direction = theta if skill == "push" else theta + math.pi
+                direction = theta  # push and pull: theta is the direction the object moves
                 end = self.object_pose(obj)[0]
                 ok, along = pushed(start, end, direction)
                 self._last_push = (obj, direction)
@@ -358,7 +358,7 @@ class TabletopWorld:
             if self._last_push is not None and self._last_push[0] == obj:
                 direction = self._last_push[1]
             else:
-                direction = task.theta if task.skill == "push" else task.theta + math.pi
+                direction = task.theta
             return pushed(rest, pos, direction)[0]
         if task.skill == "point_at":
             return pointed(self.gripper.position, pos)[0]

@@ -298,10 +298,14 @@ class SimGraph:
             self.executor.add_node(node)
         self._spin = threading.Thread(target=self._spin_forever, daemon=True)
         self._spin.start()
-        if not self.vla_node.start():
-            raise RuntimeError(f"vla_node failed to configure: {self.vla_node.load_error}")
-        if not self.driver.wait_for_graph():
-            raise RuntimeError("the ROS graph did not connect within 30 s")
+        try:
+            if not self.vla_node.start():
+                raise RuntimeError(f"vla_node failed to configure: {self.vla_node.load_error}")
+            if not self.driver.wait_for_graph():
+                raise RuntimeError("the ROS graph did not connect within 30 s")
+        except BaseException:
+            self.close()
+            raise
 
     def _spin_forever(self) -> None:
         from rclpy.executors import ExternalShutdownException

@@ -20,7 +20,7 @@ def test_package_parameter_file_loads():
 
 def test_every_parameter_in_the_file_is_known(tmp_path):
     """A typo in the YAML must not be silently ignored: every key maps to a config field."""
-    data = yaml.safe_load((REPO / "config" / "clip_vla.yaml").read_text())["clip_vla"]["ros__parameters"]
+    data = yaml.safe_load((REPO / "config" / "clip_vla.yaml").read_text())["/**/clip_vla"]["ros__parameters"]
     flat = ClipVlaConfig.from_yaml(REPO / "config" / "clip_vla.yaml").to_flat()
     for section, values in data.items():
         if isinstance(values, dict):

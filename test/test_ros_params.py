@@ -117,8 +117,6 @@ def test_markdown_table_lists_everything():
         assert f"`{name}`" in table
 
 
-@pytest.mark.xfail(strict=False, reason="config/clip_vla.yaml must key its block '/**/clip_vla:' (core change "
-                   "requested): a bare 'clip_vla:' only reaches a node in the root namespace")
 def test_params_file_reaches_namespaced_nodes():
     """rcl matches a bare node key only in the root namespace; launch files set a namespace."""
     data = yaml.safe_load((REPO / "config" / "clip_vla.yaml").read_text())

@@ -73,6 +73,12 @@ class SimBridge:
 
     # ------------------------------------------------------------------ world thread
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self.world.close()  # EGL contexts belong to the thread that made them: release them here
+
+    def _serve(self) -> None:
         next_frame = time.monotonic()
         while not self._stop.is_set():
             try:

@@ -24,6 +24,10 @@ DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 
 
+# What ``geometry.locate`` returns for a detection with depth (see GeometryConfig.point_estimate).
+POINT_ESTIMATES: Tuple[str, ...] = ("object_centre", "surface")
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or inconsistent; the message says which."""
 
@@ -180,6 +184,14 @@ class GeometryConfig:
     depth_min: float = 0.05  # metres; closer readings are invalid
     depth_max: float = 10.0  # metres; farther readings are invalid
     depth_statistic: str = "median"  # median | percentile_25 | min_valid: robust depth over the mask
+    # object_centre: centre of an object resting on the table (from the mask's 3D points);
+    # surface: the centroid pixel at the robust depth (a visible-surface point).
+    point_estimate: str = "object_centre"
+
+    def __post_init__(self) -> None:
+        if self.point_estimate not in POINT_ESTIMATES:
+            raise ConfigError(f"geometry.point_estimate must be one of {', '.join(POINT_ESTIMATES)}, "
+                              f"got {self.point_estimate!r}")
 
 
 @dataclass

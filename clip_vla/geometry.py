@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .config import ConfigError, GeometryConfig
+from .config import POINT_ESTIMATES, ConfigError, GeometryConfig
 from .types import Intrinsics
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -30,6 +30,18 @@ DEPTH_STATISTICS = ("median", "percentile_25", "min_valid")
 _ORTHONORMAL_TOL = 1e-3
 # Below this elongation the principal axis is noise: grasp_yaw returns 0.0.
 MIN_ELONGATION = 1.15
+# point_estimate="object_centre": at most this many mask pixels are back-projected (a regular
+# subsample of bigger masks); fewer valid points than CENTRE_MIN_POINTS, or an object whose robust
+# top is less than CENTRE_MIN_HEIGHT above the table, falls back to the surface point.
+CENTRE_MAX_POINTS = 20000
+CENTRE_MIN_POINTS = 10
+CENTRE_MIN_HEIGHT = 0.005
+# The top band whose in-plane extent gives the object's centre: heights >= top - max(frac*top, min).
+CENTRE_BAND_FRACTION = 0.1
+CENTRE_BAND_MIN = 0.005
+# Robust top = this percentile of heights; robust extent = these percentiles along each in-plane axis.
+CENTRE_TOP_PERCENTILE = 90.0
+CENTRE_EXTENT_PERCENTILE = 2.0
 
 
 class GeometryError(RuntimeError):
@@ -407,6 +419,68 @@ def grasp_yaw(
     return wrap_half_turn(math.atan2(d[1], d[0]))
 
 
+# --------------------------------------------------------------------------- object centre
+def object_centre(
+    points_base: np.ndarray, table_normal: ArrayLike, table_height: float
+) -> Optional[Tuple[np.ndarray, float]]:
+    """(centre, top height) of an object resting on the table, from its visible points (N, 3), base frame.
+
+    The table is ``table_normal . p = table_height`` (as for ``table_plane_point``). A point's
+    height is its signed distance above that plane; the object's top is a robust high percentile
+    of the heights, and the centre lies ``top / 2`` above the table, under the middle of the top
+    band (points within ``max(10% of top, 5 mm)`` of the top) projected onto the plane. The
+    middle is the midpoint of the band's robust extent (2nd..98th percentile) along two in-plane
+    axes, not its median: the band is the top face seen whole (plus the upper rim of the faces
+    turned to the camera, which lie on its edge) or, for a round object, a cap; its points are
+    denser on the camera's side, which would pull a median towards the camera.
+
+    None when the points cannot support an estimate: fewer than ``CENTRE_MIN_POINTS``, a
+    degenerate normal, or a top less than ``CENTRE_MIN_HEIGHT`` above the table (a flat object).
+    """
+    p = np.asarray(points_base, dtype=np.float64).reshape(-1, 3)
+    p = p[np.all(np.isfinite(p), axis=1)]
+    n = _vector3(table_normal, "table_normal")
+    norm = float(np.linalg.norm(n))
+    if p.shape[0] < CENTRE_MIN_POINTS or norm < 1e-12:
+        return None
+    n = n / norm
+    offset = float(table_height) / norm  # the plane is n_hat . p = offset
+    heights = p @ n - offset
+    top = float(np.percentile(heights, CENTRE_TOP_PERCENTILE))
+    if not top >= CENTRE_MIN_HEIGHT:
+        return None
+    band = p[heights >= top - max(CENTRE_BAND_FRACTION * top, CENTRE_BAND_MIN)]
+    # In-plane axes: base x projected onto the plane (base y when the normal is along x), and n x e1.
+    e1 = np.array([1.0, 0.0, 0.0]) - n[0] * n
+    if np.linalg.norm(e1) < 0.1:
+        e1 = np.array([0.0, 1.0, 0.0]) - n[1] * n
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(n, e1)
+    coords = band @ np.column_stack([e1, e2])  # (M, 2) in-plane coordinates
+    lo, hi = np.percentile(coords, [CENTRE_EXTENT_PERCENTILE, 100.0 - CENTRE_EXTENT_PERCENTILE], axis=0)
+    mid = (lo + hi) / 2.0
+    centre = mid[0] * e1 + mid[1] * e2 + (offset + top / 2.0) * n
+    return centre, top
+
+
+def _mask_points_base(
+    mask: np.ndarray, depth_on_mask: np.ndarray, intrinsics: Intrinsics, camera_to_base: RigidTransform
+) -> np.ndarray:
+    """Base-frame points (N, 3) of the mask pixels with valid depth, subsampled regularly to at most
+    ``CENTRE_MAX_POINTS``. ``depth_on_mask`` is ``depth_m[mask]`` in metres (NaN = invalid)."""
+    vs, us = np.nonzero(mask)  # the same (row-major) order as boolean indexing
+    z = np.asarray(depth_on_mask, dtype=np.float64).reshape(-1)
+    ok = np.isfinite(z) & (z > 0)
+    vs, us, z = vs[ok], us[ok], z[ok]
+    if z.size > CENTRE_MAX_POINTS:
+        stride = int(math.ceil(z.size / CENTRE_MAX_POINTS))
+        vs, us, z = vs[::stride], us[::stride], z[::stride]
+    pts = np.column_stack(
+        [(us - intrinsics.cx) * z / intrinsics.fx, (vs - intrinsics.cy) * z / intrinsics.fy, z]
+    )
+    return camera_to_base.apply(pts) if pts.shape[0] else np.zeros((0, 3))
+
+
 # --------------------------------------------------------------------------- the whole step
 @dataclass
 class LocateResult:
@@ -428,12 +502,24 @@ def locate(
     geometry: GeometryConfig,
     min_valid: int = 5,
 ) -> LocateResult:
-    """Base-frame point of a detection: robust depth over the mask, else the table plane.
+    """Base-frame point of a detection: from the depth over the mask, else the table plane.
 
     ``depth_m`` may be float metres or raw uint16; it is passed through ``depth_to_metres`` with
-    the configured scale and limits. The robust depth is the object's surface, so the centroid
-    pixel is back-projected at that depth. Without depth (None, or fewer than ``min_valid`` valid
-    pixels on the mask) the centroid's ray is intersected with the table plane instead.
+    the configured scale and limits. With at least ``min_valid`` valid pixels on the mask the
+    point depends on ``geometry.point_estimate``:
+
+    * ``surface``: the centroid pixel back-projected at the robust depth (``depth_statistic``):
+      a point on the object's VISIBLE surface. Seen obliquely it is biased towards the camera by
+      up to half the object's size, and its height is near the object's top.
+    * ``object_centre`` (default): the centre of an object resting on the table plane, which is
+      what a grasp wants: every valid mask pixel is back-projected into the base frame and
+      ``object_centre`` puts the point half the object's (robust) top height above the table,
+      under the middle of its top. When the mask's points show no height above the table (a
+      flat object, < 5 mm), too few of them are valid, or there is no mask, it falls back to
+      ``surface``. ``depth`` is then the optical z of that centre.
+
+    Without depth (None, or fewer than ``min_valid`` valid pixels on the mask) the centroid's
+    ray is intersected with the table plane instead.
 
     Raises GeometryError when neither works (e.g. the ray is parallel to the table).
     """
@@ -452,13 +538,30 @@ def locate(
         values = depth_to_metres(sel, geometry.depth_scale, geometry.depth_min, geometry.depth_max)
         z = robust_depth(values, None, geometry.depth_statistic, min_valid)
         if z is not None:
+            valid_pixels = int(np.count_nonzero(np.isfinite(values)))
+            estimate = geometry.point_estimate
+            if estimate not in POINT_ESTIMATES:
+                raise ValueError(f"unknown point estimate '{estimate}' (known: {', '.join(POINT_ESTIMATES)})")
+            if estimate == "object_centre" and mask is not None:
+                pts = _mask_points_base(mask_arr, values, intrinsics, camera_to_base)
+                found = object_centre(pts, geometry.table_normal, geometry.table_height)
+                if found is not None:
+                    centre = found[0]
+                    xyz_cam = camera_to_base.inverse().apply(centre)
+                    return LocateResult(
+                        xyz_camera=xyz_cam,
+                        xyz_base=centre,
+                        depth_source="depth",
+                        depth=float(xyz_cam[2]),
+                        valid_pixels=valid_pixels,
+                    )
             xyz_cam = backproject(u, v, z, intrinsics)
             return LocateResult(
                 xyz_camera=xyz_cam,
                 xyz_base=camera_to_base.apply(xyz_cam),
                 depth_source="depth",
                 depth=float(z),
-                valid_pixels=int(np.count_nonzero(np.isfinite(values))),
+                valid_pixels=valid_pixels,
             )
     xyz_cam = table_plane_point(u, v, intrinsics, camera_to_base, geometry.table_normal, geometry.table_height)
     if xyz_cam is None:

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -101,10 +101,15 @@ class GraphDriver:
             box.append(json.loads(msg.data))
             self._cond.notify_all()
 
-    def _wait(self, box: List[Dict[str, Any]], count: int, timeout: float) -> Optional[Dict[str, Any]]:
+    def _wait(self, box: List[Dict[str, Any]], start: int, match: Callable[[Dict[str, Any]], bool],
+              timeout: float) -> Optional[Dict[str, Any]]:
+        """The first message at index >= start that matches: late answers to earlier requests are skipped."""
+        def found() -> Optional[Dict[str, Any]]:
+            return next((m for m in box[start:] if match(m)), None)
+
         with self._cond:
-            self._cond.wait_for(lambda: len(box) >= count, timeout=timeout)
-            return box[count - 1] if len(box) >= count else None
+            self._cond.wait_for(lambda: found() is not None, timeout=timeout)
+            return found()
 
     def wait_for_graph(self, timeout: float = 30.0) -> bool:
         """Until vla_node and the simulator subscribe to what the driver publishes."""
@@ -119,23 +124,24 @@ class GraphDriver:
               timeout: float = 30.0) -> Optional[Dict[str, Any]]:
         from std_msgs.msg import String
 
-        n = len(self.tasks) + 1
+        start = len(self.tasks)
         request = {"seed": seed, "skill": skill, "destination": destination}
         self.pub_reset.publish(String(data=json.dumps(request)))
-        return self._wait(self.tasks, n, timeout)
+        return self._wait(self.tasks, start, lambda t: t.get("seed") == seed and t.get("skill") == skill, timeout)
 
     def command(self, text: str, timeout: float = 60.0):
         """Send a command; return (status, sim result or None, latency ms to the status)."""
         from std_msgs.msg import String
 
-        n_status, n_result = len(self.statuses) + 1, len(self.results) + 1
+        n_status, n_result = len(self.statuses), len(self.results)
         t0 = time.perf_counter()
         self.pub_command.publish(String(data=text))
-        status = self._wait(self.statuses, n_status, timeout)
+        status = self._wait(self.statuses, n_status, lambda m: m.get("command") == text, timeout)
         latency = (time.perf_counter() - t0) * 1e3
         result = None
         if status is not None and status.get("status") == "accepted":
-            result = self._wait(self.results, n_result, timeout)
+            command_id = (status.get("goal") or {}).get("command_id", status.get("command_id"))
+            result = self._wait(self.results, n_result, lambda m: m.get("command_id") == command_id, timeout)
         return status, result, latency
 
 

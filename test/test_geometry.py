@@ -387,14 +387,14 @@ def test_locate_uses_depth(down):
     ys, xs = np.nonzero(mask)
     depth[ys[:5], xs[:5]] = 3000  # a few wild readings on the mask
     depth[:, :100] = 200  # something near, but off the mask
-    res = locate(mask, (420.0, 140.0), depth, K, down, GeometryConfig())
+    res = locate(mask, (420.0, 140.0), depth, K, down, GeometryConfig(point_estimate="surface"))
     assert res.depth_source == "depth"
     assert res.depth == pytest.approx(0.7, abs=1e-6)
     np.testing.assert_allclose(res.xyz_camera, [0.14, -0.14, 0.7], atol=1e-6)
     np.testing.assert_allclose(res.xyz_base, [0.64, -0.14, 0.1], atol=1e-6)
     assert res.valid_pixels == int(mask.sum())
     metres = depth_to_metres(depth)  # float metres give the same answer
-    again = locate(mask, (420.0, 140.0), metres, K, down, GeometryConfig())
+    again = locate(mask, (420.0, 140.0), metres, K, down, GeometryConfig(point_estimate="surface"))
     np.testing.assert_allclose(again.xyz_base, res.xyz_base, atol=1e-6)
 
 
@@ -402,8 +402,10 @@ def test_locate_depth_statistic(down):
     mask = disc_mask((320, 240), 20)
     depth = np.full(SHAPE, np.nan, np.float32)
     depth[mask] = np.linspace(0.6, 0.8, int(mask.sum()), dtype=np.float32)
-    near = locate(mask, (320, 240), depth, K, down, GeometryConfig(depth_statistic="percentile_25"))
-    mid = locate(mask, (320, 240), depth, K, down, GeometryConfig(depth_statistic="median"))
+    near = locate(mask, (320, 240), depth, K, down, GeometryConfig(depth_statistic="percentile_25",
+                                                                   point_estimate="surface"))
+    mid = locate(mask, (320, 240), depth, K, down, GeometryConfig(depth_statistic="median",
+                                                                  point_estimate="surface"))
     assert near.depth == pytest.approx(0.65, abs=1e-3)
     assert mid.depth == pytest.approx(0.70, abs=1e-3)
     assert near.xyz_base[2] > mid.xyz_base[2]  # the near surface is higher above the table
@@ -416,3 +418,189 @@ def test_locate_fails_clearly():
         locate(mask, (320.0, 240.0), None, K, fwd, GeometryConfig())
     with pytest.raises(ValueError):
         locate(mask, (320.0, 240.0), np.zeros((10, 10), np.uint16), K, fwd, GeometryConfig())
+
+
+# --------------------------------------------------------------------------- locate: object centre
+def look_at(eye, target) -> RigidTransform:
+    """Optical frame (z forward, x right, y down) at ``eye`` looking at ``target``, level roll."""
+    eye = np.asarray(eye, dtype=float)
+    z = np.asarray(target, dtype=float) - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    return RigidTransform(np.column_stack([x, np.cross(z, x), z]), eye)
+
+
+def oblique_camera(target, elevation_deg=45.0, distance=0.6, azimuth_deg=20.0) -> RigidTransform:
+    """A camera ``distance`` from ``target``, looking down at it from ``elevation_deg``."""
+    e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
+    t = np.asarray(target, dtype=float)
+    eye = t + distance * np.array([-math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)])
+    return look_at(eye, t)
+
+
+def render(cam: RigidTransform, hit, table_z=0.0, shape=SHAPE):
+    """(true mask, float depth in metres) of one object on the table plane z = table_z, by ray casting.
+
+    ``hit(origin, directions)`` returns the ray parameter of the first hit (inf for a miss) for
+    directions scaled so that the parameter IS the optical depth.
+    """
+    v, u = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    d_cam = np.stack([(u - K.cx) / K.fx, (v - K.cy) / K.fy, np.ones_like(u)], axis=-1)
+    o, d = cam.translation, d_cam @ cam.rotation.T
+    t_obj = hit(o, d)
+    with np.errstate(divide="ignore"):
+        t_table = (table_z - o[2]) / d[..., 2]
+    mask = np.isfinite(t_obj)
+    depth = np.where(mask, t_obj, np.where(t_table > 0, t_table, np.nan))
+    return mask, depth.astype(np.float32)
+
+
+def box_hit(centre, half, yaw):
+    """Slab test against a box rotated by ``yaw`` about z."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    r = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    half = np.asarray(half, dtype=float)
+
+    def hit(o, d):
+        ol, dl = (o - np.asarray(centre)) @ r, d @ r
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1, t2 = (-half - ol) / dl, (half - ol) / dl
+        near = np.nanmax(np.minimum(t1, t2), axis=-1)
+        far = np.nanmin(np.maximum(t1, t2), axis=-1)
+        return np.where((far >= near) & (near > 0), near, np.inf)
+    return hit
+
+
+def sphere_hit(centre, radius):
+    def hit(o, d):
+        oc = o - np.asarray(centre)
+        a, b, c = (d * d).sum(-1), 2.0 * (d @ oc), oc @ oc - radius ** 2
+        disc = b * b - 4 * a * c
+        t = (-b - np.sqrt(np.maximum(disc, 0.0))) / (2 * a)
+        return np.where((disc >= 0) & (t > 0), t, np.inf)
+    return hit
+
+
+def centroid(mask):
+    vs, us = np.nonzero(mask)
+    return (float(us.mean()), float(vs.mean()))
+
+
+CENTRE = GeometryConfig(point_estimate="object_centre")
+SURFACE = GeometryConfig(point_estimate="surface")
+
+
+def test_point_estimate_setting():
+    from clip_vla.ros import params as P
+
+    assert GeometryConfig().point_estimate == "object_centre"
+    with pytest.raises(ConfigError, match="point_estimate"):
+        GeometryConfig(point_estimate="top")
+    spec = P.parameter_specs()["geometry.point_estimate"]
+    assert spec.default == "object_centre" and set(spec.choices) == {"object_centre", "surface"}
+    assert "must be one of" in P.validate_node_value("geometry.point_estimate", "middle")
+
+
+def test_object_centre_flat_top_from_above(down):
+    """A 0.1 m tall cylinder seen straight down (only its top face): the centre is 5 cm up, under the top."""
+    mask = disc_mask((420, 140), 15)
+    depth = np.zeros(SHAPE, np.uint16)
+    depth[mask] = 700
+    ys, xs = np.nonzero(mask)
+    depth[ys[:5], xs[:5]] = 3000  # wild readings (2.2 m below the table) do not move it
+    res = locate(mask, (420.0, 140.0), depth, K, down, CENTRE)
+    assert res.depth_source == "depth" and res.valid_pixels == int(mask.sum())
+    np.testing.assert_allclose(res.xyz_base, [0.64, -0.14, 0.05], atol=1.5e-3)
+    np.testing.assert_allclose(down.apply(res.xyz_camera), res.xyz_base, atol=1e-9)
+    assert res.depth == pytest.approx(res.xyz_camera[2]) and res.depth == pytest.approx(0.75, abs=1e-3)
+
+
+@pytest.mark.parametrize("normal, height, table_z", [([0.0, 0.0, 1.0], 0.0, 0.0), ([0.0, 0.0, 2.0], 0.2, 0.1)])
+@pytest.mark.parametrize("yaw", [0.0, 0.5])
+def test_object_centre_of_a_cube_seen_obliquely(normal, height, table_z, yaw):
+    """A 4 cm cube on the table, camera 45 degrees above it: the surface point is off by > 1 cm."""
+    true = np.array([0.55, 0.05, table_z + 0.02])
+    cam = oblique_camera(true)
+    mask, depth = render(cam, box_hit(true, [0.02, 0.02, 0.02], yaw), table_z)
+    assert mask.sum() > 500
+    geo = {"table_normal": normal, "table_height": height}
+    res = locate(mask, centroid(mask), depth, K, cam, GeometryConfig(point_estimate="object_centre", **geo))
+    surf = locate(mask, centroid(mask), depth, K, cam, GeometryConfig(point_estimate="surface", **geo))
+    assert res.depth_source == surf.depth_source == "depth"
+    assert np.linalg.norm(res.xyz_base - true) < 0.005
+    assert abs(res.xyz_base[2] - true[2]) < 0.001  # half the (exactly seen) top height
+    assert np.linalg.norm(surf.xyz_base - true) > 0.01
+    np.testing.assert_allclose(cam.apply(res.xyz_camera), res.xyz_base, atol=1e-9)
+    assert res.depth == pytest.approx(float(res.xyz_camera[2]))
+    assert res.valid_pixels == surf.valid_pixels == int(mask.sum())
+
+
+@pytest.mark.parametrize("elevation", [35.0, 45.0, 60.0])
+def test_object_centre_of_a_ball(elevation):
+    true = np.array([0.5, -0.08, 0.025])
+    cam = oblique_camera(true, elevation_deg=elevation, azimuth_deg=-30.0)
+    mask, depth = render(cam, sphere_hit(true, 0.025))
+    res = locate(mask, centroid(mask), depth, K, cam, CENTRE)
+    surf = locate(mask, centroid(mask), depth, K, cam, SURFACE)
+    assert np.linalg.norm(res.xyz_base - true) < 0.005
+    assert np.linalg.norm(surf.xyz_base - true) > 0.01
+
+
+def test_object_centre_falls_back_to_surface_for_a_flat_object():
+    """A sheet of paper (1 mm) has no height to halve: the surface point is the answer."""
+    true = np.array([0.55, 0.05, 0.0005])
+    cam = oblique_camera(true)
+    mask, depth = render(cam, box_hit(true, [0.03, 0.02, 0.0005], 0.3))
+    res = locate(mask, centroid(mask), depth, K, cam, CENTRE)
+    surf = locate(mask, centroid(mask), depth, K, cam, SURFACE)
+    np.testing.assert_array_equal(res.xyz_base, surf.xyz_base)
+    assert res.depth == surf.depth and res.depth_source == "depth"
+
+
+def test_object_centre_falls_back_to_surface_with_few_points(down):
+    mask = disc_mask((420, 140), 15)
+    depth = np.zeros(SHAPE, np.uint16)
+    ys, xs = np.nonzero(mask)
+    depth[ys[:6], xs[:6]] = 700  # enough for a robust depth (min_valid=5), too few for a shape
+    res = locate(mask, (420.0, 140.0), depth, K, down, CENTRE)
+    surf = locate(mask, (420.0, 140.0), depth, K, down, SURFACE)
+    np.testing.assert_array_equal(res.xyz_base, surf.xyz_base)
+    assert res.valid_pixels == 6
+
+
+def test_object_centre_ignores_invalid_depth():
+    true = np.array([0.55, 0.05, 0.02])
+    cam = oblique_camera(true)
+    mask, depth = render(cam, box_hit(true, [0.02, 0.02, 0.02], 0.3))
+    clean = locate(mask, centroid(mask), depth, K, cam, CENTRE)
+    rng = np.random.default_rng(3)
+    holes = mask & (rng.random(mask.shape) < 0.3)
+    with_nan = depth.copy()
+    with_nan[holes] = np.nan
+    res = locate(mask, centroid(mask), with_nan, K, cam, CENTRE)
+    assert res.valid_pixels == int(mask.sum() - holes.sum())
+    assert np.linalg.norm(res.xyz_base - true) < 0.005
+    assert np.linalg.norm(res.xyz_base - clean.xyz_base) < 0.002
+    millimetres = np.where(np.isfinite(depth), np.round(depth * 1000.0), 0).astype(np.uint16)
+    millimetres[holes] = 0  # a driver's "no return"
+    res16 = locate(mask, centroid(mask), millimetres, K, cam, CENTRE)
+    assert res16.valid_pixels == res.valid_pixels
+    assert np.linalg.norm(res16.xyz_base - true) < 0.005
+
+
+def test_object_centre_subsamples_big_masks(monkeypatch):
+    import clip_vla.geometry as G
+
+    true = np.array([0.55, 0.05, 0.02])
+    cam = oblique_camera(true)
+    mask, depth = render(cam, box_hit(true, [0.02, 0.02, 0.02], 0.3))
+    full = locate(mask, centroid(mask), depth, K, cam, CENTRE)
+    monkeypatch.setattr(G, "CENTRE_MAX_POINTS", 400)
+    assert mask.sum() > 4 * 400
+    a = locate(mask, centroid(mask), depth, K, cam, CENTRE)
+    b = locate(mask, centroid(mask), depth, K, cam, CENTRE)
+    np.testing.assert_array_equal(a.xyz_base, b.xyz_base)  # deterministic
+    assert np.linalg.norm(a.xyz_base - true) < 0.005
+    assert np.linalg.norm(a.xyz_base - full.xyz_base) < 0.003
+    assert a.valid_pixels == full.valid_pixels  # all valid pixels are still counted

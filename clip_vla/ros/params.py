@@ -75,6 +75,8 @@ _CORE_DOC: Dict[str, Tuple[str, Optional[Tuple[float, float]]]] = {
     "geometry.depth_min": ("closer depth readings are invalid, metres", (0.0, 1000.0)),
     "geometry.depth_max": ("farther depth readings are invalid, metres", (0.0, 1000.0)),
     "geometry.depth_statistic": ("robust depth over the mask: median | percentile_25 | min_valid", None),
+    "geometry.point_estimate": ("3D point when depth is valid: object_centre (centre of an object resting on "
+                                "the table) | surface (mask centroid at the robust depth)", None),
     "workspace.x": ("[min, max] of goal x in base_frame, metres; also the token range", None),
     "workspace.y": ("[min, max] of goal y in base_frame, metres; also the token range", None),
     "workspace.z": ("[min, max] of goal z in base_frame, metres; also the token range", None),
@@ -84,6 +86,7 @@ _CORE_DOC: Dict[str, Tuple[str, Optional[Tuple[float, float]]]] = {
 }
 _CORE_CHOICES = {
     "geometry.depth_statistic": ("median", "percentile_25", "min_valid"),
+    "geometry.point_estimate": ("object_centre", "surface"),
 }
 
 NODE_PARAMETERS: Tuple[ParamSpec, ...] = (

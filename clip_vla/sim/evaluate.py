@@ -5,8 +5,9 @@ Two goal sources bound what the learned pipeline can reach:
 * ``"pose"``: the true object centre and yaw (``world.object_pose``): the executor alone.
 * ``"mask"``: what a perfect segmenter gives perception: the ground-truth mask's centroid
   pixel back-projected at the median depth over the mask, and the yaw of the mask's major
-  axis from a PCA of its back-projected points. The point lies on the visible surface, so
-  it is above (and towards the camera of) the centre; skills must cope with that.
+  axis from a PCA of its back-projected points. That point lies on the visible surface
+  (above the centre, towards the camera), the pipeline's ``point_estimate: surface``; the
+  skills must cope with it (the default ``object_centre`` is closer to the truth).
 
 Run ``python -m clip_vla.sim.evaluate --episodes 50`` for the figures.
 """

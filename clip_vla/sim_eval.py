@@ -175,6 +175,8 @@ def run_episode(driver: GraphDriver, seed: int, skill: str, settle_s: float = 0.
     time.sleep(settle_s)  # let a frame of the new scene reach vla_node
     ep = Episode(seed=seed, skill=skill, command=task["command"])
     obj_xyz, obj_yaw = task.get("object_xyz"), task.get("object_yaw")
+    if task.get("object_shape") != "bar":  # balls and cups have no yaw, cubes one every 90 degrees
+        obj_yaw = None
     if skill == "place":
         pick = _step(driver, f"pick up the {task['object']}", "pick", obj_xyz, obj_yaw)
         ep.steps.append(pick)
@@ -249,7 +251,8 @@ def print_summary(summary: Dict[str, Any], perception: str, file=sys.stdout) -> 
               f"{f(s['latency_ms_p50'], 1, '{:.0f}'):>9}{f(s['latency_ms_p95'], 1, '{:.0f}'):>9}", file=file)
         if s["failures"]:
             print(f"{'':8}failures: {s['failures']}", file=file)
-    print("(errors in metres/radians, medians; xy/xyz against the object's true centre)", file=file)
+    print("(errors in metres/radians, medians; xy/xyz against the object's true centre; yaw on bars only,\n"
+          " the one shape with a single grasp axis)", file=file)
 
 
 # --------------------------------------------------------------------------- the graph

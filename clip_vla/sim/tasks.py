@@ -73,6 +73,7 @@ class Task:
             "command": self.command, "skill": self.skill, "object": self.object, "destination": self.destination,
             "object_xyz": r(self.object_xyz), "object_yaw": None if self.object_yaw is None else round(self.object_yaw, 4),
             "destination_xyz": r(self.destination_xyz), "theta": round(self.theta, 4), "seed": self.seed,
+            "object_shape": self.layout.object(self.object).shape if self.object else None,
             "distractors": list(self.distractors),
         }
 

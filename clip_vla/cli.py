@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 EXIT_OK = 0

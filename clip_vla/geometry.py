@@ -71,17 +71,17 @@ def wrap_half_turn(a: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- rigid transforms
-def _rot_x(a: float) -> np.ndarray:
+def rot_x(a: float) -> np.ndarray:
     c, s = math.cos(a), math.sin(a)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def _rot_y(a: float) -> np.ndarray:
+def rot_y(a: float) -> np.ndarray:
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _rot_z(a: float) -> np.ndarray:
+def rot_z(a: float) -> np.ndarray:
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -149,7 +149,7 @@ class RigidTransform:
     def from_xyz_rpy(cls, xyz: ArrayLike, rpy: ArrayLike) -> "RigidTransform":
         """ROS/URDF convention: fixed-axis roll (x), pitch (y), yaw (z); R = Rz(yaw) Ry(pitch) Rx(roll)."""
         roll, pitch, yaw = _vector3(rpy, "rpy")
-        return cls(_rot_z(yaw) @ _rot_y(pitch) @ _rot_x(roll), _vector3(xyz, "xyz"))
+        return cls(rot_z(yaw) @ rot_y(pitch) @ rot_x(roll), _vector3(xyz, "xyz"))
 
     @classmethod
     def from_xyz_quat(cls, xyz: ArrayLike, quat_xyzw: ArrayLike) -> "RigidTransform":
@@ -263,6 +263,17 @@ def depth_to_metres(
     return metres.astype(np.float32)
 
 
+def masked_values(image: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarray:
+    """The pixels of ``image`` under ``mask`` (all of them without a mask), as a flat array."""
+    image = np.asarray(image)
+    if mask is None:
+        return image.reshape(-1)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != image.shape:
+        raise ValueError(f"mask shape {mask.shape} does not match depth shape {image.shape}")
+    return image[mask]
+
+
 def robust_depth(
     depth_m: np.ndarray, mask: Optional[np.ndarray], statistic: str = "median", min_valid: int = 5
 ) -> Optional[float]:
@@ -274,15 +285,7 @@ def robust_depth(
     """
     if statistic not in DEPTH_STATISTICS:
         raise ValueError(f"unknown depth statistic '{statistic}' (known: {', '.join(DEPTH_STATISTICS)})")
-    depth_m = np.asarray(depth_m)
-    if mask is None:
-        values = depth_m.reshape(-1)
-    else:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != depth_m.shape:
-            raise ValueError(f"mask shape {mask.shape} does not match depth shape {depth_m.shape}")
-        values = depth_m[mask]
-    values = values.astype(np.float64, copy=False)
+    values = masked_values(depth_m, mask).astype(np.float64, copy=False)
     with np.errstate(invalid="ignore"):
         values = values[np.isfinite(values) & (values > 0)]
     if values.size < max(1, int(min_valid)):
@@ -527,15 +530,8 @@ def locate(
     if not (math.isfinite(u) and math.isfinite(v)):
         raise ValueError(f"centroid must be finite, got {centroid_uv}")
     if depth_m is not None:
-        depth_arr = np.asarray(depth_m)
-        if mask is None:
-            sel = depth_arr.reshape(-1)
-        else:
-            mask_arr = np.asarray(mask, dtype=bool)
-            if mask_arr.shape != depth_arr.shape:
-                raise ValueError(f"mask shape {mask_arr.shape} does not match depth shape {depth_arr.shape}")
-            sel = depth_arr[mask_arr]
-        values = depth_to_metres(sel, geometry.depth_scale, geometry.depth_min, geometry.depth_max)
+        values = depth_to_metres(masked_values(depth_m, mask), geometry.depth_scale, geometry.depth_min,
+                                 geometry.depth_max)
         z = robust_depth(values, None, geometry.depth_statistic, min_valid)
         if z is not None:
             valid_pixels = int(np.count_nonzero(np.isfinite(values)))
@@ -543,7 +539,7 @@ def locate(
             if estimate not in POINT_ESTIMATES:
                 raise ValueError(f"unknown point estimate '{estimate}' (known: {', '.join(POINT_ESTIMATES)})")
             if estimate == "object_centre" and mask is not None:
-                pts = _mask_points_base(mask_arr, values, intrinsics, camera_to_base)
+                pts = _mask_points_base(np.asarray(mask, dtype=bool), values, intrinsics, camera_to_base)
                 found = object_centre(pts, geometry.table_normal, geometry.table_height)
                 if found is not None:
                     centre = found[0]

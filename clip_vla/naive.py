@@ -22,9 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import ModelConfig, PerceptionConfig, Vocabulary
-from .localize import detect
 from .models import ImageSpec, LoadedModels
-from .pipeline import VLAPipeline
+from .pipeline import VLAPipeline, detect_roles
 from .types import Detection
 
 
@@ -181,10 +180,5 @@ class NaivePipeline(VLAPipeline):
             skill_probs = self.naive.skill_probabilities(image, prepared.parsed.text, prepared.parsed.object,
                                                          self.vocabulary, perception)
         with timer.stage("postprocess"):
-            competitors = list(range(len(prepared.prompts)))
-            detections: Dict[str, Detection] = {}
-            for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
-                if index is not None:
-                    detections[role] = detect(probs, prepared.prompts, index, competitors,
-                                              perception.mask_threshold, perception.min_area_px)
+            detections = detect_roles(probs, prepared, perception)
         return detections, skill_probs

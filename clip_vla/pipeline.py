@@ -261,12 +261,7 @@ class VLAPipeline:
         with timer.stage("skill_scoring"):
             skill_probs = self._score_skills(prepared, image, features)
         with timer.stage("postprocess"):
-            competitors = list(range(len(prepared.prompts)))
-            detections: Dict[str, Detection] = {}
-            for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
-                if index is not None:
-                    detections[role] = detect(probs, prepared.prompts, index, competitors,
-                                              perception.mask_threshold, perception.min_area_px)
+            detections = detect_roles(probs, prepared, perception)
         return detections, skill_probs
 
     def _score_skills(self, prepared: PreparedCommand, image, features) -> Dict[str, float]:
@@ -306,6 +301,17 @@ class VLAPipeline:
         """3D point of a detection: robust depth over its mask, else the table plane."""
         return geometry.locate(detection.mask, detection.centroid, depth, intrinsics, camera_to_base,
                                self.config.geometry)
+
+
+def detect_roles(probs, prepared: PreparedCommand, perception) -> Dict[str, Detection]:
+    """The object's and the destination's detections; every prompt competes at every pixel."""
+    competitors = list(range(len(prepared.prompts)))
+    detections: Dict[str, Detection] = {}
+    for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
+        if index is not None:
+            detections[role] = detect(probs, prepared.prompts, index, competitors,
+                                      perception.mask_threshold, perception.min_area_px)
+    return detections
 
 
 def _printable(text: object, limit: int = 200) -> str:

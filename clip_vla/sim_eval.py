@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import threading
 import time
@@ -283,14 +282,7 @@ class SimGraph:
         params["geometry.camera_to_base_matrix"] = [float(v) for v in self.world.camera_to_base().ravel()]
         params.setdefault("max_frame_age", 2.0)
         overrides = [Parameter(name, value=value) for name, value in params.items()]
-        factory = None
-        if perception == "oracle":
-            from .pipeline import VLAPipeline
-
-            oracle = GroundTruthPerception(self.log)
-
-            def factory(config):  # noqa: E306 - the oracle needs no model
-                return VLAPipeline(config, oracle=oracle)
+        factory = _oracle_factory(GroundTruthPerception(self.log)) if perception == "oracle" else None
         # The same remappings as launch/sim.launch.py: camera driver names in, goals to the robot.
         self.sim_node = rclpy.create_node("sim", namespace=namespace, context=self.context,
                                           cli_args=["--ros-args", "-r", "goal:=clip_vla/goal"])
@@ -340,6 +332,13 @@ class SimGraph:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _oracle_factory(oracle: Any) -> Callable[[Any], Any]:
+    """A pipeline factory for vla_node that perceives with the simulator's ground truth (no model)."""
+    from .pipeline import VLAPipeline
+
+    return lambda config: VLAPipeline(config, oracle=oracle)
 
 
 def sim_model_overrides(perception: str) -> Dict[str, Any]:

@@ -7,15 +7,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("mujoco")
 pytest.importorskip("rclpy")
 
+from clip_vla.ros.harness import unique_domain_id  # noqa: E402 - needs rclpy
+
 CLI = [sys.executable, "-m", "clip_vla.cli"]
-ENV = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "57"))
+# A domain of this test process's own: two test runs at once must not execute each other's goals.
+ENV = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), ROS_DOMAIN_ID=str(unique_domain_id(3)))
 
 
 def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

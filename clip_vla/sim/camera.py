@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..geometry import rot_x, rot_y, rot_z
 from ..types import Intrinsics
 
 # Optical frame expressed in MuJoCo's camera frame (a rotation by pi about x).
@@ -23,21 +24,6 @@ OPTICAL_FROM_MUJOCO_CAMERA = np.diag([1.0, -1.0, -1.0])
 
 
 # --------------------------------------------------------------------------- transforms
-def rot_x(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def rot_y(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def rot_z(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def matrix_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
     """R = Rz(yaw) Ry(pitch) Rx(roll): the convention of ``geometry.camera_to_base_rpy``."""
     return rot_z(yaw) @ rot_y(pitch) @ rot_x(roll)

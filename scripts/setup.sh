@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up clip_vla in ./.venv on a fresh Debian/Ubuntu machine, from nothing.
-#   bash scripts/setup.sh         runtime + simulation (for `clip-vla demo`)
-#   bash scripts/setup.sh --dev   also pytest and ROS 2 rclpy/messages from PyPI wheels (tests, CI)
+#   bash scripts/setup.sh         runtime, simulation and ROS 2 rclpy/messages from PyPI wheels (`clip-vla demo`)
+#   bash scripts/setup.sh --dev   the same plus pytest (tests, CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=0

@@ -86,12 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
     from .sim_eval import sim_model_overrides
 
-    custom = bool(args.clipseg or args.clip)
-    overrides = sim_model_overrides("oracle" if custom or args.perception == "oracle" else "model")
-    if custom:
-        if not (args.clipseg and args.clip):
-            raise ValueError("give both --clipseg and --clip (or neither, for the shipped sim models)")
-        overrides.update({"models.clipseg": args.clipseg, "models.clip": args.clip})
+    if bool(args.clipseg) != bool(args.clip):
+        raise ValueError("give both --clipseg and --clip (or neither, for the shipped sim models)")
+    overrides = sim_model_overrides(args.perception, args.clipseg, args.clip)
     overrides["models.device"] = args.device
     return overrides
 

@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .config import POINT_ESTIMATES, ConfigError, GeometryConfig
+from .config import ConfigError, GeometryConfig
 from .types import Intrinsics
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
@@ -304,9 +304,11 @@ def pixel_ray(u: float, v: float, intrinsics: Intrinsics) -> np.ndarray:
     return d / np.linalg.norm(d)
 
 
-def backproject(u: float, v: float, z: float, intrinsics: Intrinsics) -> np.ndarray:
-    """Optical-frame point of pixel (u, v) at depth z along the optical axis (what depth cameras report)."""
-    return np.array([(u - intrinsics.cx) * z / intrinsics.fx, (v - intrinsics.cy) * z / intrinsics.fy, float(z)])
+def backproject(u: ArrayLike, v: ArrayLike, z: ArrayLike, intrinsics: Intrinsics) -> np.ndarray:
+    """Optical-frame point(s) of pixel(s) (u, v) at depth z along the optical axis (what depth cameras
+    report): shape (3,) for scalars, (N, 3) for arrays of N pixels."""
+    u, v, z = (np.asarray(a, dtype=np.float64) for a in (u, v, z))
+    return np.stack([(u - intrinsics.cx) * z / intrinsics.fx, (v - intrinsics.cy) * z / intrinsics.fy, z], axis=-1)
 
 
 def project(point_camera: ArrayLike, intrinsics: Intrinsics) -> Optional[Tuple[float, float]]:
@@ -478,10 +480,7 @@ def _mask_points_base(
     if z.size > CENTRE_MAX_POINTS:
         stride = int(math.ceil(z.size / CENTRE_MAX_POINTS))
         vs, us, z = vs[::stride], us[::stride], z[::stride]
-    pts = np.column_stack(
-        [(us - intrinsics.cx) * z / intrinsics.fx, (vs - intrinsics.cy) * z / intrinsics.fy, z]
-    )
-    return camera_to_base.apply(pts) if pts.shape[0] else np.zeros((0, 3))
+    return camera_to_base.apply(backproject(us, vs, z, intrinsics)) if z.size else np.zeros((0, 3))
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -535,10 +534,7 @@ def locate(
         z = robust_depth(values, None, geometry.depth_statistic, min_valid)
         if z is not None:
             valid_pixels = int(np.count_nonzero(np.isfinite(values)))
-            estimate = geometry.point_estimate
-            if estimate not in POINT_ESTIMATES:
-                raise ValueError(f"unknown point estimate '{estimate}' (known: {', '.join(POINT_ESTIMATES)})")
-            if estimate == "object_centre" and mask is not None:
+            if geometry.point_estimate == "object_centre" and mask is not None:
                 pts = _mask_points_base(np.asarray(mask, dtype=bool), values, intrinsics, camera_to_base)
                 found = object_centre(pts, geometry.table_normal, geometry.table_height)
                 if found is not None:

@@ -277,12 +277,12 @@ class SimGraph:
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context)
         self.world = TabletopWorld(seed=seed, n_distractors=n_distractors)
-        self.log = ObservationLog()
+        self.log = ObservationLog() if perception == "oracle" else None
         params = dict(config_overrides)
         params["geometry.camera_to_base_matrix"] = [float(v) for v in self.world.camera_to_base().ravel()]
         params.setdefault("max_frame_age", 2.0)
         overrides = [Parameter(name, value=value) for name, value in params.items()]
-        factory = _oracle_factory(GroundTruthPerception(self.log)) if perception == "oracle" else None
+        factory = _oracle_factory(GroundTruthPerception(self.log)) if self.log is not None else None
         # The same remappings as launch/sim.launch.py: camera driver names in, goals to the robot.
         self.sim_node = rclpy.create_node("sim", namespace=namespace, context=self.context,
                                           cli_args=["--ros-args", "-r", "goal:=clip_vla/goal"])
@@ -341,18 +341,21 @@ def _oracle_factory(oracle: Any) -> Callable[[Any], Any]:
     return lambda config: VLAPipeline(config, oracle=oracle)
 
 
-def sim_model_overrides(perception: str) -> Dict[str, Any]:
-    """vla_node parameters for the simulated world: the shipped compact sim-domain models on CPU."""
+def sim_model_overrides(perception: str, clipseg: Optional[str] = None,
+                        clip: Optional[str] = None) -> Dict[str, Any]:
+    """vla_node parameters for the simulated world, on CPU: the models given, else the shipped
+    compact sim-domain pair (needed only for ``model`` perception)."""
     from .train.shipped import SIM_CLIP, SIM_CLIPSEG, sim_model_config
 
     overrides: Dict[str, Any] = {"models.device": "cpu"}
-    if perception == "model":
+    if perception == "model" and not (clipseg and clip):
         missing = [str(p) for p in (SIM_CLIPSEG, SIM_CLIP) if not (p / "config.json").is_file()]
         if missing:
             raise FileNotFoundError(
                 f"the compact sim-domain models are missing ({', '.join(missing)}); reinstall the package, "
                 "train them with `clip-vla train` (clip_vla/models/README.md), or pass --clipseg/--clip")
         overrides.update(sim_model_config())
+    overrides.update({name: value for name, value in (("models.clipseg", clipseg), ("models.clip", clip)) if value})
     return overrides
 
 
@@ -372,11 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import yaml
 
-    overrides = sim_model_overrides(args.perception if not (args.clipseg and args.clip) else "oracle")
-    if args.clipseg:
-        overrides["models.clipseg"] = args.clipseg
-    if args.clip:
-        overrides["models.clip"] = args.clip
+    overrides = sim_model_overrides(args.perception, args.clipseg, args.clip)
     for item in args.param:
         name, _, value = item.partition("=")
         overrides[name] = yaml.safe_load(value)

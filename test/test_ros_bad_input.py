@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from clip_vla.ros.harness import Client, NodeProcess, tabletop_scene, tiny_model_overrides, unique_domain_id  # noqa: E402,E501
+from clip_vla.ros.harness import Client, start_ready, tabletop_scene, tiny_model_overrides, unique_domain_id  # noqa: E402,E501
 
 SIZE = (64, 48)
 
@@ -23,14 +23,10 @@ def peer(tiny_models, open_vocabulary_file):
     domain = unique_domain_id(2)
     namespace = f"/test_bad_{os.getpid()}"
     overrides = tiny_model_overrides(tiny_models, open_vocabulary_file, image_reliability="reliable")
-    proc = NodeProcess(overrides, namespace=namespace, domain_id=domain).start()
-    client = Client(namespace, domain_id=domain)
     try:
-        client.wait_ready(60)
-    except TimeoutError:
-        client.close()
-        proc.stop()
-        pytest.fail(f"vla_node did not become ready:\n{proc.output()[-4000:]}")
+        proc, client = start_ready(overrides, namespace, domain)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield client
     client.close()
     rc = proc.stop()

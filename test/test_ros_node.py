@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from clip_vla.config import WorkspaceConfig  # noqa: E402
-from clip_vla.ros.harness import Client, NodeProcess, tabletop_scene, tiny_model_overrides, unique_domain_id  # noqa: E402,E501
+from clip_vla.ros.harness import Client, NodeProcess, start_ready, tabletop_scene, tiny_model_overrides, unique_domain_id  # noqa: E402,E501
 from clip_vla.tokenizer import Action, ActionTokenizer  # noqa: E402
 
 SMALL = (64, 48)
@@ -44,15 +44,11 @@ def ros(tiny_models, open_vocabulary_file):
     domain = unique_domain_id(1)
     namespace = f"/test_node_{os.getpid()}"
     # LARGE_DATA: best-effort 640x480 frames between processes (see harness.LARGE_DATA_ENV).
-    proc = NodeProcess(tiny_model_overrides(tiny_models, open_vocabulary_file), namespace=namespace,
-                       domain_id=domain, large_data=True).start()
-    client = Client(namespace, domain_id=domain, debug_image=True, large_data=True)
     try:
-        client.wait_ready(60)
-    except TimeoutError:
-        client.close()
-        proc.stop()
-        pytest.fail(f"vla_node did not become ready:\n{proc.output()[-4000:]}")
+        proc, client = start_ready(tiny_model_overrides(tiny_models, open_vocabulary_file), namespace, domain,
+                                   client_kwargs=dict(debug_image=True, large_data=True), large_data=True)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield Ros(proc, client)
     client.close()
     proc.stop()

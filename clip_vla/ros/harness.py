@@ -456,3 +456,20 @@ def tabletop_scene(width: int = 640, height: int = 480, distance: float = 0.8,
 
 def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else math.nan
+
+
+def start_ready(overrides: Optional[Mapping[str, Any]], namespace: str, domain_id: int, timeout: float = 60.0,
+                client_kwargs: Optional[Mapping[str, Any]] = None, **node_kwargs: Any) -> Tuple["NodeProcess", Client]:
+    """``vla_node`` as a subprocess and a ``Client`` on it, once the node is active.
+
+    Raises RuntimeError with the node's output when it does not become ready (both are closed).
+    """
+    proc = NodeProcess(overrides, namespace=namespace, domain_id=domain_id, **node_kwargs).start()
+    client = Client(namespace, domain_id=domain_id, **dict(client_kwargs or {}))
+    try:
+        client.wait_ready(timeout)
+    except TimeoutError:
+        client.close()
+        proc.stop()
+        raise RuntimeError(f"vla_node did not become ready:\n{proc.output()[-4000:]}") from None
+    return proc, client

@@ -38,7 +38,7 @@ class SimBridge:
         self.node = node
         self.world = world
         self.period = 1.0 / max(fps, 0.1)
-        self.log = log or ObservationLog()
+        self.log = log  # only the oracle reads it: without one, frames are not kept
         sensor = qos_profile_sensor_data
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_image = node.create_publisher(Image, "camera/color/image_raw", sensor)
@@ -129,7 +129,8 @@ class SimBridge:
         obs = self.world.observe()
         stamp = self.node.get_clock().now().to_msg()
         seconds = stamp.sec + stamp.nanosec * 1e-9
-        self.log.add(obs, stamp=seconds)  # the oracle looks frames up by the stamp vla_node sees
+        if self.log is not None:
+            self.log.add(obs, stamp=seconds)  # the oracle looks frames up by the stamp vla_node sees
         image = numpy_to_image(obs.rgb, "rgb8", stamp=stamp, frame_id=obs.frame_id)
         depth = numpy_to_image(obs.depth.astype("float32"), "32FC1", stamp=stamp, frame_id=obs.frame_id)
         info = CameraInfo()

@@ -149,13 +149,10 @@ def run_script(graph: Any, seed: int, out_dir: Path, log=print) -> List[Dict[str
     if task is None:
         raise RuntimeError("the simulator did not answer the reset")
     log(f"scene {seed}: target '{task['object']}', distractors {', '.join(task.get('distractors') or [])}")
-    time.sleep(0.5)  # a frame of the new scene reaches vla_node
     if step(f"pick up the {task['object']}", "pick", expect_pick=True):
-        time.sleep(0.3)
         step(f"put the {task['object']} in the bowl", "place")
     push = driver.reset(seed, "push")
     log(f"\nscene {seed} again, reset for a push: target '{push['object']}'")
-    time.sleep(0.5)
     step(f"push the {push['object']}", "push")
     return records
 

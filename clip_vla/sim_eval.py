@@ -26,6 +26,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+FRAME_MARGIN_S = 0.1  # after the driver has a frame, for vla_node's callback on the same frame
+
+
 @dataclass
 class StepRecord:
     """One command of an episode: what vla_node answered and what the robot made of it."""
@@ -80,7 +83,8 @@ class GraphDriver:
     """Publishes commands/resets and waits for the matching answers, on its own rclpy node."""
 
     def __init__(self, node: Any, vla_name: str = "clip_vla", sim_name: str = "sim") -> None:
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image
         from std_msgs.msg import String
 
         self.node = node
@@ -94,6 +98,31 @@ class GraphDriver:
         node.create_subscription(String, f"{vla_name}/status", lambda m: self._add(self.statuses, m), reliable)
         node.create_subscription(String, f"{sim_name}/result", lambda m: self._add(self.results, m), reliable)
         node.create_subscription(String, f"{sim_name}/task", lambda m: self._add(self.tasks, m), reliable)
+        # The camera as vla_node sees it: a command waits for the first frame of the changed scene.
+        self.last_frame_stamp = -math.inf
+        node.create_subscription(Image, "camera/color/image_raw", self._on_frame, qos_profile_sensor_data)
+
+    def _on_frame(self, msg: Any) -> None:
+        from .ros.conversions import stamp_to_seconds
+
+        with self._cond:
+            self.last_frame_stamp = max(self.last_frame_stamp, stamp_to_seconds(msg.header.stamp))
+            self._cond.notify_all()
+
+    def wait_for_frame_after(self, stamp: Optional[float], timeout: float = 10.0) -> bool:
+        """Until a camera frame stamped after ``stamp`` (a task's or result's) has been delivered.
+
+        Frames go to vla_node on the same executor at the same time; FRAME_MARGIN_S covers
+        its callback running a moment later. A fixed sleep instead fails on a loaded machine,
+        where the old scene's frame is still the freshest one when the command arrives.
+        """
+        if stamp is None:
+            time.sleep(FRAME_MARGIN_S)
+            return False
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self.last_frame_stamp > stamp, timeout=timeout)
+        time.sleep(FRAME_MARGIN_S)
+        return ok
 
     def _add(self, box: List[Dict[str, Any]], msg: Any) -> None:
         with self._cond:
@@ -126,7 +155,10 @@ class GraphDriver:
         start = len(self.tasks)
         request = {"seed": seed, "skill": skill, "destination": destination}
         self.pub_reset.publish(String(data=json.dumps(request)))
-        return self._wait(self.tasks, start, lambda t: t.get("seed") == seed and t.get("skill") == skill, timeout)
+        task = self._wait(self.tasks, start, lambda t: t.get("seed") == seed and t.get("skill") == skill, timeout)
+        if task is not None:
+            self.wait_for_frame_after(task.get("stamp"))
+        return task
 
     def command(self, text: str, timeout: float = 60.0):
         """Send a command; return (status, sim result or None, latency ms to the status)."""
@@ -141,6 +173,8 @@ class GraphDriver:
         if status is not None and status.get("status") == "accepted":
             command_id = (status.get("goal") or {}).get("command_id", status.get("command_id"))
             result = self._wait(self.results, n_result, lambda m: m.get("command_id") == command_id, timeout)
+            if result is not None:  # the next command must see the scene after this goal
+                self.wait_for_frame_after(result.get("stamp"))
         return status, result, latency
 
 
@@ -167,11 +201,10 @@ def _step(driver: GraphDriver, text: str, skill: str, truth_xyz, truth_yaw) -> S
     return record
 
 
-def run_episode(driver: GraphDriver, seed: int, skill: str, settle_s: float = 0.3) -> Episode:
+def run_episode(driver: GraphDriver, seed: int, skill: str) -> Episode:
     task = driver.reset(seed, skill)
     if task is None:
         raise RuntimeError("the simulator did not answer a reset within 30 s")
-    time.sleep(settle_s)  # let a frame of the new scene reach vla_node
     ep = Episode(seed=seed, skill=skill, command=task["command"])
     obj_xyz, obj_yaw = task.get("object_xyz"), task.get("object_yaw")
     if task.get("object_shape") != "bar":  # balls and cups have no yaw, cubes one every 90 degrees
@@ -181,7 +214,6 @@ def run_episode(driver: GraphDriver, seed: int, skill: str, settle_s: float = 0.
         ep.steps.append(pick)
         if not (pick.success and pick.holding_target):
             return ep
-        time.sleep(settle_s)
         ep.steps.append(_step(driver, task["command"], "place", task.get("destination_xyz"), None))
     else:
         ep.steps.append(_step(driver, task["command"], skill, obj_xyz, obj_yaw if skill == "pick" else None))
@@ -389,9 +421,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 ep = run_episode(graph.driver, args.seed + i, skill)
                 episodes.append(ep)
                 last = ep.steps[-1]
-                print(f"[{len(episodes):3d}] seed {ep.seed} {ep.command!r}: {last.status}"
-                      f"{' -> ' + ('success' if ep.success else 'failed: ' + _failure(last)) if last.executed else ''}",
-                      flush=True)
+                outcome = (" -> " + ("success" if ep.success else "failed: " + _failure(last)) if last.executed
+                           else f" ({last.reason})" if last.reason else "")
+                print(f"[{len(episodes):3d}] seed {ep.seed} {last.command!r}: {last.status}{outcome}", flush=True)
     summary = summarise(episodes)
     print_summary(summary, args.perception)
     print(f"{len(episodes)} episodes in {time.perf_counter() - started:.0f} s")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,7 @@ READY_TIMEOUT = 60.0
 # processes; its LARGE_DATA builtin transports (Fast DDS >= 2.12: Iron, Jazzy) carry them over
 # SHM/TCP instead. Older Fast DDS ignores the variable (use an XML profile with a larger segment).
 LARGE_DATA_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+DOMAIN_ID_RANGE = (1, 101)  # inclusive; 0 is the default domain a developer's own nodes use
 
 
 class _environ:
@@ -82,9 +84,19 @@ def format_param(value: Any) -> str:
     return text
 
 
+# Drawn once per process: pids repeat across containers (every CI run may be pid 1's child
+# number 40), so a pid-derived id would put two concurrent runs on one domain.
+_DOMAIN_BASE = random.SystemRandom().randrange(DOMAIN_ID_RANGE[1] - DOMAIN_ID_RANGE[0] + 1)
+
+
 def unique_domain_id(offset: int = 0) -> int:
-    """A ROS_DOMAIN_ID for this process (+offset), so concurrent test runs do not talk to each other."""
-    return 10 + ((os.getpid() * 7 + offset * 53) % 200)
+    """A ROS_DOMAIN_ID for this process (+offset), so concurrent test runs do not talk to each other.
+
+    Within 1..101: on Linux, DDS ports of higher domains fall into the ephemeral port range,
+    where another program's socket can take them (ROS 2 "The ROS_DOMAIN_ID" concept page).
+    """
+    low, high = DOMAIN_ID_RANGE
+    return low + (_DOMAIN_BASE + offset * 17) % (high - low + 1)
 
 
 class NodeProcess:

@@ -8,6 +8,8 @@ publishes, so the node under test cannot tell it from a robot:
                ~/result (one JSON per executed goal: success (the skill worked on the object
                nearest the goal), task_success (the episode's command is carried out on its
                target), holding_target, reason, details)
+               ~/task and ~/result carry "stamp" (s): every camera frame stamped later shows
+               the scene after that reset or goal
     subscribes goal (std_msgs/String JSON from vla_node's ~/goal; remap it there),
                ~/reset (std_msgs/String JSON {"seed": int, "skill": str, "destination": "bowl"|"tray"},
                every key optional: a new episode)
@@ -120,15 +122,16 @@ class SimBridge:
         task = self.world.reset(seed=request.get("seed"), skill=request.get("skill"),
                                 destination=request.get("destination"))
         self.world.go_home()
-        self.pub_task.publish(self._string(json.dumps(_jsonable(task.to_dict()))))
+        task_msg = dict(_jsonable(task.to_dict()), stamp=self._now())
+        self.pub_task.publish(self._string(json.dumps(task_msg)))
 
     def publish_frame(self) -> None:
-        from ..ros.conversions import numpy_to_image
+        from ..ros.conversions import numpy_to_image, stamp_to_seconds
         from sensor_msgs.msg import CameraInfo
 
         obs = self.world.observe()
-        stamp = self.node.get_clock().now().to_msg()
-        seconds = stamp.sec + stamp.nanosec * 1e-9
+        stamp = self.node.get_clock().now().to_msg()  # after every change to the world: later than _now()
+        seconds = stamp_to_seconds(stamp)
         if self.log is not None:
             self.log.add(obs, stamp=seconds)  # the oracle looks frames up by the stamp vla_node sees
         image = numpy_to_image(obs.rgb, "rgb8", stamp=stamp, frame_id=obs.frame_id)
@@ -148,7 +151,13 @@ class SimBridge:
         self.frames_published += 1
 
     def _publish_result(self, result: Dict[str, Any]) -> None:
-        self.pub_result.publish(self._string(json.dumps(result)))
+        self.pub_result.publish(self._string(json.dumps(dict(result, stamp=self._now()))))
+
+    def _now(self) -> float:
+        """The node's clock in seconds, as vla_node reads a header stamp."""
+        from ..ros.conversions import stamp_to_seconds
+
+        return stamp_to_seconds(self.node.get_clock().now().to_msg())
 
     @staticmethod
     def _string(text: str):

@@ -63,6 +63,17 @@ def test_sim_oracle_closed_loop_reports_per_skill(tmp_path):
     assert "closed-loop results (oracle perception)" in out.stdout
 
 
+def test_sim_with_the_shipped_models_runs_the_graph(tmp_path):
+    """The model path (no ground truth in the loop: the simulator renders no labels)."""
+    report = tmp_path / "sim.json"
+    out = _run("sim", "--perception", "model", "--episodes", "1", "--seed", "1005", "--skills", "pick",
+               "--json", str(report))
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(report.read_text())["summary"]["pick"]
+    assert summary["episodes"] == 1 and summary["skill_accuracy"] == 1.0, json.dumps(summary)
+    assert "Traceback" not in out.stderr
+
+
 def test_driver_commands_see_the_new_scene_on_a_slow_renderer(monkeypatch):
     """Consecutive episodes in different scenes, with a renderer slower than any fixed settle
     time (as on a loaded CI machine): each command must be answered on a frame of its own scene,

@@ -199,6 +199,17 @@ def test_every_object_has_a_mask_and_labels_are_consistent(world):
         assert set(np.unique(obs.segmentation)) <= set(obs.labels) | {0}
         assert task.object in world.object_names
 
+def test_camera_stream_without_segmentation_is_the_same_picture(world):
+    """sim_node renders labels only for the oracle; the colour and depth must not change."""
+    world.reset(seed=3)
+    full, plain = world.observe(), world.observe(segmentation=False)
+    assert plain.segmentation is None
+    assert np.array_equal(full.rgb, plain.rgb) and np.array_equal(full.depth, plain.depth)
+    with pytest.raises(ValueError, match="without segmentation"):
+        plain.mask_of(world.object_names[0])
+    assert world.ground_truth_mask(world.object_names[0]).any()  # still available on demand
+
+
 
 # --------------------------------------------------------------------------- determinism
 def _episode_fingerprint(w, seed):

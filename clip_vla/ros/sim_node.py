@@ -129,7 +129,7 @@ class SimBridge:
         from ..ros.conversions import numpy_to_image, stamp_to_seconds
         from sensor_msgs.msg import CameraInfo
 
-        obs = self.world.observe()
+        obs = self.world.observe(segmentation=self.log is not None)  # only the oracle reads the labels
         stamp = self.node.get_clock().now().to_msg()  # after every change to the world: later than _now()
         seconds = stamp_to_seconds(stamp)
         if self.log is not None:

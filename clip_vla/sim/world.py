@@ -32,12 +32,12 @@ class Observation:
     """One rendered camera frame plus its geometry and the ground-truth segmentation.
 
     ``segmentation`` holds 0 for background/floor and ``k`` for ``labels[k]`` (objects first,
-    then "bowl", "tray", "table", "gripper").
+    then "bowl", "tray", "table", "gripper"); None when the frame was rendered without it.
     """
 
     rgb: np.ndarray  # HxWx3 uint8
     depth: np.ndarray  # HxW float32, metres along the optical axis
-    segmentation: np.ndarray  # HxW int32 label ids
+    segmentation: Optional[np.ndarray]  # HxW int32 label ids
     labels: Dict[int, str]
     intrinsics: Intrinsics
     camera_to_base: np.ndarray  # 4x4, optical frame -> base frame
@@ -46,6 +46,8 @@ class Observation:
 
     def mask_of(self, name: str) -> np.ndarray:
         """HxW bool mask of one named entity ("red block", "bowl", ...)."""
+        if self.segmentation is None:
+            raise ValueError("this frame was rendered without segmentation (observe(segmentation=True))")
         phrase = phrase_of(name)
         for k, v in self.labels.items():
             if v == phrase:
@@ -168,12 +170,13 @@ class TabletopWorld:
         """The extrinsics as ``geometry.camera_to_base_xyz`` / ``_rpy`` (R = Rz(yaw) Ry(pitch) Rx(roll))."""
         return self.config.camera.xyz_rpy()
 
-    def observe(self, width: Optional[int] = None, height: Optional[int] = None) -> Observation:
-        """Render colour, depth and label segmentation of the current state."""
-        rgb, depth, seg = self._camera.render(self.data, width, height)
+    def observe(self, width: Optional[int] = None, height: Optional[int] = None,
+                segmentation: bool = True) -> Observation:
+        """Render colour, depth and (unless a camera stream needs none) label segmentation of the current state."""
+        rgb, depth, seg = self._camera.render(self.data, width, height, segmentation=segmentation)
         w, h = rgb.shape[1], rgb.shape[0]
-        labels = self._geom_label[seg]
-        if (w, h) == (self.config.camera.width, self.config.camera.height):
+        labels = self._geom_label[seg] if seg is not None else None
+        if labels is not None and (w, h) == (self.config.camera.width, self.config.camera.height):
             self._seg_cache = (self.data.time, labels)
         return Observation(rgb=rgb, depth=depth, segmentation=labels, labels=dict(self.labels),
                            intrinsics=self.intrinsics(w, h), camera_to_base=self.camera_to_base(), stamp=float(self.data.time))

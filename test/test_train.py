@@ -228,3 +228,34 @@ def test_rosbag_reader(tmp_path):
     s = samples[0]
     assert s.load_image().shape == (6, 8, 3) and tuple(s.load_image()[1, 2]) == (1, 2, 3)
     assert s.phrase_masks()["red block"].sum() == 4 and s.skill == "pick"
+
+
+@pytest.mark.parametrize("arch", ["tiny-clipseg", "tiny-clip"])
+def test_a_model_saved_at_another_size_reloads_with_the_same_outputs(tmp_path, arch):
+    """--image-size fine-tuning: the saved config, preprocessor and position table agree, and the
+    reloaded model computes what the interpolating one did."""
+    from transformers import CLIPModel, CLIPSegForImageSegmentation
+
+    from clip_vla.train.build import load_base, save_model_dir
+
+    task = "segment" if "seg" in arch else "skills"
+    base = load_base(f"new:{arch}", task)  # built at its own size, 32, as a fine-tuned base is
+    model = base.model.eval()
+    save_model_dir(model, base.tokenizer, tmp_path, image_size=48, crop=base.crop, fp16=False)
+    cls = CLIPSegForImageSegmentation if task == "segment" else CLIPModel
+    reloaded = cls.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert reloaded.config.vision_config.image_size == 48
+    assert json.loads((tmp_path / "preprocessor_config.json").read_text())["size"] in (48, {"height": 48, "width": 48},
+                                                                                       {"shortest_edge": 48})
+    pixels = torch.randn(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if task == "segment":
+            ids = base.tokenizer(["a red block"], return_tensors="pt", padding=True)
+            a = model(pixel_values=pixels, **ids).logits
+            b = reloaded(pixel_values=pixels, **ids).logits
+        else:
+            a = model.get_image_features(pixel_values=pixels, interpolate_pos_encoding=True)
+            b = reloaded.get_image_features(pixel_values=pixels)
+    a, b = (getattr(t, "pooler_output", t) for t in (a, b))
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert model.config.vision_config.image_size == 32  # the model being trained is left as it was

@@ -135,6 +135,7 @@ def save_model_dir(model: Any, tokenizer: Any, out_dir: Path, image_size: int, c
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     to_save = copy.deepcopy(model).to("cpu")
+    bake_image_size(to_save, image_size)
     if fp16:
         to_save = to_save.to(torch.float16)
     to_save.save_pretrained(str(out))
@@ -143,3 +144,28 @@ def save_model_dir(model: Any, tokenizer: Any, out_dir: Path, image_size: int, c
     if extra:
         (out / "training.json").write_text(json.dumps(extra, indent=2, default=str), encoding="utf-8")
     return out
+
+
+def bake_image_size(model: Any, image_size: int) -> None:
+    """Store position embeddings for the size the model was trained at.
+
+    A model fine-tuned at another resolution than its config's (``--image-size``) learned with
+    bicubically interpolated position embeddings; saving that interpolation makes config.json,
+    preprocessor_config.json and the weights agree, and the outputs are unchanged.
+    """
+    import torch
+
+    vision = model.clip.vision_model if hasattr(model, "clip") else model.vision_model
+    emb = vision.embeddings
+    if int(emb.image_size) == int(image_size):
+        return
+    weight = emb.position_embedding.weight
+    n = (image_size // emb.patch_size) ** 2 + 1
+    with torch.no_grad():
+        dummy = torch.empty(1, n, weight.shape[1], dtype=weight.dtype, device=weight.device)
+        table = emb.interpolate_pos_encoding(dummy, image_size, image_size)[0]
+    emb.position_embedding = torch.nn.Embedding(n, weight.shape[1], device=weight.device, dtype=weight.dtype)
+    emb.position_embedding.weight.data.copy_(table)
+    emb.register_buffer("position_ids", torch.arange(n, device=weight.device).expand((1, -1)), persistent=False)
+    emb.image_size, emb.num_patches, emb.num_positions = int(image_size), n - 1, n
+    model.config.vision_config.image_size = int(image_size)

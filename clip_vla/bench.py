@@ -385,8 +385,9 @@ def equivalence(fast, naive, rgb: np.ndarray, depth: np.ndarray, intrinsics, com
     naive_probs = naive.naive.probabilities(naive.naive.segment(seg_inputs), (height, width))
     competitors = list(range(len(prepared.prompts)))
     idx = prepared.object_index
-    det_f = detect(fast_probs, prepared.prompts, idx, competitors, perception.mask_threshold, perception.min_area_px)
-    det_n = detect(naive_probs, prepared.prompts, idx, competitors, perception.mask_threshold, perception.min_area_px)
+    rule = (perception.mask_threshold, perception.min_area_px, perception.instance_score)
+    det_f = detect(fast_probs, prepared.prompts, idx, competitors, *rule)
+    det_n = detect(naive_probs, prepared.prompts, idx, competitors, *rule)
     # target_maps (device-side competition, only the target copied back) against localize on the same logits
     maps = Segmenter.target_maps(fast.segmenter.decode(features, fast.segmenter.text_embeddings(prepared.prompts)),
                                  (height, width), [idx], perception.mask_threshold)

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
+INSTANCE_SCORES = ("mass", "mean")  # how the target mask's connected components are ranked (clip_vla.localize)
+
 PACKAGE_NAME = "clip_vla"
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -148,6 +150,7 @@ class PerceptionConfig:
     mask_threshold: float = 0.4  # per-pixel probability a target pixel must clear
     min_confidence: float = 0.5  # object confidence under which nothing is published
     min_area_px: int = 16  # at input resolution: smaller components are noise
+    instance_score: str = "mass"  # ranks the target's connected components: mass | mean (clip_vla.localize)
     min_skill_probability: float = 0.5  # a skill guessed by CLIP (no verb) needs this probability
     skill_temperature: float = 0.01  # softmax temperature over cosine similarities
     text_weight: float = 0.7  # instruction <-> skill text similarity weight
@@ -165,6 +168,9 @@ class PerceptionConfig:
             raise ConfigError("perception.text_weight and image_weight must be >= 0 and not both 0")
         if self.min_area_px < 1:
             raise ConfigError(f"perception.min_area_px must be >= 1, got {self.min_area_px}")
+        if self.instance_score not in INSTANCE_SCORES:
+            raise ConfigError(f"perception.instance_score must be one of {INSTANCE_SCORES}, "
+                              f"got {self.instance_score!r}")
         if "{object}" not in self.prompt_template:
             raise ConfigError(f"perception.prompt_template must contain '{{object}}', got {self.prompt_template!r}")
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-DEFAULT_SEED = 1005  # held-out (training used seeds >= 5,000,000), one the shipped models get right; rates: README
+DEFAULT_SEED = 1002  # held-out (training used seeds >= 5,000,000), one the shipped models get right; rates: README
 
 NO_WEIGHTS_HELP = """\
 clip-vla demo: no model weights could be loaded.

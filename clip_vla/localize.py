@@ -13,6 +13,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from .config import INSTANCE_SCORES
 from .types import Detection
 
 
@@ -27,17 +28,25 @@ def target_mask(probs: np.ndarray, target: int, competitors: Sequence[int], thre
     return mask
 
 
-def select_component(mask: np.ndarray, target_probs: np.ndarray, phrase: str, min_area: int = 1) -> Detection:
-    """The most confident connected component of ``mask`` (8-connectivity) as a Detection."""
+def select_component(mask: np.ndarray, target_probs: np.ndarray, phrase: str, min_area: int = 1,
+                     score: str = "mass") -> Detection:
+    """The best connected component of ``mask`` (8-connectivity, ranked by ``score``) as a Detection.
+
+    Its confidence is the component's mean probability whatever the ranking, so
+    ``perception.min_confidence`` means the same under both rules.
+    """
+    if score not in INSTANCE_SCORES:
+        raise ValueError(f"instance score must be one of {INSTANCE_SCORES}, got {score!r}")
     peak = float(target_probs.max()) if target_probs.size else 0.0
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     candidates = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= max(1, min_area)]
     if not candidates:
         return Detection(phrase=phrase, found=False, confidence=0.0, peak=peak)
-    # Mean probability per component in one pass over the image (bincount), not one mask per component.
+    # Probability mass and mean per component in one pass over the image (bincount), not one mask each.
     sums = np.bincount(labels.ravel(), weights=target_probs.ravel(), minlength=count)
     means = sums / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
-    best = max(candidates, key=lambda i: (means[i], stats[i, cv2.CC_STAT_AREA]))
+    ranking = sums if score == "mass" else means
+    best = max(candidates, key=lambda i: (ranking[i], stats[i, cv2.CC_STAT_AREA]))
     x, y, w, h, area = (int(v) for v in stats[best])
     return Detection(
         phrase=phrase,
@@ -53,10 +62,10 @@ def select_component(mask: np.ndarray, target_probs: np.ndarray, phrase: str, mi
 
 
 def detect(probs: np.ndarray, phrases: Sequence[str], target: int, competitors: Sequence[int],
-           threshold: float, min_area: int = 1) -> Detection:
+           threshold: float, min_area: int = 1, score: str = "mass") -> Detection:
     """Threshold + competition + component selection for prompt ``target`` of ``probs``."""
     mask = target_mask(probs, target, competitors, threshold)
-    return select_component(mask, probs[target], phrases[target], min_area=min_area)
+    return select_component(mask, probs[target], phrases[target], min_area=min_area, score=score)
 
 
 def detection_from_mask(phrase: str, mask: np.ndarray, min_area: int = 1) -> Detection:

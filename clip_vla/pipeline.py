@@ -310,7 +310,7 @@ def detect_roles(probs, prepared: PreparedCommand, perception) -> Dict[str, Dete
     for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
         if index is not None:
             detections[role] = detect(probs, prepared.prompts, index, competitors,
-                                      perception.mask_threshold, perception.min_area_px)
+                                      perception.mask_threshold, perception.min_area_px, perception.instance_score)
     return detections
 
 

@@ -353,7 +353,10 @@ class SimGraph:
 
         self.bridge.close()
         self.vla_node.close()
-        self.executor.shutdown(timeout_sec=2.0)
+        # Let running callbacks (a render, an inference on a loaded CPU) finish before their nodes
+        # are destroyed under them: destroying first left "exception was never retrieved" noise.
+        self.executor.shutdown(timeout_sec=10.0)
+        self._spin.join(timeout=10.0)
         for node in (self.sim_node, self.vla_node, self.driver_node):
             node.destroy_node()
         rclpy.shutdown(context=self.context)

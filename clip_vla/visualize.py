@@ -56,7 +56,10 @@ def annotate(rgb: np.ndarray, result: Any, top_k: int = 3) -> np.ndarray:
 
     lines = _summary_lines(result, accepted)
     bars = _top_scores(getattr(result, "skill_probabilities", {}) or {}, top_k)
-    _text_panel(out, lines, color, bars=bars, chosen=getattr(result, "cmd", None) or getattr(result, "skill", None))
+    keep_visible = [det.bbox for det in (target, destination)
+                    if det is not None and getattr(det, "found", False) and getattr(det, "bbox", None)]
+    _text_panel(out, lines, color, bars=bars, chosen=getattr(result, "cmd", None) or getattr(result, "skill", None),
+                keep_visible=keep_visible)
     return out
 
 
@@ -156,8 +159,13 @@ def _thickness(out: np.ndarray) -> int:
 
 
 def _text_panel(out: np.ndarray, lines: Iterable[str], color: Color,
-                bars: Sequence[Tuple[str, float]] = (), chosen: Optional[str] = None) -> None:
-    """A dark band at the top with the summary lines, then one bar per top skill score."""
+                bars: Sequence[Tuple[str, float]] = (), chosen: Optional[str] = None,
+                keep_visible: Sequence[Sequence[int]] = ()) -> None:
+    """A dark band with the summary lines, then one bar per top skill score.
+
+    The band sits at the top unless it would cover a box of ``keep_visible`` (x0, y0, x1, y1)
+    that the bottom band would not: the object the goal is about stays in view.
+    """
     lines = [ln.encode("ascii", "replace").decode("ascii") for ln in lines]
     h, w = out.shape[:2]
     scale = max(0.3, min(1.0, w / 1000.0))
@@ -168,10 +176,11 @@ def _text_panel(out: np.ndarray, lines: Iterable[str], color: Color,
     panel_h = min(h, rows * row + 6)
     if panel_h <= 0:
         return
-    band = out[:panel_h].astype(np.float32)
-    out[:panel_h] = (band * 0.35 + np.array(PANEL_COLOR, np.float32) * 0.65).astype(np.uint8)
-    cv2.rectangle(out, (0, 0), (w - 1, panel_h - 1), color, 1)
-    y = row
+    top0 = _panel_top(h, panel_h, keep_visible)
+    band = out[top0:top0 + panel_h].astype(np.float32)
+    out[top0:top0 + panel_h] = (band * 0.35 + np.array(PANEL_COLOR, np.float32) * 0.65).astype(np.uint8)
+    cv2.rectangle(out, (0, top0), (w - 1, top0 + panel_h - 1), color, 1)
+    y = top0 + row
     for i, line in enumerate(lines):
         cv2.putText(out, line, (6, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     color if i == 0 else TEXT_COLOR, thick, cv2.LINE_AA)
@@ -187,3 +196,12 @@ def _text_panel(out: np.ndarray, lines: Iterable[str], color: Color,
         top = y - row + 4
         cv2.rectangle(out, (label_w, top), (label_w + max(1, bar_w), y - base), bar_color, -1)
         y += row
+
+
+def _panel_top(h: int, panel_h: int, keep_visible: Sequence[Sequence[int]]) -> int:
+    """Row where the text band starts: 0, or the bottom when only that leaves the boxes uncovered."""
+    def covered(top: int) -> bool:
+        return any(int(b[1]) < top + panel_h and int(b[3]) >= top for b in keep_visible)
+
+    bottom = h - panel_h
+    return bottom if covered(0) and not covered(bottom) else 0

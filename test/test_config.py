@@ -46,6 +46,7 @@ def test_flat_round_trip_and_overrides():
     ("workspace.x", [1.0, 0.0], "workspace.x"),
     ("workspace.bins", 1, "bins"),
     ("perception.prompt_template", "a photo", "prompt_template"),
+    ("perception.instance_score", "largest", "instance_score"),
 ])
 def test_invalid_values_are_clear_errors(key, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -49,7 +49,7 @@ def test_distractor_suppresses_look_alike():
     assert d2.centroid == pytest.approx((54.5, 34.5)) and d2.other_instances == 1
 
 
-def test_multiple_components_pick_most_confident_and_count_others():
+def test_multiple_components_pick_the_most_probability_and_count_others():
     p = maps(k=1)
     blob(p, 0, 5, 5, 8, 0.7)
     blob(p, 0, 40, 60, 8, 0.95)
@@ -58,6 +58,26 @@ def test_multiple_components_pick_most_confident_and_count_others():
     assert d.centroid == pytest.approx((63.5, 43.5))
     assert d.other_instances == 2
     assert d.confidence == pytest.approx(0.95)
+
+
+def test_mass_prefers_the_object_covered_whole_over_a_certain_speck():
+    """A look-alike lit up in a small, very certain patch and the target covered whole, less certainly."""
+    p = maps(k=1)
+    blob(p, 0, 5, 5, 5, 0.98)     # look-alike: 25 px at 0.98, mass 24.5
+    blob(p, 0, 30, 40, 10, 0.7)   # target: 100 px at 0.7, mass 70
+    mass = detect(p, ["red block"], 0, [0], threshold=0.5)
+    assert mass.centroid == pytest.approx((44.5, 34.5)) and mass.area == 100
+    assert mass.confidence == pytest.approx(0.7)  # the confidence is still the mean probability
+    mean = detect(p, ["red block"], 0, [0], threshold=0.5, score="mean")
+    assert mean.centroid == pytest.approx((7.0, 7.0)) and mean.confidence == pytest.approx(0.98)
+    assert mass.other_instances == mean.other_instances == 1
+
+
+def test_unknown_instance_score_is_a_clear_error():
+    p = maps(k=1)
+    blob(p, 0, 5, 5, 5, 0.9)
+    with pytest.raises(ValueError, match="instance score"):
+        detect(p, ["cup"], 0, [0], threshold=0.5, score="largest")
 
 
 def test_small_components_are_noise():

@@ -39,3 +39,26 @@ def test_refusals_and_odd_inputs_never_raise():
     stale.detection = _detection(10, 10)  # mask of another size: drawn without it
     assert annotate(rgb, stale).shape == rgb.shape
     assert annotate(np.zeros((2, 2, 3), np.uint8), _goal()).shape == (2, 2, 3)
+
+
+def _goal_at(top: int, h=480, w=640):
+    mask = np.zeros((h, w), bool)
+    mask[top:top + 40, 300:340] = True
+    goal = _goal()
+    goal.detection = Detection("red cup", True, 0.8, mask, (319.5, top + 19.5), (300, top, 339, top + 39), 1600, 0.9)
+    goal.pixel = goal.detection.centroid
+    return goal
+
+
+def _band_rows(out, rgb):
+    """Rows darkened across the whole width away from the object: where the text band is."""
+    dark = (out[:, :200].astype(int).sum(axis=2) < rgb[:, :200].astype(int).sum(axis=2) - 100).all(axis=1)
+    return np.flatnonzero(dark)
+
+
+def test_the_text_band_leaves_the_object_in_view():
+    rgb = np.full((480, 640, 3), 200, np.uint8)
+    low = _band_rows(annotate(rgb, _goal_at(300)), rgb)  # object low in the frame: band on top
+    assert low.size and low.min() == 0 and low.max() < 300
+    high = _band_rows(annotate(rgb, _goal_at(20)), rgb)  # object under the top band: band at the bottom
+    assert high.size and high.min() > 60 and high.max() == 479

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..config import ClipVlaConfig, GeometryConfig, ModelConfig, PerceptionConfig, WorkspaceConfig
+from ..config import INSTANCE_SCORES, ClipVlaConfig, GeometryConfig, ModelConfig, PerceptionConfig, WorkspaceConfig
 
 MODES = ("on_command", "continuous")
 RELIABILITIES = ("best_effort", "reliable")
@@ -57,6 +57,8 @@ _CORE_DOC: Dict[str, Tuple[str, Optional[Tuple[float, float]]]] = {
     "perception.mask_threshold": ("per-pixel probability a target pixel must clear", (0.0, 1.0)),
     "perception.min_confidence": ("object confidence under which the answer is low_confidence", (0.0, 1.0)),
     "perception.min_area_px": ("smallest connected component kept, pixels at input resolution", (0, 1 << 30)),
+    "perception.instance_score": ("which connected component of the target mask is the object: mass (sum of "
+                                  "probability, the object covered whole) | mean (most certain per pixel)", None),
     "perception.min_skill_probability": ("a skill guessed by CLIP (no verb) needs this probability", (0.0, 1.0)),
     "perception.skill_temperature": ("softmax temperature over cosine similarities", (1e-6, 100.0)),
     "perception.text_weight": ("weight of instruction-to-skill-text similarity", (0.0, 1.0)),
@@ -85,6 +87,7 @@ _CORE_DOC: Dict[str, Tuple[str, Optional[Tuple[float, float]]]] = {
     "base_frame": ("robot base frame: workspace bounds and tokens are expressed in it", None),
 }
 _CORE_CHOICES = {
+    "perception.instance_score": INSTANCE_SCORES,
     "geometry.depth_statistic": ("median", "percentile_25", "min_valid"),
     "geometry.point_estimate": ("object_centre", "surface"),
 }

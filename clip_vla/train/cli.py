@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--eval-samples", type=int, default=100, help="frames in the final eval")
     p.add_argument("--pipeline-seeds", type=int, default=0,
-                   help="segment: also run VLAPipeline on this many held-out sim seeds (1000..)")
+                   help="segment: also run VLAPipeline on this many held-out sim seeds")
+    p.add_argument("--pipeline-seed-base", type=int, default=1000,
+                   help="first of the --pipeline-seeds (1000..: the sim benchmark's; choose models on "
+                        "another range, e.g. 2000.., and report on 1000..)")
     p.add_argument("--eval-only", action="store_true", help="evaluate --base on --val/--data, train nothing")
     p.add_argument("--vocabulary", default=None, help="skills: vocabulary.yaml (default: the package's)")
     p.add_argument("--count", type=int, default=2000, help="generate: frames to render")
@@ -177,7 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .pipeline_eval import pipeline_hit_rate
 
         target = args.base if args.eval_only else args.out
-        result["pipeline"] = pipeline_hit_rate(target, seeds=range(1000, 1000 + args.pipeline_seeds))
+        result["pipeline"] = pipeline_hit_rate(target, seeds=range(args.pipeline_seed_base,
+                                                                    args.pipeline_seed_base + args.pipeline_seeds))
         if not args.eval_only:
             meta["pipeline"] = result["pipeline"]
             (Path(args.out) / "training.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")

@@ -18,6 +18,7 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
     from dataclasses import replace
 
     from ..config import ClipVlaConfig, Vocabulary
+    from ..geometry import RigidTransform
     from ..pipeline import VLAPipeline
     from ..sim.world import TabletopWorld
     from ..types import ActionGoal
@@ -28,6 +29,7 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
     cfg = replace(cfg, models=models)
     if vocabulary_file:
         cfg = replace(cfg, vocabulary=Vocabulary.from_yaml(vocabulary_file))
+    seeds = list(seeds)
     pipe = VLAPipeline(cfg)
     world = TabletopWorld(seed=0, n_distractors=n_distractors)
     per_skill: Dict[str, Dict[str, int]] = {}
@@ -38,7 +40,7 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
                 task = world.reset(seed=seed, skill=skill)
                 obs = world.observe()
                 frame = obs.frame()
-                result = pipe.run(frame, task.command, camera_to_base=_transform(obs.camera_to_base))
+                result = pipe.run(frame, task.command, camera_to_base=RigidTransform.from_matrix(obs.camera_to_base))
                 stats = per_skill.setdefault(skill, {"episodes": 0, "hits": 0, "goals": 0})
                 stats["episodes"] += 1
                 if isinstance(result, ActionGoal):
@@ -56,15 +58,6 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
     total = sum(s["episodes"] for s in per_skill.values())
     hits = sum(s["hits"] for s in per_skill.values())
     return {"hit_rate": hits / max(total, 1), "episodes": total,
+            "seeds": f"{min(seeds)}-{max(seeds)}" if seeds else "",
             "per_skill": {k: {**v, "hit_rate": v["hits"] / max(v["episodes"], 1)} for k, v in per_skill.items()},
             "no_action_reasons": reasons}
-
-
-def _transform(matrix: Any) -> Any:
-    from .. import geometry
-
-    for name in ("RigidTransform",):
-        cls = getattr(geometry, name, None)
-        if cls is not None and hasattr(cls, "from_matrix"):
-            return cls.from_matrix(matrix)
-    return None

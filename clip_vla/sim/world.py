@@ -315,8 +315,11 @@ class TabletopWorld:
             ok = placed(fixture, pos, speed, self.touching_gripper(obj))
             return ExecutionResult(ok, f"{obj} {'in' if ok else 'not in'} the {fixture.name}", details)
         err = math.hypot(pos[0] - goal[0], pos[1] - goal[1])
-        ok = err < 0.05 and speed < 0.05 and not self.touching_gripper(obj)
-        return ExecutionResult(ok, f"{obj} rests {err:.3f} m from the goal", details)
+        problems = [why for why, bad in (("more than 5 cm away", err >= 0.05), ("still moving", speed >= 0.05),
+                                         ("still touching the gripper", self.touching_gripper(obj))) if bad]
+        where = f"{obj} {err:.3f} m from a goal on no bowl or tray"
+        return ExecutionResult(not problems, where + (f": {', '.join(problems)}" if problems else ", at rest"),
+                               details)
 
     def _done(self, result: ExecutionResult) -> ExecutionResult:
         self.last = result

@@ -113,10 +113,8 @@ class VisionTower:
         key = (height, width, str(weight.device), str(weight.dtype))
         pos = self._pos.get(key)
         if pos is None:
-            n = (height // emb.patch_size) * (width // emb.patch_size) + 1
-            dummy = torch.empty(1, n, weight.shape[0], device=weight.device, dtype=weight.dtype)
             with torch.inference_mode():
-                pos = emb.interpolate_pos_encoding(dummy, height, width).to(weight.dtype)
+                pos = position_table(emb, height, width)
             self._pos[key] = pos
         return pos
 
@@ -183,6 +181,20 @@ class VisionTower:
         with torch.inference_mode():
             h, _ = self.run(self.embed(pixel_values), 0, self.num_layers - 1)
             return self.pool(self.last_layer_cls(h))
+
+
+def position_table(embeddings: Any, height: int, width: int):
+    """1xNxD position embeddings of a CLIP vision embeddings module for a HxW input.
+
+    transformers' bicubic interpolation of the trained table (the table itself at its own size);
+    call it under ``torch.no_grad`` or ``torch.inference_mode``.
+    """
+    import torch
+
+    weight = embeddings.position_embedding.weight
+    n = (height // embeddings.patch_size) * (width // embeddings.patch_size) + 1
+    dummy = torch.empty(1, n, weight.shape[1], device=weight.device, dtype=weight.dtype)
+    return embeddings.interpolate_pos_encoding(dummy, height, width).to(weight.dtype)
 
 
 def attention(attn: Any, x, heads: int, head_dim: int, scale: float, sdpa: bool):

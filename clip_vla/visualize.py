@@ -47,17 +47,17 @@ def annotate(rgb: np.ndarray, result: Any, top_k: int = 3) -> np.ndarray:
 
     _overlay_mask(out, getattr(destination, "mask", None), DESTINATION_COLOR)
     _overlay_mask(out, getattr(target, "mask", None), color)
-    for det, det_color in ((destination, DESTINATION_COLOR), (target, color)):
-        if det is not None and getattr(det, "found", False):
-            _draw_box(out, getattr(det, "bbox", None), det_color)
-            _draw_cross(out, getattr(det, "centroid", None), det_color)
+    found = [(det, det_color) for det, det_color in ((destination, DESTINATION_COLOR), (target, color))
+             if det is not None and getattr(det, "found", False)]
+    for det, det_color in found:
+        _draw_box(out, getattr(det, "bbox", None), det_color)
+        _draw_cross(out, getattr(det, "centroid", None), det_color)
     if accepted:
         _draw_cross(out, getattr(result, "pixel", None), (255, 255, 0), size=10)
 
     lines = _summary_lines(result, accepted)
     bars = _top_scores(getattr(result, "skill_probabilities", {}) or {}, top_k)
-    keep_visible = [det.bbox for det in (target, destination)
-                    if det is not None and getattr(det, "found", False) and getattr(det, "bbox", None)]
+    keep_visible = [det.bbox for det, _ in found if getattr(det, "bbox", None)]
     _text_panel(out, lines, color, bars=bars, chosen=getattr(result, "cmd", None) or getattr(result, "skill", None),
                 keep_visible=keep_visible)
     return out

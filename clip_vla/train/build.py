@@ -155,15 +155,16 @@ def bake_image_size(model: Any, image_size: int) -> None:
     """
     import torch
 
+    from ..segmenter import position_table
+
     vision = model.clip.vision_model if hasattr(model, "clip") else model.vision_model
     emb = vision.embeddings
     if int(emb.image_size) == int(image_size):
         return
     weight = emb.position_embedding.weight
-    n = (image_size // emb.patch_size) ** 2 + 1
     with torch.no_grad():
-        dummy = torch.empty(1, n, weight.shape[1], dtype=weight.dtype, device=weight.device)
-        table = emb.interpolate_pos_encoding(dummy, image_size, image_size)[0]
+        table = position_table(emb, image_size, image_size)[0]
+    n = table.shape[0]
     emb.position_embedding = torch.nn.Embedding(n, weight.shape[1], device=weight.device, dtype=weight.dtype)
     emb.position_embedding.weight.data.copy_(table)
     emb.register_buffer("position_ids", torch.arange(n, device=weight.device).expand((1, -1)), persistent=False)

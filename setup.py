@@ -15,7 +15,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.sdf")),
     ],
-    package_data={package_name: ["models/*/*", "models/*/*/*"]},
+    package_data={package_name: ["weights/*/*", "weights/*/*/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     # torch is deliberately absent: install it first for your platform (CPU, CUDA, Jetson wheel),
@@ -46,7 +46,7 @@ setup(
         "console_scripts": [
             "vla_node = clip_vla.ros.vla_node:main",
             "sim_node = clip_vla.ros.sim_node:main",
-            "clip-vla = clip_vla.cli:main",
+            "clip-vla = clip_vla.tools.cli:main",
         ],
     },
 )

@@ -20,16 +20,16 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import geometry
-from .config import ClipVlaConfig, Skill
-from .language import CommandError, InstructionParser, ParsedInstruction
-from .localize import detect
-from .models import LoadedModels, load_models
-from .preprocess import model_input, to_device_uint8
-from .segmenter import Segmenter
-from .skill_scorer import SkillScorer
-from .tokenizer import Action, ActionTokenizer
-from .types import ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
+from clip_vla.core import geometry
+from clip_vla.core.config import ClipVlaConfig, Skill
+from clip_vla.core.language import CommandError, InstructionParser, ParsedInstruction
+from clip_vla.perception.localize import detect
+from clip_vla.perception.loading import LoadedModels, load_models
+from clip_vla.perception.preprocess import model_input, to_device_uint8
+from clip_vla.perception.segmenter import Segmenter
+from clip_vla.perception.skill_scorer import SkillScorer
+from clip_vla.core.tokenizer import Action, ActionTokenizer
+from clip_vla.core.types import ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
 
 Result = Union[ActionGoal, NoAction]
 OraclePerception = Callable[[Frame, "PreparedCommand"], Tuple[Dict[str, Detection], Dict[str, float]]]

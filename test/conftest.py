@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict:
     """``{"clipseg": dir, "clip": dir}`` of tiny random models, built once per test session."""
-    from clip_vla.model_factory import build_model_pair
+    from clip_vla.testing.model_factory import build_model_pair
 
     return build_model_pair(tmp_path_factory.mktemp("models"), size="tiny", seed=0)
 
@@ -46,7 +46,7 @@ def open_vocabulary_file(tmp_path_factory) -> str:
 @pytest.fixture()
 def tiny_config(tiny_models, open_vocabulary_file):
     """A ClipVlaConfig on the tiny models where every pixel is the target (see above)."""
-    from clip_vla.config import ClipVlaConfig
+    from clip_vla.core.config import ClipVlaConfig
 
     cfg = ClipVlaConfig.from_yaml(REPO / "config" / "clip_vla.yaml")
     return cfg.replace(**{

@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..types import Intrinsics
+from clip_vla.core.types import Intrinsics
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 

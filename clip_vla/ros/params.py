@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..config import INSTANCE_SCORES, ClipVlaConfig, GeometryConfig, ModelConfig, PerceptionConfig, WorkspaceConfig
+from clip_vla.core.config import INSTANCE_SCORES, ClipVlaConfig, GeometryConfig, ModelConfig, PerceptionConfig, WorkspaceConfig
 
 MODES = ("on_command", "continuous")
 RELIABILITIES = ("best_effort", "reliable")

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
-from ..sim.oracle import ObservationLog
+from clip_vla.sim.oracle import ObservationLog
 
 
 class SimBridge:
@@ -126,7 +126,7 @@ class SimBridge:
         self.pub_task.publish(self._string(json.dumps(task_msg)))
 
     def publish_frame(self) -> None:
-        from ..ros.conversions import numpy_to_image, stamp_to_seconds
+        from clip_vla.ros.conversions import numpy_to_image, stamp_to_seconds
         from sensor_msgs.msg import CameraInfo
 
         obs = self.world.observe(segmentation=self.log is not None)  # only the oracle reads the labels
@@ -155,7 +155,7 @@ class SimBridge:
 
     def _now(self) -> float:
         """The node's clock in seconds, as vla_node reads a header stamp."""
-        from ..ros.conversions import stamp_to_seconds
+        from clip_vla.ros.conversions import stamp_to_seconds
 
         return stamp_to_seconds(self.node.get_clock().now().to_msg())
 
@@ -192,7 +192,7 @@ def main(args: Optional[list] = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    from ..sim.world import TabletopWorld
+    from clip_vla.sim.world import TabletopWorld
 
     rclpy.init(args=args if args is not None else sys.argv)
     node = rclpy.create_node("sim")

@@ -16,8 +16,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..geometry import rot_x, rot_y, rot_z
-from ..types import Intrinsics
+from clip_vla.core.geometry import rot_x, rot_y, rot_z
+from clip_vla.core.types import Intrinsics
 
 # Optical frame expressed in MuJoCo's camera frame (a rotation by pi about x).
 OPTICAL_FROM_MUJOCO_CAMERA = np.diag([1.0, -1.0, -1.0])
@@ -136,7 +136,7 @@ class RgbdCamera:
     """
 
     def __init__(self, model, spec: CameraSpec) -> None:
-        from ._mujoco import mujoco
+        from clip_vla.sim._mujoco import mujoco
 
         self._mujoco = mujoco
         self.model = model

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .camera import back_project
-from .world import Observation, TabletopWorld
+from clip_vla.sim.camera import back_project
+from clip_vla.sim.world import Observation, TabletopWorld
 
 
 def mask_goal(obs: Observation, name: str) -> Optional[Tuple[np.ndarray, float]]:

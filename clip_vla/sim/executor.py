@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from .gripper import Gripper
+from clip_vla.sim.gripper import Gripper
 
 
 @dataclass

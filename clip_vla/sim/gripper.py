@@ -100,7 +100,7 @@ class Gripper:
 
     def __init__(self, model, data, limits: Optional[MotionLimits] = None,
                  on_step: Optional[Callable[[], None]] = None, callback_period: float = 0.1) -> None:
-        from ._mujoco import mujoco
+        from clip_vla.sim._mujoco import mujoco
 
         self._mj = mujoco
         self.model = model

@@ -10,9 +10,9 @@ import threading
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
-from ..localize import detection_from_mask
-from ..types import Detection, Frame
-from .world import Observation
+from clip_vla.perception.localize import detection_from_mask
+from clip_vla.core.types import Detection, Frame
+from clip_vla.sim.world import Observation
 
 
 class ObservationLog:

@@ -15,9 +15,9 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .camera import CameraSpec
-from .gripper import gripper_mjcf
-from .objects import DEFAULT_COLOURS, DEFAULT_SHAPES, SIZES, ObjectSpec
+from clip_vla.sim.camera import CameraSpec
+from clip_vla.sim.gripper import gripper_mjcf
+from clip_vla.sim.objects import DEFAULT_COLOURS, DEFAULT_SHAPES, SIZES, ObjectSpec
 
 TABLE_RGBA = (0.58, 0.55, 0.50, 1.0)
 BOWL_RGBA = (0.95, 0.95, 0.93, 1.0)

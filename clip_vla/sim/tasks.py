@@ -13,11 +13,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .camera import project
-from .executor import SkillParams
-from .gripper import FINGER_OPEN_Y, PAD_HALF
-from .objects import ObjectSpec
-from .scene import FixtureSpec, SceneConfig, SceneLayout
+from clip_vla.sim.camera import project
+from clip_vla.sim.executor import SkillParams
+from clip_vla.sim.gripper import FINGER_OPEN_Y, PAD_HALF
+from clip_vla.sim.objects import ObjectSpec
+from clip_vla.sim.scene import FixtureSpec, SceneConfig, SceneLayout
 
 SKILLS: Tuple[str, ...] = ("pick", "place", "push", "pull", "open", "close", "point_at", "none")
 SAMPLED_SKILLS: Tuple[str, ...] = ("pick", "place", "push", "pull", "point_at", "none")

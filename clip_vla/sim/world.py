@@ -15,14 +15,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..types import Frame, Intrinsics
-from ._mujoco import mujoco
-from .camera import RgbdCamera
-from .executor import SkillExecutor, SkillParams
-from .gripper import FINGER_BODIES, GRIPPER_BODY, HOME, Gripper, MotionLimits
-from .objects import body_name, phrase_of
-from .scene import FixtureSpec, SceneConfig, build_mjcf
-from .tasks import DESTINATIONS, SKILLS, Task, lifted, oracle_theta, placed, pointed, pushed, sample_task
+from clip_vla.core.types import Frame, Intrinsics
+from clip_vla.sim._mujoco import mujoco
+from clip_vla.sim.camera import RgbdCamera
+from clip_vla.sim.executor import SkillExecutor, SkillParams
+from clip_vla.sim.gripper import FINGER_BODIES, GRIPPER_BODY, HOME, Gripper, MotionLimits
+from clip_vla.sim.objects import body_name, phrase_of
+from clip_vla.sim.scene import FixtureSpec, SceneConfig, build_mjcf
+from clip_vla.sim.tasks import DESTINATIONS, SKILLS, Task, lifted, oracle_theta, placed, pointed, pushed, sample_task
 
 FRAME_ID = "camera_color_optical_frame"
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .cli import main as _main
+    from clip_vla.train.cli import main as _main
 
     return _main(argv)
 

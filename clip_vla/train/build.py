@@ -2,7 +2,7 @@
 
 ``--base new:sim-clipseg`` / ``new:sim-clip`` are the shipped compact sim-domain shapes;
 ``new:tiny-clipseg`` / ``new:tiny-clip`` are test-sized. New models use the byte-level
-CLIPTokenizer of ``clip_vla.model_factory`` (every character is a token).
+CLIPTokenizer of ``clip_vla.testing.model_factory`` (every character is a token).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..model_factory import byte_level_vocab, save_preprocessor_config, save_tokenizer
+from clip_vla.testing.model_factory import byte_level_vocab, save_preprocessor_config, save_tokenizer
 
 # name -> (kind, vision, text, head) ; vision/text are CLIP sub-configs, head the CLIPSeg/CLIP extras.
 ARCHITECTURES: Dict[str, Dict[str, Any]] = {
@@ -113,8 +113,8 @@ def load_base(base: str, task: str, seed: int = 0, image_size: Optional[int] = N
     import torch
     from transformers import AutoTokenizer, CLIPModel, CLIPSegForImageSegmentation
 
-    from ..config import ModelConfig
-    from ..models import read_image_spec
+    from clip_vla.core.config import ModelConfig
+    from clip_vla.perception.loading import read_image_spec
 
     cls = CLIPSegForImageSegmentation if task == "segment" else CLIPModel
     model = cls.from_pretrained(base, dtype=torch.float32)
@@ -155,7 +155,7 @@ def bake_image_size(model: Any, image_size: int) -> None:
     """
     import torch
 
-    from ..segmenter import position_table
+    from clip_vla.perception.segmenter import position_table
 
     vision = model.clip.vision_model if hasattr(model, "clip") else model.vision_model
     emb = vision.embeddings

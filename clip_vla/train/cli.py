@@ -24,7 +24,7 @@ TASKS = ("segment", "skills", "generate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .methods import METHODS
+    from clip_vla.train.methods import METHODS
 
     p = argparse.ArgumentParser(prog="clip-vla train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +71,7 @@ def _log(msg: str) -> None:
 
 
 def _split(samples: List[Any], val: Optional[str], labels: Optional[str], seed: int):
-    from .data import load_dataset
+    from clip_vla.train.data import load_dataset
 
     if val:
         return samples, load_dataset(val, None)
@@ -83,8 +83,8 @@ def _split(samples: List[Any], val: Optional[str], labels: Optional[str], seed: 
 
 
 def run_segment(args: argparse.Namespace, base, train, val) -> Dict[str, Any]:
-    from . import loop, segment
-    from .methods import apply_method, unwrap
+    from clip_vla.train import loop, segment
+    from clip_vla.train.methods import apply_method, unwrap
 
     model = apply_method(base.model, "clipseg", args.method, lora_rank=args.lora_rank)
     out = Path(args.out)
@@ -112,8 +112,8 @@ def run_segment(args: argparse.Namespace, base, train, val) -> Dict[str, Any]:
 def run_skills(args: argparse.Namespace, base, train, val) -> Dict[str, Any]:
     import numpy as np
 
-    from . import loop, skills
-    from .methods import apply_method, unwrap
+    from clip_vla.train import loop, skills
+    from clip_vla.train.methods import apply_method, unwrap
 
     vocabulary = skills.load_vocabulary(args.vocabulary)
     model = apply_method(base.model, "clip", args.method, lora_rank=args.lora_rank)
@@ -151,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.task == "generate":
-        from .simdata import TRAIN_SEED_BASE, generate
+        from clip_vla.train.simdata import TRAIN_SEED_BASE, generate
 
         path = generate(args.out, args.count, seed_base=args.seed_base if args.seed_base is not None
                         else TRAIN_SEED_BASE, strength=args.randomise, workers=args.workers, progress=not args.quiet)
@@ -160,8 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.data and not args.val:
         _log("--data is required")
         return 2
-    from .build import load_base, save_model_dir
-    from .data import load_dataset
+    from clip_vla.train.build import load_base, save_model_dir
+    from clip_vla.train.data import load_dataset
 
     default_base = {"segment": "new:sim-clipseg", "skills": "new:sim-clip"}[args.task]
     base = load_base(args.base or default_base, args.task, seed=args.seed, image_size=args.image_size)
@@ -177,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        extra=meta)
         _log(f"saved {args.out}")
     if args.task == "segment" and args.pipeline_seeds:
-        from .pipeline_eval import pipeline_hit_rate
+        from clip_vla.train.pipeline_eval import pipeline_hit_rate
 
         target = args.base if args.eval_only else args.out
         result["pipeline"] = pipeline_hit_rate(target, seeds=range(args.pipeline_seed_base,

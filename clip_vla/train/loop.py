@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from .progress import Progress
+from clip_vla.train.progress import Progress
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -17,11 +17,11 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dataclasses import replace
 
-    from ..config import ClipVlaConfig, Vocabulary
-    from ..geometry import RigidTransform
-    from ..pipeline import VLAPipeline
-    from ..sim.world import TabletopWorld
-    from ..types import ActionGoal
+    from clip_vla.core.config import ClipVlaConfig, Vocabulary
+    from clip_vla.core.geometry import RigidTransform
+    from clip_vla.pipeline import VLAPipeline
+    from clip_vla.sim.world import TabletopWorld
+    from clip_vla.core.types import ActionGoal
 
     cfg = ClipVlaConfig.from_yaml(None)
     models = replace(cfg.models, clipseg=str(clipseg_dir), clip=str(clip_dir or clipseg_dir),

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Sample, derived_masks, hard_negatives, sim_catalogue
-from .losses import bce_dice_loss
-from .methods import inner
+from clip_vla.train.data import Sample, derived_masks, hard_negatives, sim_catalogue
+from clip_vla.train.losses import bce_dice_loss
+from clip_vla.train.methods import inner
 
 DISTRACTOR_PHRASES = ("background", "table surface", "robot arm", "shadow")
 
 
 def resize_image(rgb: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 -> 3xSxS uint8, resized exactly as ``clip_vla.preprocess.model_input`` does."""
+    """HxWx3 uint8 -> 3xSxS uint8, resized exactly as ``clip_vla.perception.preprocess.model_input`` does."""
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x[0].round().clamp(0, 255).to(torch.uint8).numpy()
@@ -51,7 +51,7 @@ class SegExample:
 
 
 def prepare(samples: Sequence[Sample], size: int, progress: bool = False) -> List[SegExample]:
-    from .progress import Progress
+    from clip_vla.train.progress import Progress
 
     out = []
     bar = Progress(len(samples), "load", enabled=progress)
@@ -181,7 +181,7 @@ def evaluate(model: Any, tokenizer: Any, samples: Sequence[Sample], image_size: 
     together with ``distractors``; a pixel is the target where its probability clears
     ``threshold`` and beats every distractor; the most confident component is the detection.
     """
-    from ..localize import detect
+    from clip_vla.perception.localize import detect
 
     trainer = SegmentTrainer(model, tokenizer, [], image_size, mean, std, catalogue=[])
     ious, hits, found = [], [], []

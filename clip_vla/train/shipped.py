@@ -1,4 +1,4 @@
-"""Where the package's own compact sim-domain models live (``clip_vla/models/<name>/``).
+"""Where the package's own compact sim-domain models live (``clip_vla/weights/<name>/``).
 
 They are plain ``save_pretrained`` directories, so ``models.clipseg`` / ``models.clip`` can
 point at them; ``sim_model_config`` returns the model overrides the simulator demo uses.
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "weights"
 SIM_CLIPSEG = MODELS_DIR / "sim-clipseg"
 SIM_CLIP = MODELS_DIR / "sim-clip"
 

@@ -101,7 +101,7 @@ def generate(out_dir: os.PathLike | str, count: int, seed_base: int = TRAIN_SEED
     chunks = [list(range(i, min(count, i + 50))) for i in range(0, count, 50)]
     jobs = [(str(out), c, seed_base, strength) for c in chunks]
     rows: List[Dict[str, object]] = []
-    from .progress import Progress
+    from clip_vla.train.progress import Progress
 
     bar = Progress(total=count, desc="render", enabled=progress)
     if workers > 1:

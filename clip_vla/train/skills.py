@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Vocabulary, default_vocabulary_path
-from .data import Sample, sim_catalogue
-from .losses import prototype_loss, supervised_contrastive_loss
-from .methods import inner
+from clip_vla.core.config import Vocabulary, default_vocabulary_path
+from clip_vla.train.data import Sample, sim_catalogue
+from clip_vla.train.losses import prototype_loss, supervised_contrastive_loss
+from clip_vla.train.methods import inner
 
 # Verb-less phrasings (the pipeline asks CLIP only when the parser finds no verb).
 IMPLICIT = {
@@ -113,7 +113,7 @@ class SkillTrainer:
         return getattr(out, "pooler_output", out)
 
     def encode_image(self, images_u8: np.ndarray) -> torch.Tensor:
-        from .segment import normalise
+        from clip_vla.train.segment import normalise
 
         model = inner(self.model)
         out = model.get_image_features(pixel_values=normalise(torch.from_numpy(images_u8), self.mean, self.std))

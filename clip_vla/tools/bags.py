@@ -1,0 +1,539 @@
+"""rosbag2 files without ROS: reading, writing and message <-> numpy, on the ``rosbags`` library.
+
+This is the ROS-free layer under ``clip-vla record`` and ``clip-vla replay``: it never imports
+rclpy, so a CI runner can replay a bag that ``ros2 bag record`` wrote on a robot, and write
+bags that ``ros2 bag play`` publishes.
+
+- **Reading** goes through ``rosbags.highlevel.AnyReader`` (sqlite3 and mcap, message
+  definitions from the bag, or the Humble typestore for old bags that carry none).
+  ``scan_bag`` makes one cheap pass that keeps only timestamps, header stamps, commands and
+  transforms (images are not decoded: their header stamp is read from the CDR bytes);
+  ``iter_messages`` then deserialises only the messages asked for.
+- **Conversion** of Image / CameraInfo messages reuses ``clip_vla.ros.conversions`` (strictly
+  validated, row padding via ``step``, byte order, no rclpy at import time): a rosbags message
+  has the same field names as an rclpy one, so the node and the bag tools share one converter.
+  ``compressed_to_rgb`` adds CompressedImage (JPEG/PNG via OpenCV).
+- **Writing** goes through ``BagWriter`` (a thin wrapper of ``rosbags.rosbag2.Writer`` that
+  adds a connection per topic on first use) and the ``*_msg`` builders below.
+
+Times: bag (receive) times and header stamps are integer nanoseconds everywhere in this
+module; ``ns_to_seconds`` converts for JSON.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from bisect import bisect_right
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+
+from clip_vla.core.geometry import RigidTransform
+from clip_vla.ros.conversions import (  # ROS-free: numpy/cv2 only (cv_bridge used when importable)
+    COLOR_ENCODINGS,
+    DEPTH_ENCODINGS,
+    ConversionError,
+    camera_info_to_intrinsics,
+    depth_to_array,
+    image_to_rgb,
+    resize_depth,
+    yaw_to_quaternion,
+)
+from clip_vla.core.types import Intrinsics
+
+__all__ = [
+    "BagError", "ConversionError", "BagWriter", "BagIndex", "TopicMessage", "Transforms",
+    "COLOR_TOPIC", "DEPTH_TOPIC", "CAMERA_INFO_TOPIC", "COMMAND_TOPIC", "TF_TOPIC", "TF_STATIC_TOPIC",
+    "IMAGE", "COMPRESSED_IMAGE", "CAMERA_INFO", "STRING", "POSE_STAMPED", "TF_MESSAGE",
+    "typestore", "open_reader", "scan_bag", "iter_messages", "read_messages", "bag_topics",
+    "color_to_rgb", "image_to_rgb", "compressed_to_rgb", "depth_to_array", "camera_info_to_intrinsics",
+    "resize_depth", "image_msg", "camera_info_msg", "string_msg", "pose_stamped_msg", "transform_msg",
+    "tf_message", "header", "ns_to_seconds", "seconds_to_ns", "stamp_to_ns",
+]
+
+# Topics of the node (relative names resolved in the root namespace) and of a RealSense-style driver.
+COLOR_TOPIC = "/camera/color/image_raw"
+DEPTH_TOPIC = "/camera/depth/image_raw"
+CAMERA_INFO_TOPIC = "/camera/color/camera_info"
+COMMAND_TOPIC = "/command"
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+STRING = "std_msgs/msg/String"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+
+# Message types whose first field is std_msgs/Header: the stamp is the first 8 bytes of the payload.
+_HEADER_FIRST = {IMAGE, COMPRESSED_IMAGE, CAMERA_INFO, POSE_STAMPED}
+
+STORAGES = ("mcap", "sqlite3")
+DEFAULT_VERSION = 8  # rosbags writes 8 or 9; 8 is what Iron reads (Jazzy reads both)
+
+
+class BagError(ValueError):
+    """A bag cannot be read or written as asked; the message says why."""
+
+
+# --------------------------------------------------------------------------- time
+def ns_to_seconds(ns: Optional[int]) -> Optional[float]:
+    return None if ns is None else round(int(ns) * 1e-9, 9)
+
+
+def seconds_to_ns(seconds: float) -> int:
+    return int(round(float(seconds) * 1e9))
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time (``sec``, ``nanosec``) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+# --------------------------------------------------------------------------- typestore
+_TYPESTORE = None
+
+
+def typestore():
+    """The ROS 2 Humble typestore (message definitions identical to later distros for the types used here)."""
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        from rosbags.typesys import Stores, get_typestore
+
+        _TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+    return _TYPESTORE
+
+
+def _types():
+    return typestore().types
+
+
+# --------------------------------------------------------------------------- message builders
+def _time(ns: int):
+    ns = int(ns)
+    return _types()["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def header(stamp_ns: int, frame_id: str = ""):
+    return _types()["std_msgs/msg/Header"](stamp=_time(stamp_ns), frame_id=str(frame_id))
+
+
+def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "", row_padding: int = 0):
+    """A sensor_msgs/Image from an array already in ``encoding``; ``row_padding`` extra bytes per row
+    (zeros) exercise readers that must honour ``step``."""
+    spec = {**COLOR_ENCODINGS, **DEPTH_ENCODINGS}.get(encoding)
+    if spec is None:
+        raise ConversionError(f"unsupported encoding '{encoding}'")
+    a = np.asarray(array)
+    if a.ndim == 3 and spec.channels == 1 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim != (3 if spec.channels > 1 else 2) or (spec.channels > 1 and a.shape[2] != spec.channels):
+        raise ConversionError(f"array of shape {a.shape} is not '{encoding}' ({spec.channels} channels)")
+    a = np.ascontiguousarray(a, dtype=np.dtype(spec.dtype).newbyteorder("<"))
+    height, width = int(a.shape[0]), int(a.shape[1])
+    rows = a.reshape(height, -1).view(np.uint8)
+    if row_padding:
+        rows = np.concatenate([rows, np.zeros((height, int(row_padding)), np.uint8)], axis=1)
+    data = np.ascontiguousarray(rows).reshape(-1)
+    return _types()[IMAGE](header=header(stamp_ns, frame_id), height=height, width=width, encoding=encoding,
+                           is_bigendian=0, step=int(rows.shape[1]), data=data)
+
+
+def compressed_image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "", fmt: str = "png"):
+    """A sensor_msgs/CompressedImage (``fmt`` png or jpeg) of an HxWx3 RGB array."""
+    import cv2
+
+    ok, buf = cv2.imencode("." + ("jpg" if fmt in ("jpeg", "jpg") else fmt),
+                           cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ConversionError(f"cannot encode the image as {fmt}")
+    return _types()[COMPRESSED_IMAGE](header=header(stamp_ns, frame_id), format=f"rgb8; {fmt} compressed bgr8",
+                                      data=np.asarray(buf, np.uint8).reshape(-1))
+
+
+def camera_info_msg(intrinsics: Intrinsics, width: int, height: int, stamp_ns: int, frame_id: str = ""):
+    """A calibrated, undistorted pinhole CameraInfo (K, R = I, P = [K | 0])."""
+    k = intrinsics.matrix()
+    p = np.zeros((3, 4))
+    p[:, :3] = k
+    roi = _types()["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return _types()[CAMERA_INFO](
+        header=header(stamp_ns, frame_id), height=int(height), width=int(width), distortion_model="plumb_bob",
+        d=np.zeros(5, np.float64), k=k.reshape(-1).astype(np.float64), r=np.eye(3).reshape(-1),
+        p=p.reshape(-1), binning_x=0, binning_y=0, roi=roi)
+
+
+def string_msg(text: str):
+    return _types()[STRING](data=str(text))
+
+
+def pose_stamped_msg(xyz: Sequence[float], yaw: float, stamp_ns: int, frame_id: str):
+    t = _types()
+    qx, qy, qz, qw = yaw_to_quaternion(yaw)
+    pose = t["geometry_msgs/msg/Pose"](
+        position=t["geometry_msgs/msg/Point"](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
+        orientation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
+    return t[POSE_STAMPED](header=header(stamp_ns, frame_id), pose=pose)
+
+
+def transform_msg(parent: str, child: str, matrix: np.ndarray, stamp_ns: int):
+    """geometry_msgs/TransformStamped: ``matrix`` (4x4) maps ``child`` coordinates into ``parent``."""
+    t = _types()
+    rt = RigidTransform.from_matrix(np.asarray(matrix, np.float64))
+    qx, qy, qz, qw = _quaternion(rt.rotation)
+    x, y, z = (float(v) for v in rt.translation)
+    tf = t["geometry_msgs/msg/Transform"](
+        translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=z),
+        rotation=t["geometry_msgs/msg/Quaternion"](x=qx, y=qy, z=qz, w=qw))
+    return t["geometry_msgs/msg/TransformStamped"](header=header(stamp_ns, parent), child_frame_id=child,
+                                                   transform=tf)
+
+
+def tf_message(transforms: Sequence[Any]):
+    return _types()[TF_MESSAGE](transforms=list(transforms))
+
+
+def _quaternion(r: np.ndarray) -> Tuple[float, float, float, float]:
+    """(x, y, z, w) of a rotation matrix (Shepperd's method, w >= 0)."""
+    m = np.asarray(r, np.float64)
+    tr = float(np.trace(m))
+    if tr > 0:
+        s = math.sqrt(tr + 1.0) * 2
+        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
+        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
+    elif m[1, 1] > m[2, 2]:
+        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
+        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
+    else:
+        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
+        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
+    if w < 0:
+        w, x, y, z = -w, -x, -y, -z
+    return float(x), float(y), float(z), float(w)
+
+
+# --------------------------------------------------------------------------- message -> numpy
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """A colour CompressedImage (JPEG/PNG; any format OpenCV decodes) as HxWx3 uint8 RGB."""
+    import cv2
+
+    data = np.frombuffer(bytes(msg.data), np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
+    if data.size == 0:
+        raise ConversionError("compressed image has no data")
+    fmt = str(getattr(msg, "format", ""))
+    if "compresseddepth" in fmt.lower().replace(" ", ""):
+        raise ConversionError(f"'{fmt}' is a compressed depth image, not a colour image")
+    bgr = cv2.imdecode(np.ascontiguousarray(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ConversionError(f"cannot decode compressed image (format '{fmt}')")
+    if "rgb" in fmt.split(";")[-1].lower():  # "...; jpeg compressed rgb8": the codec holds RGB bytes
+        return np.ascontiguousarray(bgr)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def color_to_rgb(msg: Any, msgtype: str = IMAGE) -> np.ndarray:
+    """Image (rgb8/bgr8/rgba8/bgra8/mono8, padded rows allowed) or CompressedImage -> HxWx3 uint8 RGB."""
+    if msgtype == COMPRESSED_IMAGE:
+        return compressed_to_rgb(msg)
+    return image_to_rgb(msg)
+
+
+# --------------------------------------------------------------------------- reading
+def open_reader(path: Union[str, Path]):
+    """An ``AnyReader`` on a rosbag2 directory (or its single .mcap/.db3 file); the Humble typestore
+    decodes bags without embedded definitions. Use as a context manager."""
+    from rosbags.highlevel import AnyReader
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"bag not found: {p}")
+    if p.is_file() and p.suffix in (".mcap", ".db3") and (p.parent / "metadata.yaml").is_file():
+        p = p.parent
+    if p.is_dir() and not (p / "metadata.yaml").is_file():
+        raise BagError(f"{p} is not a rosbag2 directory (no metadata.yaml)")
+    try:
+        return _Reading(AnyReader([p], default_typestore=typestore()), p)
+    except Exception as exc:  # noqa: BLE001 - rosbags' own error types: report them as BagError
+        raise BagError(f"cannot read bag {p}: {exc}") from exc
+
+
+class _Reading:
+    """``AnyReader`` as a context manager whose rosbags errors surface as ``BagError``."""
+
+    def __init__(self, reader: Any, path: Path) -> None:
+        self.reader, self.path = reader, path
+
+    def __enter__(self):
+        try:
+            return self.reader.__enter__()
+        except Exception as exc:  # noqa: BLE001
+            raise BagError(f"cannot open bag {self.path}: {exc}") from exc
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.reader.__exit__(exc_type, exc, tb)
+        if exc is not None and type(exc).__module__.startswith("rosbags"):
+            raise BagError(f"cannot read bag {self.path}: {exc}") from exc
+
+
+def bag_topics(path: Union[str, Path]) -> Dict[str, Tuple[str, int]]:
+    """``{topic: (msgtype, message count)}`` of a bag."""
+    with open_reader(path) as reader:
+        return {name: (info.msgtype or "", int(info.msgcount)) for name, info in reader.topics.items()}
+
+
+def _header_stamp_ns(raw: bytes, msgtype: str, reader: Any) -> int:
+    """The header stamp of a header-first message, from its CDR bytes (no image decoding)."""
+    if msgtype in _HEADER_FIRST and len(raw) >= 12 and raw[0] == 0 and raw[1] in (0, 1):
+        sec, nanosec = struct.unpack_from("<iI" if raw[1] == 1 else ">iI", raw, 4)
+        return int(sec) * 1_000_000_000 + int(nanosec)
+    msg = reader.deserialize(raw, msgtype)
+    return stamp_to_ns(msg.header.stamp)
+
+
+@dataclass(frozen=True)
+class TopicMessage:
+    """One message of a scanned topic: its position among that topic's messages, bag time, header stamp."""
+
+    ordinal: int
+    time_ns: int  # bag (receive) time
+    stamp_ns: Optional[int] = None  # header stamp (None for header-less types)
+    msgtype: str = ""
+    text: Optional[str] = None  # std_msgs/String payload
+    size: Optional[Tuple[int, int]] = None  # CameraInfo (width, height)
+
+
+class Transforms:
+    """A TF buffer from /tf_static and /tf: ``lookup(target, source, stamp)`` -> transform mapping
+    ``source`` coordinates into ``target``. Dynamic edges use the latest transform at or before the
+    stamp (no interpolation); static edges hold at every time."""
+
+    def __init__(self) -> None:
+        # child -> list of (stamp_ns or None for static, parent, RigidTransform parent<-child), sorted
+        self._edges: Dict[str, List[Tuple[int, str, RigidTransform]]] = defaultdict(list)
+        self._sorted = True
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._edges.values())
+
+    def add(self, msg: Any, static: bool) -> None:
+        for ts in msg.transforms:
+            t, q = ts.transform.translation, ts.transform.rotation
+            try:
+                rt = RigidTransform.from_xyz_quat((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+            except ValueError:
+                continue  # a zero quaternion: not a transform
+            parent, child = _strip(ts.header.frame_id), _strip(ts.child_frame_id)
+            stamp = -(1 << 62) if static else stamp_to_ns(ts.header.stamp)
+            self._edges[child].append((stamp, parent, rt))
+            self._sorted = False
+
+    def _edge(self, child: str, stamp_ns: int) -> Optional[Tuple[str, RigidTransform]]:
+        edges = self._edges.get(child)
+        if not edges:
+            return None
+        if not self._sorted:
+            for v in self._edges.values():
+                v.sort(key=lambda e: e[0])
+            self._sorted = True
+        i = bisect_right([e[0] for e in edges], int(stamp_ns))
+        if i == 0:
+            return None
+        _, parent, rt = edges[i - 1]
+        return parent, rt
+
+    def _to_root(self, frame: str, stamp_ns: int) -> Tuple[List[str], Dict[str, RigidTransform]]:
+        """Frames from ``frame`` up to its root, and each one's transform into ``frame``'s ancestors."""
+        chain = [frame]
+        to_frame_root: Dict[str, RigidTransform] = {frame: RigidTransform.identity()}  # ancestor <- frame
+        current = frame
+        for _ in range(64):
+            edge = self._edge(current, stamp_ns)
+            if edge is None:
+                break
+            parent, rt = edge
+            if parent in to_frame_root:
+                break  # a cycle
+            to_frame_root[parent] = rt @ to_frame_root[current]
+            chain.append(parent)
+            current = parent
+        return chain, to_frame_root
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> Optional[RigidTransform]:
+        """``target <- source`` at ``stamp_ns``, or None when the tree does not connect them."""
+        target, source = _strip(target), _strip(source)
+        if target == source:
+            return RigidTransform.identity()
+        s_chain, s_up = self._to_root(source, stamp_ns)  # X <- source for X in s_chain
+        t_chain, t_up = self._to_root(target, stamp_ns)  # X <- target
+        for ancestor in s_chain:
+            if ancestor in t_up:
+                return t_up[ancestor].inverse() @ s_up[ancestor]
+        return None
+
+
+def _strip(frame: str) -> str:
+    return str(frame).lstrip("/")
+
+
+@dataclass
+class BagIndex:
+    """What ``scan_bag`` found: per topic the messages (no pixels), plus the TF buffer."""
+
+    path: Path
+    topics: Dict[str, str]  # every topic of the bag -> msgtype
+    messages: Dict[str, List[TopicMessage]] = field(default_factory=dict)
+    transforms: Transforms = field(default_factory=Transforms)
+    start_ns: int = 0
+    end_ns: int = 0
+    storage: str = ""
+    read_topics: Set[str] = field(default_factory=set)  # the connections scanned (iter_messages reads the same)
+
+
+def scan_bag(path: Union[str, Path], topics: Iterable[str], text_topics: Iterable[str] = (),
+             tf_topics: Iterable[str] = (TF_TOPIC, TF_STATIC_TOPIC)) -> BagIndex:
+    """One pass over the bag keeping bag times and header stamps of ``topics`` (no pixel decoding),
+    the text of std_msgs/String ``text_topics`` and every transform of ``tf_topics``.
+
+    Ordinals count messages per topic in the order ``iter_messages`` yields them, so a second
+    pass can pick messages by ``(topic, ordinal)``.
+    """
+    wanted = set(topics) | set(text_topics)
+    tf_set = set(tf_topics)
+    with open_reader(path) as reader:
+        all_topics = {c.topic: c.msgtype for c in reader.connections}
+        conns = [c for c in reader.connections if c.topic in wanted or c.topic in tf_set]
+        index = BagIndex(Path(path), all_topics, {t: [] for t in wanted}, Transforms(),
+                         int(reader.start_time) if reader.connections else 0,
+                         int(reader.end_time) if reader.connections else 0,
+                         _storage_of(reader), {c.topic for c in conns})
+        text_set = set(text_topics)
+        for conn, time_ns, raw in _messages(reader, conns):
+            topic, msgtype = conn.topic, conn.msgtype
+            if topic in tf_set:
+                if msgtype == TF_MESSAGE:
+                    index.transforms.add(reader.deserialize(raw, msgtype), static=topic == TF_STATIC_TOPIC)
+                if topic not in wanted:
+                    continue
+            bucket = index.messages[topic]
+            ordinal = len(bucket)
+            if topic in text_set:
+                if msgtype != STRING:
+                    raise BagError(f"topic {topic} has type {msgtype}, expected {STRING}")
+                bucket.append(TopicMessage(ordinal, int(time_ns), None, msgtype,
+                                           text=str(reader.deserialize(raw, msgtype).data)))
+            elif msgtype == CAMERA_INFO:
+                msg = reader.deserialize(raw, msgtype)
+                bucket.append(TopicMessage(ordinal, int(time_ns), stamp_to_ns(msg.header.stamp), msgtype,
+                                           size=(int(msg.width), int(msg.height))))
+            elif msgtype in _HEADER_FIRST:
+                bucket.append(TopicMessage(ordinal, int(time_ns), _header_stamp_ns(raw, msgtype, reader), msgtype))
+            else:
+                raise BagError(f"topic {topic} has unsupported type {msgtype}")
+    return index
+
+
+def iter_messages(index: BagIndex, wanted: Mapping[str, Set[int]]) -> Iterator[Tuple[str, int, int, str, Any]]:
+    """``(topic, ordinal, time_ns, msgtype, message)`` in bag order for the ``{topic: {ordinals}}``
+    that ``wanted`` names; others are skipped without being deserialised.
+
+    It reads the same connections ``scan_bag`` read, so ordinals agree with ``index``.
+    """
+    counters: Dict[str, int] = defaultdict(int)
+    with open_reader(index.path) as reader:
+        conns = [c for c in reader.connections if c.topic in index.read_topics]
+        for conn, time_ns, raw in _messages(reader, conns):
+            topic = conn.topic
+            ordinal = counters[topic]
+            counters[topic] += 1
+            if ordinal in wanted.get(topic, ()):
+                yield topic, ordinal, int(time_ns), conn.msgtype, reader.deserialize(raw, conn.msgtype)
+
+
+def read_messages(path: Union[str, Path], topics: Iterable[str] = ()) -> Iterator[Tuple[str, int, str, Any]]:
+    """``(topic, time_ns, msgtype, message)`` of ``topics`` (all when empty), deserialised, in bag order."""
+    topics = set(topics)
+    with open_reader(path) as reader:
+        conns = [c for c in reader.connections if not topics or c.topic in topics]
+        for conn, time_ns, raw in _messages(reader, conns):
+            yield conn.topic, int(time_ns), conn.msgtype, reader.deserialize(raw, conn.msgtype)
+
+
+def _messages(reader: Any, conns: Sequence[Any]) -> Iterator[Tuple[Any, int, bytes]]:
+    if not conns:
+        return iter(())
+    return reader.messages(connections=conns)
+
+
+def _storage_of(reader: Any) -> str:
+    """"mcap" or "sqlite3", from the files the bag is made of."""
+    suffixes = {Path(str(p)).suffix for r in getattr(reader, "readers", ()) for p in _bag_files(r)}
+    return "mcap" if ".mcap" in suffixes else "sqlite3" if ".db3" in suffixes else ""
+
+
+def _bag_files(reader: Any) -> List[Path]:
+    path = Path(getattr(reader, "path", ""))
+    return sorted(path.glob("*.mcap")) + sorted(path.glob("*.db3")) if path.is_dir() else [path]
+
+
+# --------------------------------------------------------------------------- writing
+class BagWriter:
+    """``with BagWriter(path, "mcap") as bag: bag.write(topic, msgtype, msg, time_ns)``.
+
+    Connections are added on first use of a topic; ``qos`` may give offered QoS profiles per topic
+    (``/tf_static`` gets transient-local by default, as ``ros2 bag play`` needs to latch it).
+    """
+
+    def __init__(self, path: Union[str, Path], storage: str = "mcap", version: int = DEFAULT_VERSION) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise BagError(f"storage must be one of {STORAGES}, got '{storage}'")
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"{self.path} exists already: rosbag2 bags are never overwritten")
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=version, storage_plugin=plugin)
+        self._conns: Dict[Tuple[str, str], Any] = {}
+        self.counts: Dict[str, int] = defaultdict(int)
+
+    def open(self) -> "BagWriter":
+        self._writer.open()
+        return self
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "BagWriter":
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def write(self, topic: str, msgtype: str, msg: Any, time_ns: int) -> None:
+        """Serialise a rosbags message (see the ``*_msg`` builders) at bag time ``time_ns``."""
+        self.write_raw(topic, msgtype, typestore().serialize_cdr(msg, msgtype), time_ns)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, time_ns: int) -> None:
+        """Already serialised CDR bytes (e.g. from ``rclpy.serialization.serialize_message``)."""
+        key = (topic, msgtype)
+        conn = self._conns.get(key)
+        if conn is None:
+            qos = [_latched_qos()] if topic == TF_STATIC_TOPIC else []
+            conn = self._writer.add_connection(topic, msgtype, typestore=typestore(), offered_qos_profiles=qos)
+            self._conns[key] = conn
+        self._writer.write(conn, int(time_ns), bytes(data))
+        self.counts[topic] += 1
+
+
+def _latched_qos():
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)

@@ -1,0 +1,775 @@
+"""`clip-vla replay`: run the pipeline on every command of a rosbag2 bag, report, compare, re-record.
+
+    clip-vla replay BAG [--expect EXPECTED.json] [--out REPORT.json] [--write-bag OUT]
+
+The bag may come from ``clip-vla record`` or from ``ros2 bag record`` on a robot (sqlite3 or
+mcap; topics configurable). Each command gets exactly one result record, with the node's
+``on_command`` semantics (``clip_vla.ros.vla_node``):
+
+1. the command is parsed first: refusals that need no frame (``empty_command``,
+   ``unknown_skill``, ``stopped``...) are answered at once;
+2. it pairs with the latest colour frame *received* (bag time) at or before the command's bag
+   time: none -> ``no_frame``; older than ``--max-frame-age`` -> ``stale_frame``;
+3. depth and camera_info pair with that frame by *header stamp* within ``--sync-tolerance``
+   (closest wins; any depth in the bag is a candidate, as the node waits briefly for late
+   depth). Without a synced camera_info, the latest one received before the command is used
+   when it is valid and of the frame's size (intrinsics are static), as the node does;
+   without any, the config's ``geometry.intrinsics``;
+4. extrinsics: when the bag has ``/tf``/``/tf_static``, ``base_frame <- image frame_id`` at the
+   image stamp (no transform -> ``bad_input``, like the node with TF); otherwise, or with
+   ``--no-tf``, the config's static ``geometry.camera_to_base_*``.
+
+Records are deterministic on CPU (``timings_ms`` aside): replaying a bag twice gives the same
+goals, which is what ``--expect`` checks in CI. A previous ``--out`` report is a valid
+expectation file; hand-written ones may give only the fields they care about.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from clip_vla.tools import bags
+from clip_vla.tools.bags import TopicMessage
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_ERROR = 2
+
+GOAL_SUFFIX, POSE_SUFFIX, STATUS_SUFFIX = "goal", "goal_pose", "status"
+ECHO_LIMIT = 200
+# Keys of ActionGoal/NoAction.to_dict() the record carries under its own names (or not at all).
+_RESULT_KEYS_DROPPED = ("accepted", "command", "timings_ms", "stamp", "reason")
+
+
+@dataclass
+class ReplayOptions:
+    """Topics and pairing rules (defaults: the node's topics and parameters)."""
+
+    color_topic: str = bags.COLOR_TOPIC
+    depth_topic: str = bags.DEPTH_TOPIC
+    camera_info_topic: str = bags.CAMERA_INFO_TOPIC
+    command_topic: str = bags.COMMAND_TOPIC
+    max_frame_age: float = 1.0  # seconds between the frame's and the command's bag times
+    sync_tolerance: float = 0.05  # seconds between depth/camera_info and colour header stamps
+    use_tf: bool = True
+    depth_registered: bool = False
+    tf_topics: Tuple[str, ...] = (bags.TF_TOPIC, bags.TF_STATIC_TOPIC)
+
+    @property
+    def image_topics(self) -> List[str]:
+        return [t for t in (self.color_topic, self.depth_topic, self.camera_info_topic) if t]
+
+
+@dataclass
+class Pairing:
+    """Which messages one command uses (decided from the scan, before any pixel is decoded)."""
+
+    index: int
+    command: TopicMessage
+    color: Optional[TopicMessage] = None
+    depth: Optional[TopicMessage] = None
+    info: Optional[TopicMessage] = None
+    info_source: str = "none"  # "synced" | "latest" | "none"
+    status: Optional[str] = None  # "no_frame" | "stale_frame" decided here; None: run the pipeline
+    message: str = ""
+
+    @property
+    def frame_age(self) -> Optional[float]:
+        return None if self.color is None else (self.command.time_ns - self.color.time_ns) * 1e-9
+
+    def needs(self, options: ReplayOptions) -> List[Tuple[str, int]]:
+        if self.status is not None:
+            return []
+        keys = [(options.color_topic, self.color.ordinal)]
+        if self.depth is not None:
+            keys.append((options.depth_topic, self.depth.ordinal))
+        if self.info is not None:
+            keys.append((options.camera_info_topic, self.info.ordinal))
+        return keys
+
+
+@dataclass
+class ReplayResult:
+    """One command's outcome: the JSON record, the pipeline's result, and what it was paired with."""
+
+    record: Dict[str, Any]
+    result: Any  # ActionGoal | NoAction
+    pairing: Pairing
+    frame_stamp_ns: Optional[int] = None
+    frame_id: str = ""
+
+
+@dataclass
+class ReplayReport:
+    bag: str
+    results: List[ReplayResult]
+    summary: Dict[str, Any]
+
+    @property
+    def records(self) -> List[Dict[str, Any]]:
+        return [r.record for r in self.results]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"bag": self.bag, "records": self.records, "summary": self.summary}
+
+
+# --------------------------------------------------------------------------- pairing
+def pair_commands(index: bags.BagIndex, options: ReplayOptions) -> List[Pairing]:
+    """Pair every command of the scanned bag with its colour frame, depth and camera_info."""
+    colors = index.messages.get(options.color_topic, [])
+    color_times = [m.time_ns for m in colors]
+    depths = _by_stamp(index.messages.get(options.depth_topic, []))
+    infos_by_stamp = _by_stamp(index.messages.get(options.camera_info_topic, []))
+    infos = index.messages.get(options.camera_info_topic, [])
+    info_times = [m.time_ns for m in infos]
+    tol_ns = int(round(options.sync_tolerance * 1e9))
+    pairings: List[Pairing] = []
+    for i, cmd in enumerate(index.messages.get(options.command_topic, [])):
+        p = Pairing(i, cmd)
+        j = bisect_right(color_times, cmd.time_ns) - 1
+        if j < 0:
+            p.status, p.message = "no_frame", f"no colour frame received yet on {options.color_topic}"
+        else:
+            p.color = colors[j]
+            age = p.frame_age
+            if age > options.max_frame_age:
+                p.status = "stale_frame"
+                p.message = (f"the latest colour frame arrived {age:.2f} s ago "
+                             f"(max_frame_age {options.max_frame_age:.2f} s)")
+            else:
+                p.depth = _closest(depths, p.color.stamp_ns, tol_ns)
+                p.info = _closest(infos_by_stamp, p.color.stamp_ns, tol_ns)
+                if p.info is not None:
+                    p.info_source = "synced"
+                else:  # static intrinsics: the latest received before the command (size checked later)
+                    k = bisect_right(info_times, cmd.time_ns) - 1
+                    if k >= 0:
+                        p.info, p.info_source = infos[k], "latest"
+        pairings.append(p)
+    return pairings
+
+
+def _by_stamp(messages: Sequence[TopicMessage]) -> Tuple[List[int], List[TopicMessage]]:
+    ordered = sorted(messages, key=lambda m: (m.stamp_ns, m.ordinal))
+    return [m.stamp_ns for m in ordered], ordered
+
+
+def _closest(table: Tuple[List[int], List[TopicMessage]], stamp_ns: int, tol_ns: int) -> Optional[TopicMessage]:
+    stamps, msgs = table
+    k = bisect_right(stamps, stamp_ns)
+    best, best_dt = None, None
+    for c in (k - 2, k - 1, k, k + 1):
+        if 0 <= c < len(msgs):
+            dt = abs(stamps[c] - stamp_ns)
+            if dt <= tol_ns and (best_dt is None or dt < best_dt):
+                best, best_dt = msgs[c], dt
+    return best
+
+
+# --------------------------------------------------------------------------- replay
+class _Decoded:
+    """A converted message (or why it could not be), and how long converting took."""
+
+    __slots__ = ("value", "error", "ms", "frame_id", "stamp_ns", "size")
+
+    def __init__(self, value=None, error: Optional[str] = None, ms: float = 0.0, frame_id: str = "",
+                 stamp_ns: int = 0, size: Optional[Tuple[int, int]] = None) -> None:
+        self.value, self.error, self.ms = value, error, ms
+        self.frame_id, self.stamp_ns, self.size = frame_id, stamp_ns, size
+
+
+def _decode(kind: str, msgtype: str, msg: Any) -> _Decoded:
+    start = time.perf_counter()
+    frame_id = str(msg.header.frame_id)
+    stamp = bags.stamp_to_ns(msg.header.stamp)
+    size = None
+    try:
+        if kind == "color":
+            value = bags.color_to_rgb(msg, msgtype)
+        elif kind == "depth":
+            value = bags.depth_to_array(msg)
+        else:
+            size = (int(msg.width), int(msg.height))
+            try:
+                value = bags.camera_info_to_intrinsics(msg)
+            except (bags.ConversionError, ValueError) as exc:
+                raise bags.ConversionError(f"invalid camera_info: {exc}") from exc
+        error = None
+    except (bags.ConversionError, ValueError) as exc:
+        value, error = None, str(exc)
+    return _Decoded(value, error, (time.perf_counter() - start) * 1e3, frame_id, stamp, size)
+
+
+def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOptions] = None,
+               ground_truth: Optional[Mapping[str, Any]] = None,
+               on_result: Optional[Callable[[ReplayResult], None]] = None) -> ReplayReport:
+    """Replay every command of ``bag`` through ``pipeline`` (a ``VLAPipeline``: ``prepare`` + ``run``).
+
+    Two passes: a scan (times and stamps only), then a read that decodes just the paired
+    messages and runs each command as soon as its messages are in, so memory holds a few frames.
+    """
+    options = options or ReplayOptions()
+    index = bags.scan_bag(bag, options.image_topics, [options.command_topic],
+                          options.tf_topics if options.use_tf else ())
+    if options.command_topic not in index.topics:
+        raise bags.BagError(f"no command topic '{options.command_topic}' in {bag}; topics: "
+                            f"{', '.join(sorted(index.topics)) or 'none'} (set --command-topic)")
+    for topic, allowed in ((options.color_topic, (bags.IMAGE, bags.COMPRESSED_IMAGE)),
+                           (options.depth_topic, (bags.IMAGE,)), (options.camera_info_topic, (bags.CAMERA_INFO,))):
+        msgtype = index.topics.get(topic) if topic else None
+        if msgtype is not None and msgtype not in allowed:
+            raise bags.BagError(f"topic {topic} has type {msgtype}; expected {' or '.join(allowed)}")
+    pairings = pair_commands(index, options)
+    use_tf = options.use_tf and len(index.transforms) > 0
+    base_frame = str(pipeline.config.base_frame)
+    truth = _truth_lookup(ground_truth)
+
+    # Parse every command first (the node answers parse refusals before looking at frames).
+    prepared: Dict[int, Any] = {}
+    prepare_ms: Dict[int, float] = {}
+    for p in pairings:
+        start = time.perf_counter()
+        try:
+            prepared[p.index] = pipeline.prepare(p.command.text)
+        except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text, as the node answers it
+            from clip_vla.core.types import NoAction, Reason
+
+            prepared[p.index] = NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}",
+                                         command=_echo(p.command.text))
+        prepare_ms[p.index] = (time.perf_counter() - start) * 1e3
+
+    def refused_early(p: Pairing) -> bool:
+        return _is_no_action(prepared[p.index]) or p.status is not None
+
+    wanted: Dict[str, set] = defaultdict(set)
+    refs: Dict[Tuple[str, int], int] = defaultdict(int)
+    for p in pairings:
+        if not refused_early(p):
+            for key in p.needs(options):
+                wanted[key[0]].add(key[1])
+                refs[key] += 1
+    kinds = {options.color_topic: "color", options.depth_topic: "depth", options.camera_info_topic: "info"}
+
+    results: List[Optional[ReplayResult]] = [None] * len(pairings)
+    loaded: Dict[Tuple[str, int], _Decoded] = {}
+    cursor = 0
+
+    def run_ready() -> None:
+        nonlocal cursor
+        while cursor < len(pairings):
+            p = pairings[cursor]
+            keys = [] if refused_early(p) else p.needs(options)
+            if any(k not in loaded for k in keys):
+                return
+            res = _run_one(p, prepared[p.index], prepare_ms[p.index], {k: loaded[k] for k in keys}, options,
+                           pipeline, index.transforms if use_tf else None, base_frame, truth)
+            results[cursor] = res
+            if on_result is not None:
+                on_result(res)
+            for k in keys:
+                refs[k] -= 1
+                if refs[k] == 0:
+                    loaded.pop(k, None)
+            cursor += 1
+
+    run_ready()
+    if wanted:
+        for topic, ordinal, _t, msgtype, msg in bags.iter_messages(index, wanted):
+            loaded[(topic, ordinal)] = _decode(kinds[topic], msgtype, msg)
+            run_ready()
+    run_ready()
+    done = [r for r in results if r is not None]
+    if len(done) != len(pairings):  # cannot happen unless the bag changed between the passes
+        raise bags.BagError(f"{bag}: {len(pairings) - len(done)} commands could not be paired on the second pass")
+    summary = summarize([r.record for r in done])
+    summary.update({
+        "bag": str(bag), "storage": index.storage,
+        "topics": {"color": options.color_topic, "depth": options.depth_topic,
+                   "camera_info": options.camera_info_topic, "command": options.command_topic},
+        "messages": {t: len(index.messages.get(t, [])) for t in options.image_topics + [options.command_topic]},
+        "extrinsics": "tf" if use_tf else "config",
+        "models": dict(getattr(pipeline, "model_ids", {}) or {}),
+        "device": str(getattr(pipeline, "device", "")),
+    })
+    return ReplayReport(str(bag), done, summary)
+
+
+def _is_no_action(result: Any) -> bool:
+    return getattr(result, "accepted", None) is False
+
+
+def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, int], _Decoded],
+             options: ReplayOptions, pipeline: Any, transforms: Optional[bags.Transforms], base_frame: str,
+             truth: Dict[Tuple[int, str], Dict[str, Any]]) -> ReplayResult:
+    from clip_vla.core.types import Frame, NoAction, Reason
+
+    text = p.command.text or ""
+    timings: Dict[str, float] = {"prepare": prep_ms}
+    color = inputs.get((options.color_topic, p.color.ordinal)) if p.color is not None else None
+    depth = inputs.get((options.depth_topic, p.depth.ordinal)) if p.depth is not None else None
+    info = inputs.get((options.camera_info_topic, p.info.ordinal)) if p.info is not None else None
+    extrinsics = "config"
+    info_source = p.info_source
+    result = None
+    if _is_no_action(prepared):
+        result = prepared
+    elif p.status is not None:
+        result = NoAction(Reason(p.status), p.message, command=_echo(text))
+    else:
+        timings["decode"] = sum(d.ms for d in (color, depth, info) if d is not None)
+        try:
+            frame, info_source = _frame(color, depth, info, p.info_source, options, Frame)
+            camera_to_base = None
+            if transforms is not None and color.frame_id:
+                camera_to_base = transforms.lookup(base_frame, color.frame_id, color.stamp_ns)
+                if camera_to_base is None:
+                    raise _Refusal(f"no transform '{color.frame_id}' -> '{base_frame}' at the image stamp "
+                                   "in the bag's /tf, /tf_static (replay with --no-tf to use the static extrinsics)")
+                extrinsics = "tf"
+        except _Refusal as refusal:
+            result = NoAction(Reason.BAD_INPUT, str(refusal), command=_echo(text))
+        if result is None:
+            start = time.perf_counter()
+            try:
+                result = pipeline.run(frame, prepared, camera_to_base)
+            except Exception as exc:  # noqa: BLE001 - as the node: one bad command never stops the replay
+                result = NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=_echo(text))
+            timings["pipeline"] = (time.perf_counter() - start) * 1e3
+            for k, v in (getattr(result, "timings_ms", None) or {}).items():
+                timings.setdefault(k, float(v))
+    timings["latency"] = prep_ms + timings.get("decode", 0.0) + timings.get("pipeline", 0.0)
+
+    stamp_ns = color.stamp_ns if color is not None else (p.color.stamp_ns if p.color is not None else None)
+    accepted = getattr(result, "accepted", False)
+    record: Dict[str, Any] = {
+        "index": p.index,
+        "command": _echo(text),
+        "status": "accepted" if accepted else result.reason.value,
+        "bag_time": bags.ns_to_seconds(p.command.time_ns),
+        "frame_stamp": bags.ns_to_seconds(p.color.stamp_ns) if p.color is not None else None,
+        "frame_age": None if p.frame_age is None else round(p.frame_age, 6),
+        "bag_time_ns": p.command.time_ns,  # exact: float seconds near 1.7e9 keep only ~0.2 us
+        "frame_stamp_ns": p.color.stamp_ns if p.color is not None else None,
+    }
+    if p.status is None and not _is_no_action(prepared):
+        record["depth_stamp"] = bags.ns_to_seconds(p.depth.stamp_ns) if p.depth is not None else None
+        record["intrinsics_source"] = info_source
+        record["extrinsics"] = extrinsics
+    details = result.to_dict()
+    if not accepted:
+        record["message"] = details.get("message", "")
+    for key, value in details.items():
+        if key not in _RESULT_KEYS_DROPPED and key not in record:
+            record[key] = value
+    gt = truth.get((p.command.time_ns, text)) or truth.get((p.index, text))
+    if gt is not None:
+        record["truth"] = _score(record, gt)
+    record["timings_ms"] = {k: round(float(v), 3) for k, v in timings.items()}
+    return ReplayResult(record, result, p, stamp_ns, color.frame_id if color is not None else "")
+
+
+class _Refusal(Exception):
+    pass
+
+
+def _frame(color: _Decoded, depth: Optional[_Decoded], info: Optional[_Decoded], info_source: str,
+           options: ReplayOptions, frame_cls: Any) -> Tuple[Any, str]:
+    if color.error:
+        raise _Refusal(color.error)
+    rgb = color.value
+    h, w = rgb.shape[:2]
+    depth_arr = None
+    if depth is not None:
+        if depth.error:
+            raise _Refusal(depth.error)
+        depth_arr = depth.value
+        if depth_arr.shape != (h, w):
+            if not options.depth_registered:
+                raise _Refusal(f"depth is {depth_arr.shape[1]}x{depth_arr.shape[0]} but colour is {w}x{h}; "
+                               "replay with --depth-registered if depth is registered to the colour camera")
+            depth_arr = bags.resize_depth(depth_arr, w, h)
+    intrinsics = None
+    if info is not None:
+        if info_source == "latest" and (info.error or info.size not in ((0, 0), (w, h))):
+            info, info_source = None, "none"  # the node only falls back to a valid one of the frame's size
+        elif info.error:
+            raise _Refusal(info.error)
+        elif info.size not in ((0, 0), (w, h)):
+            raise _Refusal(f"camera_info is for {info.size[0]}x{info.size[1]} but the colour image is {w}x{h}")
+        if info is not None:
+            intrinsics = info.value
+    if intrinsics is None:
+        info_source = "config"
+    try:
+        frame = frame_cls(rgb=rgb, depth=depth_arr, intrinsics=intrinsics, stamp=color.stamp_ns * 1e-9,
+                          frame_id=color.frame_id or "camera_color_optical_frame")
+    except ValueError as exc:
+        raise _Refusal(str(exc)) from exc
+    return frame, info_source
+
+
+def _echo(text: Any, limit: int = ECHO_LIMIT) -> str:
+    s = str(text)
+    out = "".join(ch if ch.isprintable() else "\ufffd" for ch in s[:limit])
+    return out + ("..." if len(s) > limit else "")
+
+
+# --------------------------------------------------------------------------- ground truth
+def load_ground_truth(path: Union[str, Path]) -> Dict[str, Any]:
+    with open(path, "r", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _truth_lookup(gt: Optional[Mapping[str, Any]]) -> Dict[Tuple[int, str], Dict[str, Any]]:
+    out: Dict[Tuple[int, str], Dict[str, Any]] = {}
+    for entry in (gt or {}).get("commands", []):
+        if entry.get("bag_time_ns") is not None:
+            out[(int(entry["bag_time_ns"]), str(entry.get("command", "")))] = entry
+        elif entry.get("index") is not None:
+            out[(int(entry["index"]), str(entry.get("command", "")))] = entry
+    return out
+
+
+def _score(record: Dict[str, Any], gt: Mapping[str, Any]) -> Dict[str, Any]:
+    """The record against the simulator's truth: skill right? how far is the goal from the target?"""
+    out: Dict[str, Any] = {"skill": gt.get("skill"), "target_xyz": gt.get("target_xyz")}
+    if record["status"] == "accepted":
+        out["skill_correct"] = record.get("cmd") == gt.get("skill")
+        target = gt.get("target_xyz")
+        if target is not None and record.get("xyz_base") is not None:
+            diff = np.asarray(record["xyz_base"], float) - np.asarray(target, float)
+            out["xyz_error"] = round(float(np.linalg.norm(diff)), 4)
+            out["xy_error"] = round(float(np.linalg.norm(diff[:2])), 4)
+    return out
+
+
+# --------------------------------------------------------------------------- summary and table
+def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Counts per status and latency percentiles of the commands that reached the pipeline."""
+    statuses = Counter(str(r["status"]) for r in records)
+    latencies = [float(r["timings_ms"]["latency"]) for r in records if "pipeline" in r.get("timings_ms", {})]
+    summary: Dict[str, Any] = {
+        "commands": len(records),
+        "statuses": dict(sorted(statuses.items())),
+        "accepted": statuses.get("accepted", 0),
+        "latency_ms": _percentiles(latencies),
+    }
+    scored = [r["truth"] for r in records if isinstance(r.get("truth"), dict)]
+    if scored:
+        errors = [t["xyz_error"] for t in scored if "xyz_error" in t]
+        summary["truth"] = {
+            "commands": len(scored),
+            "accepted": sum(1 for t in scored if "skill_correct" in t),
+            "skill_correct": sum(1 for t in scored if t.get("skill_correct")),
+            "xyz_error_m": _percentiles(errors, digits=4),
+        }
+    return summary
+
+
+def _percentiles(values: Sequence[float], digits: int = 3) -> Dict[str, Optional[float]]:
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
+    a = np.asarray(values, dtype=np.float64)
+    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), digits),
+            "p95": round(float(np.percentile(a, 95)), digits), "max": round(float(a.max()), digits),
+            "mean": round(float(a.mean()), digits)}
+
+
+def format_table(records: Sequence[Mapping[str, Any]], width: int = 36) -> str:
+    rows = [("#", "command", "status", "cmd", "xyz_base (m)", "tokens", "latency ms")]
+    for r in records:
+        cmd = str(r.get("command", ""))
+        cmd = cmd if len(cmd) <= width else cmd[: width - 3] + "..."
+        xyz = r.get("xyz_base")
+        lat = r.get("timings_ms", {}).get("latency") if "pipeline" in r.get("timings_ms", {}) else None
+        rows.append((str(r.get("index", "")), cmd, str(r.get("status", "")),
+                     str(r.get("cmd") or "") if r.get("status") == "accepted" else "",
+                     "" if xyz is None else "(" + ", ".join(f"{v:.3f}" for v in xyz) + ")",
+                     str(r.get("tokens_text", "")) if r.get("status") == "accepted" else "",
+                     "" if lat is None else f"{lat:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    lat = summary.get("latency_ms", {})
+    statuses = ", ".join(f"{k} {v}" for k, v in summary.get("statuses", {}).items()) or "none"
+    text = f"{summary.get('commands', 0)} commands: {statuses}"
+    if lat.get("n"):
+        text += f"; latency p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms ({lat['n']} inferences)"
+    truth = summary.get("truth")
+    if truth:
+        err = truth["xyz_error_m"]
+        text += (f"\nground truth: skill correct {truth['skill_correct']}/{truth['accepted']} accepted"
+                 + (f", goal error p50 {err['p50']:.3f} m, p95 {err['p95']:.3f} m" if err.get("n") else ""))
+    return text
+
+
+# --------------------------------------------------------------------------- regression check
+@dataclass
+class Tolerances:
+    xyz: float = 0.01  # metres, Euclidean distance of xyz_base
+    theta: float = 0.05  # radians, angular distance
+    tokens: int = 1  # bins per dimension (theta wraps); the cmd token must match exactly
+    bins: int = 256  # workspace.bins, for theta token wrap-around
+
+
+def load_expectation(path: Union[str, Path]) -> List[Dict[str, Any]]:
+    """A report (``{"records": [...]}``) or a bare list of records."""
+    with open(path, "r", encoding="utf-8") as fh:
+        data = json.load(fh)
+    records = data.get("records") if isinstance(data, dict) else data
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ValueError(f"{path}: expected a replay report or a list of records")
+    return records
+
+
+def compare(records: Sequence[Mapping[str, Any]], expected: Sequence[Mapping[str, Any]],
+            tol: Optional[Tolerances] = None) -> List[str]:
+    """Regressions of ``records`` against ``expected``, one line each; empty when all match.
+
+    Expected records match by ``index`` (else by position). Only the fields an expected record
+    has are checked: ``command`` (text), ``status``, and for accepted goals ``cmd``,
+    ``xyz_base``, ``theta`` and ``tokens`` within the tolerances. Commands missing from either
+    side are regressions (the bag changed).
+    """
+    tol = tol or Tolerances()
+    by_index = {int(r["index"]): r for r in records}
+    use_index = all("index" in e for e in expected)
+    seen = set()
+    problems: List[str] = []
+    for pos, exp in enumerate(expected):
+        i = int(exp["index"]) if use_index else pos
+        seen.add(i)
+        label = f"#{i} '{exp.get('command', '')}'"
+        act = by_index.get(i)
+        if act is None:
+            problems.append(f"{label}: missing from the replay ({len(records)} commands in the bag)")
+            continue
+        if "command" in exp and exp["command"] != act.get("command"):
+            problems.append(f"{label}: command text is now '{act.get('command')}' (the bag changed?)")
+            continue
+        if "status" in exp and exp["status"] != act.get("status"):
+            why = f" ({act.get('message')})" if act.get("message") else ""
+            problems.append(f"{label}: status {act.get('status')}{why}, expected {exp['status']}")
+            continue
+        if act.get("status") != "accepted":
+            continue
+        if "cmd" in exp and exp["cmd"] != act.get("cmd"):
+            problems.append(f"{label}: cmd {act.get('cmd')}, expected {exp['cmd']}")
+        if exp.get("xyz_base") is not None:
+            a, e = np.asarray(act.get("xyz_base"), float), np.asarray(exp["xyz_base"], float)
+            dist = float(np.linalg.norm(a - e))
+            if not dist <= tol.xyz:
+                problems.append(f"{label}: xyz_base {_fmt(a)} is {dist:.4f} m from expected {_fmt(e)} "
+                                f"(tolerance {tol.xyz} m)")
+        if exp.get("theta") is not None:
+            diff = abs(math.remainder(float(act.get("theta")) - float(exp["theta"]), math.tau))
+            if not diff <= tol.theta:
+                problems.append(f"{label}: theta {float(act.get('theta')):.4f} is {diff:.4f} rad from expected "
+                                f"{float(exp['theta']):.4f} (tolerance {tol.theta} rad)")
+        if exp.get("tokens") is not None:
+            a_t, e_t = [int(v) for v in act.get("tokens")], [int(v) for v in exp["tokens"]]
+            if len(a_t) != len(e_t):
+                problems.append(f"{label}: tokens {a_t}, expected {e_t}")
+            else:
+                worst = 0
+                for dim, (x, y) in enumerate(zip(a_t, e_t)):
+                    d = abs(x - y)
+                    if dim == 4:  # theta wraps
+                        d = min(d, tol.bins - d)
+                    worst = max(worst, d if dim else (0 if d == 0 else tol.tokens + 1))
+                if worst > tol.tokens:
+                    problems.append(f"{label}: tokens {' '.join(map(str, a_t))}, expected "
+                                    f"{' '.join(map(str, e_t))} (tolerance {tol.tokens} bin, cmd exact)")
+    for i in sorted(set(by_index) - seen):
+        problems.append(f"#{i} '{by_index[i].get('command', '')}': not in the expectation (the bag changed?)")
+    return problems
+
+
+def _fmt(v: np.ndarray) -> str:
+    return "(" + ", ".join(f"{x:.4f}" for x in np.asarray(v).reshape(-1)) + ")"
+
+
+# --------------------------------------------------------------------------- goal bag
+def goal_record(result: Any, record: Mapping[str, Any], stamp_ns: int, camera_frame: str,
+                base_frame: str) -> Dict[str, Any]:
+    """The node's ``~/goal`` JSON for an accepted goal (target_frame = base_frame)."""
+    qx, qy, qz, qw = bags.yaw_to_quaternion(float(result.theta))
+    x, y, z = (float(v) for v in result.xyz_base)
+    return {
+        "stamp": _stamp_dict(stamp_ns),
+        "frame_id": base_frame,
+        "cmd": result.cmd,
+        "cmd_token": int(result.cmd_token),
+        "tokens": [int(t) for t in result.tokens],
+        "tokens_text": result.tokens_text,
+        "token_frame": base_frame,
+        "pose": {"x": x, "y": y, "z": z, "theta": float(math.remainder(float(result.theta), math.tau))},
+        "orientation": {"x": qx, "y": qy, "z": qz, "w": qw},
+        "confidence": round(float(result.confidence), 4),
+        "object": result.object_phrase,
+        "destination": result.destination_phrase,
+        "object_position": None if result.object_xyz_base is None else [float(v) for v in result.object_xyz_base],
+        "command": record["command"],
+        "command_id": int(record["index"]) + 1,
+        "update": 0,
+        "depth_source": result.depth_source,
+        "pixel": None if result.pixel is None else [round(float(v), 2) for v in result.pixel],
+        "camera_frame": camera_frame,
+    }
+
+
+def status_record(r: ReplayResult, goal: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The node's ``~/status`` JSON: exactly one per command."""
+    rec = r.record
+    stamp_ns = r.frame_stamp_ns if r.frame_stamp_ns is not None else r.pairing.command.time_ns
+    out: Dict[str, Any] = {
+        "command_id": int(rec["index"]) + 1,
+        "command": rec["command"],
+        "status": rec["status"],
+        "message": "goal published" if rec["status"] == "accepted" else str(rec.get("message", "")),
+        "stamp": _stamp_dict(stamp_ns),
+        "latency_ms": round(float(rec["timings_ms"].get("latency", 0.0)), 2),
+        "mode": "on_command",
+    }
+    if goal is not None:
+        out["goal"] = goal
+    else:
+        out["skill"] = rec.get("skill")
+        out["object"] = rec.get("object")
+        if rec.get("detection") is not None:
+            out["detection"] = rec["detection"]
+    return out
+
+
+def _stamp_dict(ns: int) -> Dict[str, int]:
+    return {"sec": int(ns) // 1_000_000_000, "nanosec": int(ns) % 1_000_000_000}
+
+
+def write_goal_bag(path: Union[str, Path], results: Sequence[ReplayResult], base_frame: str = "base_link",
+                   storage: str = "mcap", namespace: str = "/clip_vla") -> Dict[str, int]:
+    """The node's outputs as a bag: ``<ns>/goal`` and ``<ns>/goal_pose`` per accepted goal (pose stamp =
+    source image stamp, frame = base frame) and ``<ns>/status`` per command, at the commands' bag times."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    goal_t, pose_t, status_t = f"{ns}/{GOAL_SUFFIX}", f"{ns}/{POSE_SUFFIX}", f"{ns}/{STATUS_SUFFIX}"
+    with bags.BagWriter(path, storage) as out:
+        for r in results:
+            t = r.pairing.command.time_ns
+            goal = None
+            if r.record["status"] == "accepted":
+                goal = goal_record(r.result, r.record, r.frame_stamp_ns, r.frame_id, base_frame)
+                out.write(goal_t, bags.STRING, bags.string_msg(json.dumps(goal)), t)
+                pose = bags.pose_stamped_msg(r.result.xyz_base, float(r.result.theta), r.frame_stamp_ns, base_frame)
+                out.write(pose_t, bags.POSE_STAMPED, pose, t)
+            out.write(status_t, bags.STRING, bags.string_msg(json.dumps(status_record(r, goal))), t)
+        return dict(out.counts)
+
+
+# --------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    from clip_vla.tools.cli import _add_config_args
+
+    p = argparse.ArgumentParser(
+        prog="clip-vla replay",
+        description="Replay a rosbag2 bag through the pipeline: one result per command; compare with "
+                    "expected goals (exit 1 on regression); write the goal topics to a bag.")
+    p.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap), from `clip-vla record` or `ros2 bag record`")
+    p.add_argument("--expect", metavar="EXPECTED.json", help="expected records (a previous --out report works)")
+    p.add_argument("--out", metavar="REPORT.json", help="write the records and summary as JSON")
+    p.add_argument("--write-bag", metavar="OUT", help="write /clip_vla/goal, goal_pose, status to a new bag")
+    p.add_argument("--storage", choices=bags.STORAGES, help="storage of --write-bag (default: the input's)")
+    p.add_argument("--ground-truth", metavar="FILE",
+                   help="score goals against the simulator's truth (default: BAG/ground_truth.json when present)")
+    g = p.add_argument_group("topics")
+    g.add_argument("--color-topic", default=bags.COLOR_TOPIC, help="sensor_msgs/Image or CompressedImage")
+    g.add_argument("--depth-topic", default=bags.DEPTH_TOPIC, help="16UC1 (mm) or 32FC1 (m); '' for none")
+    g.add_argument("--camera-info-topic", default=bags.CAMERA_INFO_TOPIC, help="'' for none")
+    g.add_argument("--command-topic", default=bags.COMMAND_TOPIC, help="std_msgs/String")
+    g.add_argument("--goal-namespace", default="/clip_vla", help="namespace of the --write-bag topics")
+    g = p.add_argument_group("pairing (the node's parameters)")
+    g.add_argument("--max-frame-age", type=float, default=1.0,
+                   help="seconds: a command whose latest frame arrived longer ago answers stale_frame")
+    g.add_argument("--sync-tolerance", type=float, default=0.05,
+                   help="seconds between depth/camera_info and colour header stamps")
+    g.add_argument("--depth-registered", action="store_true",
+                   help="depth is registered to colour: resize depth of another resolution instead of bad_input")
+    g.add_argument("--no-tf", action="store_true",
+                   help="ignore /tf and /tf_static in the bag: use the config's static extrinsics")
+    g = p.add_argument_group("regression tolerances (--expect)")
+    g.add_argument("--tol-xyz", type=float, default=0.01, help="metres (Euclidean)")
+    g.add_argument("--tol-theta", type=float, default=0.05, help="radians (angular distance)")
+    g.add_argument("--tol-tokens", type=int, default=1, help="bins per dimension (cmd token exact)")
+    p.add_argument("--quiet", action="store_true", help="no table, only regressions and errors")
+    _add_config_args(p)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from clip_vla.tools.cli import load_config
+    from clip_vla.core.config import ConfigError
+    from clip_vla.perception.loading import ModelUnavailableError
+
+    try:
+        cfg = load_config(args)
+        options = ReplayOptions(
+            color_topic=args.color_topic, depth_topic=args.depth_topic, camera_info_topic=args.camera_info_topic,
+            command_topic=args.command_topic, max_frame_age=args.max_frame_age, sync_tolerance=args.sync_tolerance,
+            use_tf=not args.no_tf, depth_registered=args.depth_registered)
+        expected = load_expectation(args.expect) if args.expect else None
+        gt_path = args.ground_truth or (Path(args.bag) / "ground_truth.json")
+        ground_truth = load_ground_truth(gt_path) if Path(gt_path).is_file() else None
+        if args.ground_truth and ground_truth is None:
+            raise FileNotFoundError(f"ground truth not found: {args.ground_truth}")
+        if args.write_bag and Path(args.write_bag).exists():
+            raise bags.BagError(f"{args.write_bag} exists already: rosbag2 bags are never overwritten")
+        topics = bags.bag_topics(args.bag)  # fail on a bad bag before loading models
+        if options.command_topic not in topics:
+            raise bags.BagError(f"no command topic '{options.command_topic}' in {args.bag}; topics: "
+                                f"{', '.join(sorted(topics)) or 'none'} (set --command-topic)")
+        from clip_vla.pipeline import VLAPipeline
+
+        pipeline = VLAPipeline(cfg)
+        report = replay_bag(args.bag, pipeline, options, ground_truth=ground_truth)
+    except (bags.BagError, ConfigError, ModelUnavailableError, ValueError, FileNotFoundError) as exc:
+        print(f"clip-vla replay: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.quiet:
+        print(format_table(report.records))
+        print(format_summary(report.summary))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if args.write_bag:
+        storage = args.storage or report.summary.get("storage") or "mcap"
+        counts = write_goal_bag(args.write_bag, report.results, cfg.base_frame, storage, args.goal_namespace)
+        if not args.quiet:
+            print(f"wrote {args.write_bag} ({storage}): " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
+    if expected is not None:
+        problems = compare(report.records, expected,
+                           Tolerances(args.tol_xyz, args.tol_theta, args.tol_tokens, cfg.workspace.bins))
+        for line in problems:
+            print(f"REGRESSION {line}")
+        if problems:
+            print(f"{len(problems)} regression(s) against {args.expect}", file=sys.stderr)
+            return EXIT_REGRESSION
+        if not args.quiet:
+            print(f"no regression against {args.expect} ({len(expected)} expected records)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

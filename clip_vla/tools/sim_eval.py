@@ -1,0 +1,439 @@
+"""Closed-loop evaluation in the simulated world, over a real ROS 2 graph.
+
+    sim (camera + robot) ──image/depth/camera_info──► clip_vla (vla_node) ──~/goal──► sim
+            ▲                                              ▲          │
+            └──────────── ~/reset, ~/task ── driver ── command ──── ~/status
+
+The driver only uses topics, as a task planner on a robot would: it resets an episode,
+sends the episode's command(s), and collects vla_node's status and the simulator's
+execution result. "put X in Y" is two commands, as on a robot: "pick up X", then the
+place command itself.
+
+``--perception model`` runs whatever CLIPSeg/CLIP the config names; ``oracle`` replaces
+them with the simulator's ground-truth masks (geometry + tokenizer + execution alone).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+FRAME_MARGIN_S = 0.1  # after the driver has a frame, for vla_node's callback on the same frame
+
+
+@dataclass
+class StepRecord:
+    """One command of an episode: what vla_node answered and what the robot made of it."""
+
+    command: str
+    expected_skill: str
+    status: str
+    cmd: Optional[str] = None
+    goal_xyz: Optional[List[float]] = None
+    theta: Optional[float] = None
+    truth_xyz: Optional[List[float]] = None
+    truth_yaw: Optional[float] = None
+    executed: bool = False
+    success: bool = False  # the skill worked on the object nearest the goal
+    task_success: bool = False  # the episode's command is carried out on its target
+    holding_target: bool = False
+    reason: str = ""
+    latency_ms: float = 0.0
+    tokens: Optional[List[int]] = None
+
+    @property
+    def xy_error(self) -> Optional[float]:
+        if self.goal_xyz is None or self.truth_xyz is None:
+            return None
+        return math.hypot(self.goal_xyz[0] - self.truth_xyz[0], self.goal_xyz[1] - self.truth_xyz[1])
+
+    @property
+    def xyz_error(self) -> Optional[float]:
+        if self.goal_xyz is None or self.truth_xyz is None:
+            return None
+        return float(np.linalg.norm(np.subtract(self.goal_xyz, self.truth_xyz)))
+
+    @property
+    def yaw_error(self) -> Optional[float]:
+        """pi-symmetric (a parallel-jaw grasp at theta equals one at theta + pi)."""
+        if self.theta is None or self.truth_yaw is None:
+            return None
+        d = (self.theta - self.truth_yaw) % math.pi
+        return min(d, math.pi - d)
+
+
+@dataclass
+class Episode:
+    seed: int
+    skill: str
+    command: str
+    steps: List[StepRecord] = field(default_factory=list)
+    success: bool = False
+
+
+class GraphDriver:
+    """Publishes commands/resets and waits for the matching answers, on its own rclpy node."""
+
+    def __init__(self, node: Any, vla_name: str = "clip_vla", sim_name: str = "sim") -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        self.node = node
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_command = node.create_publisher(String, "command", reliable)
+        self.pub_reset = node.create_publisher(String, f"{sim_name}/reset", reliable)
+        self._cond = threading.Condition()
+        self.statuses: List[Dict[str, Any]] = []
+        self.results: List[Dict[str, Any]] = []
+        self.tasks: List[Dict[str, Any]] = []
+        node.create_subscription(String, f"{vla_name}/status", lambda m: self._add(self.statuses, m), reliable)
+        node.create_subscription(String, f"{sim_name}/result", lambda m: self._add(self.results, m), reliable)
+        node.create_subscription(String, f"{sim_name}/task", lambda m: self._add(self.tasks, m), reliable)
+        # The camera as vla_node sees it: a command waits for the first frame of the changed scene.
+        self.last_frame_stamp = -math.inf
+        node.create_subscription(Image, "camera/color/image_raw", self._on_frame, qos_profile_sensor_data)
+
+    def _on_frame(self, msg: Any) -> None:
+        from clip_vla.ros.conversions import stamp_to_seconds
+
+        with self._cond:
+            self.last_frame_stamp = max(self.last_frame_stamp, stamp_to_seconds(msg.header.stamp))
+            self._cond.notify_all()
+
+    def wait_for_frame_after(self, stamp: Optional[float], timeout: float = 10.0) -> bool:
+        """Until a camera frame stamped after ``stamp`` (a task's or result's) has been delivered.
+
+        Frames go to vla_node on the same executor at the same time; FRAME_MARGIN_S covers
+        its callback running a moment later. A fixed sleep instead fails on a loaded machine,
+        where the old scene's frame is still the freshest one when the command arrives.
+        """
+        if stamp is None:
+            time.sleep(FRAME_MARGIN_S)
+            return False
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self.last_frame_stamp > stamp, timeout=timeout)
+        time.sleep(FRAME_MARGIN_S)
+        return ok
+
+    def _add(self, box: List[Dict[str, Any]], msg: Any) -> None:
+        with self._cond:
+            box.append(json.loads(msg.data))
+            self._cond.notify_all()
+
+    def _wait(self, box: List[Dict[str, Any]], start: int, match: Callable[[Dict[str, Any]], bool],
+              timeout: float) -> Optional[Dict[str, Any]]:
+        """The first message at index >= start that matches: late answers to earlier requests are skipped."""
+        def found() -> Optional[Dict[str, Any]]:
+            return next((m for m in box[start:] if match(m)), None)
+
+        with self._cond:
+            self._cond.wait_for(lambda: found() is not None, timeout=timeout)
+            return found()
+
+    def wait_for_graph(self, timeout: float = 30.0) -> bool:
+        """Until vla_node and the simulator subscribe to what the driver publishes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pub_command.get_subscription_count() > 0 and self.pub_reset.get_subscription_count() > 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def reset(self, seed: int, skill: str, destination: Optional[str] = None,
+              timeout: float = 30.0) -> Optional[Dict[str, Any]]:
+        from std_msgs.msg import String
+
+        start = len(self.tasks)
+        request = {"seed": seed, "skill": skill, "destination": destination}
+        self.pub_reset.publish(String(data=json.dumps(request)))
+        task = self._wait(self.tasks, start, lambda t: t.get("seed") == seed and t.get("skill") == skill, timeout)
+        if task is not None:
+            self.wait_for_frame_after(task.get("stamp"))
+        return task
+
+    def command(self, text: str, timeout: float = 60.0):
+        """Send a command; return (status, sim result or None, latency ms to the status)."""
+        from std_msgs.msg import String
+
+        n_status, n_result = len(self.statuses), len(self.results)
+        t0 = time.perf_counter()
+        self.pub_command.publish(String(data=text))
+        status = self._wait(self.statuses, n_status, lambda m: m.get("command") == text, timeout)
+        latency = (time.perf_counter() - t0) * 1e3
+        result = None
+        if status is not None and status.get("status") == "accepted":
+            command_id = (status.get("goal") or {}).get("command_id", status.get("command_id"))
+            result = self._wait(self.results, n_result, lambda m: m.get("command_id") == command_id, timeout)
+            if result is not None:  # the next command must see the scene after this goal
+                self.wait_for_frame_after(result.get("stamp"))
+        return status, result, latency
+
+
+def _step(driver: GraphDriver, text: str, skill: str, truth_xyz, truth_yaw) -> StepRecord:
+    status, result, latency = driver.command(text)
+    record = StepRecord(command=text, expected_skill=skill, status="timeout" if status is None else
+                        status.get("status", "?"), truth_xyz=truth_xyz, truth_yaw=truth_yaw, latency_ms=latency)
+    goal = (status or {}).get("goal") or {}
+    if goal:
+        pose = goal.get("pose", {})
+        record.cmd = goal.get("cmd")
+        record.goal_xyz = [pose.get("x"), pose.get("y"), pose.get("z")]
+        record.theta = pose.get("theta")
+        record.tokens = goal.get("tokens")
+    elif status is not None:
+        record.cmd = status.get("skill")
+        record.reason = status.get("message", "")
+    if result is not None:
+        record.executed = True
+        record.success = bool(result.get("success"))
+        record.task_success = bool(result.get("task_success"))
+        record.holding_target = bool(result.get("holding_target"))
+        record.reason = result.get("reason", "")
+    return record
+
+
+def run_episode(driver: GraphDriver, seed: int, skill: str) -> Episode:
+    task = driver.reset(seed, skill)
+    if task is None:
+        raise RuntimeError("the simulator did not answer a reset within 30 s")
+    ep = Episode(seed=seed, skill=skill, command=task["command"])
+    obj_xyz, obj_yaw = task.get("object_xyz"), task.get("object_yaw")
+    if task.get("object_shape") != "bar":  # balls and cups have no yaw, cubes one every 90 degrees
+        obj_yaw = None
+    if skill == "place":
+        pick = _step(driver, f"pick up the {task['object']}", "pick", obj_xyz, obj_yaw)
+        ep.steps.append(pick)
+        if not (pick.success and pick.holding_target):
+            return ep
+        ep.steps.append(_step(driver, task["command"], "place", task.get("destination_xyz"), None))
+    else:
+        ep.steps.append(_step(driver, task["command"], skill, obj_xyz, obj_yaw if skill == "pick" else None))
+    ep.success = ep.steps[-1].task_success
+    return ep
+
+
+def summarise(episodes: List[Episode]) -> Dict[str, Any]:
+    """Per skill: success rate, goal errors, skill accuracy, latency."""
+    def pct(values: List[float], q: float) -> Optional[float]:
+        return float(np.percentile(values, q)) if values else None
+
+    out: Dict[str, Any] = {}
+    for skill in sorted({e.skill for e in episodes}):
+        eps = [e for e in episodes if e.skill == skill]
+        steps = [s for e in eps for s in e.steps if s.expected_skill == skill]
+        goals = [s for s in steps if s.goal_xyz is not None]
+        xy = [s.xy_error for s in goals if s.xy_error is not None]
+        xyz = [s.xyz_error for s in goals if s.xyz_error is not None]
+        yaw = [s.yaw_error for s in goals if s.yaw_error is not None]
+        lat = [s.latency_ms for s in steps]
+        answered = [s for s in steps if s.cmd is not None]
+        out[skill] = {
+            "episodes": len(eps),
+            "success_rate": sum(e.success for e in eps) / len(eps),
+            "goals_accepted": len(goals) / max(len(steps), 1),
+            "skill_accuracy": sum(s.cmd == skill for s in answered) / max(len(answered), 1),
+            "xy_error_m_median": pct(xy, 50), "xy_error_m_p95": pct(xy, 95),
+            "xyz_error_m_median": pct(xyz, 50),
+            "yaw_error_rad_median": pct(yaw, 50),
+            "latency_ms_p50": pct(lat, 50), "latency_ms_p95": pct(lat, 95),
+            "failures": _count([_failure(s) for e in eps for s in e.steps
+                                if not (s.task_success or (s.success and s.holding_target))]),
+        }
+    return out
+
+
+def _failure(step: StepRecord) -> str:
+    if step.status != "accepted":
+        return step.status
+    if step.success:
+        return "wrong object"
+    return step.reason or "not executed"
+
+
+def _count(items: List[str]) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for item in items:
+        key = item.split(":")[0][:60]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def print_summary(summary: Dict[str, Any], perception: str, file=sys.stdout) -> None:
+    print(f"\nclosed-loop results ({perception} perception)", file=file)
+    print(f"{'skill':<8}{'eps':>5}{'success':>9}{'skill ok':>10}{'xy err':>9}{'xyz err':>9}{'yaw err':>9}"
+          f"{'p50 ms':>9}{'p95 ms':>9}", file=file)
+
+    def f(v, scale=1.0, fmt="{:.3f}"):
+        return "-" if v is None else fmt.format(v * scale)
+
+    for skill, s in summary.items():
+        print(f"{skill:<8}{s['episodes']:>5}{f(s['success_rate'], 100, '{:.0f}%'):>9}"
+              f"{f(s['skill_accuracy'], 100, '{:.0f}%'):>10}{f(s['xy_error_m_median']):>9}"
+              f"{f(s['xyz_error_m_median']):>9}{f(s['yaw_error_rad_median']):>9}"
+              f"{f(s['latency_ms_p50'], 1, '{:.0f}'):>9}{f(s['latency_ms_p95'], 1, '{:.0f}'):>9}", file=file)
+        if s["failures"]:
+            print(f"{'':8}failures: {s['failures']}", file=file)
+    print("(errors in metres/radians, medians; xy/xyz against the object's true centre; yaw on bars only,\n"
+          " the one shape with a single grasp axis)", file=file)
+
+
+# --------------------------------------------------------------------------- the graph
+class SimGraph:
+    """sim + clip_vla + driver nodes in one process, on one multi-threaded executor.
+
+    Nodes in one process still talk through rclpy topics (the same DDS path as separate
+    processes); keeping them together lets the oracle read the simulator's ground truth
+    and keeps start-up to one model load.
+    """
+
+    def __init__(self, config_overrides: Dict[str, Any], perception: str = "model", seed: int = 0,
+                 n_distractors: int = 3, fps: float = 10.0, namespace: str = "/clip_vla_sim") -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+
+        from clip_vla.ros.sim_node import SimBridge
+        from clip_vla.ros.vla_node import VlaNode
+        from clip_vla.sim.oracle import GroundTruthPerception, ObservationLog
+        from clip_vla.sim.world import TabletopWorld
+
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)
+        self.world = TabletopWorld(seed=seed, n_distractors=n_distractors)
+        self.log = ObservationLog() if perception == "oracle" else None
+        params = dict(config_overrides)
+        params["geometry.camera_to_base_matrix"] = [float(v) for v in self.world.camera_to_base().ravel()]
+        params.setdefault("max_frame_age", 2.0)
+        overrides = [Parameter(name, value=value) for name, value in params.items()]
+        factory = _oracle_factory(GroundTruthPerception(self.log)) if self.log is not None else None
+        # The same remappings as launch/sim.launch.py: camera driver names in, goals to the robot.
+        self.sim_node = rclpy.create_node("sim", namespace=namespace, context=self.context,
+                                          cli_args=["--ros-args", "-r", "goal:=clip_vla/goal"])
+        camera = ["image:=camera/color/image_raw", "depth:=camera/depth/image_raw",
+                  "camera_info:=camera/color/camera_info"]
+        self.vla_node = VlaNode(namespace=namespace, context=self.context, parameter_overrides=overrides,
+                                pipeline_factory=factory,
+                                cli_args=["--ros-args"] + [a for r in camera for a in ("-r", r)])
+        self.driver_node = rclpy.create_node("driver", namespace=namespace, context=self.context)
+        self.bridge = SimBridge(self.sim_node, self.world, fps=fps, log=self.log)
+        self.driver = GraphDriver(self.driver_node)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        for node in (self.sim_node, self.vla_node, self.driver_node):
+            self.executor.add_node(node)
+        self._spin = threading.Thread(target=self._spin_forever, daemon=True)
+        self._spin.start()
+        try:
+            if not self.vla_node.start():
+                raise RuntimeError(f"vla_node failed to configure: {self.vla_node.load_error}")
+            if not self.driver.wait_for_graph():
+                raise RuntimeError("the ROS graph did not connect within 30 s")
+        except BaseException:
+            self.close()
+            raise
+
+    def _spin_forever(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, KeyboardInterrupt):
+            pass
+
+    def close(self) -> None:
+        import rclpy
+
+        self.bridge.close()
+        self.vla_node.close()
+        # Let running callbacks (a render, an inference on a loaded CPU) finish before their nodes
+        # are destroyed under them: destroying first left "exception was never retrieved" noise.
+        self.executor.shutdown(timeout_sec=10.0)
+        self._spin.join(timeout=10.0)
+        for node in (self.sim_node, self.vla_node, self.driver_node):
+            node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.world.close()
+
+    def __enter__(self) -> "SimGraph":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _oracle_factory(oracle: Any) -> Callable[[Any], Any]:
+    """A pipeline factory for vla_node that perceives with the simulator's ground truth (no model)."""
+    from clip_vla.pipeline import VLAPipeline
+
+    return lambda config: VLAPipeline(config, oracle=oracle)
+
+
+def sim_model_overrides(perception: str, clipseg: Optional[str] = None,
+                        clip: Optional[str] = None) -> Dict[str, Any]:
+    """vla_node parameters for the simulated world, on CPU: the models given, else the shipped
+    compact sim-domain pair (needed only for ``model`` perception)."""
+    from clip_vla.train.shipped import SIM_CLIP, SIM_CLIPSEG, sim_model_config
+
+    overrides: Dict[str, Any] = {"models.device": "cpu"}
+    if perception == "model" and not (clipseg and clip):
+        missing = [str(p) for p in (SIM_CLIPSEG, SIM_CLIP) if not (p / "config.json").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"the compact sim-domain models are missing ({', '.join(missing)}); reinstall the package, "
+                "train them with `clip-vla train` (clip_vla/weights/README.md), or pass --clipseg/--clip")
+        overrides.update(sim_model_config())
+    overrides.update({name: value for name, value in (("models.clipseg", clipseg), ("models.clip", clip)) if value})
+    return overrides
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="clip-vla sim", description="closed-loop episodes in the simulated world")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per skill")
+    parser.add_argument("--seed", type=int, default=1000, help="first episode seed (held-out seeds: >= 1000)")
+    parser.add_argument("--perception", choices=("model", "oracle"), default="model")
+    parser.add_argument("--skills", default="pick,place,push", help="comma-separated skills")
+    parser.add_argument("--distractors", type=int, default=3)
+    parser.add_argument("--clipseg", help="CLIPSeg id or directory (default: the shipped sim model)")
+    parser.add_argument("--clip", help="CLIP id or directory (default: the shipped sim model)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra vla_node parameter (YAML value), e.g. perception.mask_threshold=0.3")
+    parser.add_argument("--json", help="write episodes + summary here")
+    args = parser.parse_args(argv)
+
+    import yaml
+
+    overrides = sim_model_overrides(args.perception, args.clipseg, args.clip)
+    for item in args.param:
+        name, _, value = item.partition("=")
+        overrides[name] = yaml.safe_load(value)
+    skills = [s.strip() for s in args.skills.split(",") if s.strip()]
+    episodes: List[Episode] = []
+    started = time.perf_counter()
+    with SimGraph(overrides, perception=args.perception, seed=args.seed,
+                  n_distractors=args.distractors) as graph:
+        for i in range(args.episodes):
+            for skill in skills:
+                ep = run_episode(graph.driver, args.seed + i, skill)
+                episodes.append(ep)
+                last = ep.steps[-1]
+                outcome = (" -> " + ("success" if ep.success else "failed: " + _failure(last)) if last.executed
+                           else f" ({last.reason})" if last.reason else "")
+                print(f"[{len(episodes):3d}] seed {ep.seed} {last.command!r}: {last.status}{outcome}", flush=True)
+    summary = summarise(episodes)
+    print_summary(summary, args.perception)
+    print(f"{len(episodes)} episodes in {time.perf_counter() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "perception": args.perception, "summary": summary,
+            "episodes": [{"seed": e.seed, "skill": e.skill, "command": e.command, "success": e.success,
+                          "steps": [dict(s.__dict__, xy_error=s.xy_error, yaw_error=s.yaw_error) for s in e.steps]}
+                         for e in episodes]}, indent=2))
+    return 0

@@ -1,0 +1,215 @@
+"""The whole core on tiny generated models, loaded through the real from_pretrained path.
+
+With the ``tiny_config`` fixture every pixel is the target (no distractors, threshold 0),
+so the object is the image centre: with 0.8 m depth under the default camera (0.8 m above
+base point (0.5, 0, 0), looking straight down) the goal is exactly base (0.5, 0, 0).
+"""
+import math
+
+import numpy as np
+import pytest
+
+from clip_vla.pipeline import VLAPipeline
+from clip_vla.core.types import ActionGoal, Frame, Intrinsics, NoAction, Reason
+
+W, H = 640, 480
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_models, open_vocabulary_file):
+    from clip_vla.core.config import ClipVlaConfig
+
+    from conftest import REPO
+
+    cfg = ClipVlaConfig.from_yaml(REPO / "config" / "clip_vla.yaml").replace(**{
+        "models.clipseg": tiny_models["clipseg"], "models.clip": tiny_models["clip"], "models.device": "cpu",
+        "perception.mask_threshold": 0.0, "perception.min_confidence": 0.0,
+        "geometry.intrinsics": [500.0, 500.0, 319.5, 239.5], "vocabulary_file": open_vocabulary_file,
+    })
+    return VLAPipeline(cfg)
+
+
+@pytest.fixture()
+def frame():
+    rgb = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    return Frame(rgb=rgb, depth=np.full((H, W), 800, np.uint16), stamp=12.5)
+
+
+def reconfigure(pipeline, **overrides):
+    pipeline.update_config(pipeline.config.replace(**overrides))
+
+
+@pytest.fixture(autouse=True)
+def restore(pipeline):
+    cfg = pipeline.config
+    yield
+    pipeline.update_config(cfg)
+
+
+def test_pick_goal_geometry_and_tokens(pipeline, frame):
+    r = pipeline.run(frame, "Pick up the red cup!")
+    assert isinstance(r, ActionGoal), r
+    assert r.cmd == "pick" and r.cmd_token == 1 and r.object_phrase == "red cup"
+    assert r.pixel == pytest.approx((319.5, 239.5))
+    assert r.xyz_camera == pytest.approx((0.0, 0.0, 0.8), abs=1e-6)
+    assert r.xyz_base == pytest.approx((0.5, 0.0, 0.0), abs=1e-6)
+    assert r.depth_source == "depth" and r.stamp == 12.5
+    # Landscape full-frame mask: major axis along image u = base -y -> yaw -pi/2 (pi-symmetric).
+    assert r.theta == pytest.approx(-math.pi / 2, abs=1e-3)
+    # Tokens decode back to within half a bin of the goal.
+    decoded = pipeline.tokenizer.decode(r.tokens)
+    for got, want, dim in zip((decoded.x, decoded.y, decoded.z), r.xyz_base, "xyz"):
+        assert abs(got - want) <= pipeline.tokenizer.bin_width(dim) / 2 + 1e-9
+    assert r.tokens[0] == 1
+    assert set(r.skill_probabilities) == set(pipeline.vocabulary.skill_names)
+    assert sum(r.skill_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    for stage in ("preprocess", "image_encoding", "mask_decoding", "skill_scoring", "geometry", "tokenization"):
+        assert stage in r.timings_ms
+    d = r.to_dict()
+    assert d["tokens_text"] == " ".join(map(str, r.tokens)) and d["accepted"] is True
+
+
+def test_float_depth_in_metres_equals_millimetres(pipeline, frame):
+    a = pipeline.run(frame, "pick up the red cup")
+    frame.depth = np.full((H, W), 0.8, np.float32)
+    b = pipeline.run(frame, "pick up the red cup")
+    assert a.xyz_base == pytest.approx(b.xyz_base, abs=1e-6)
+
+
+def test_without_depth_uses_table_plane(pipeline, frame):
+    frame.depth = None
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, ActionGoal) and r.depth_source == "table_plane"
+    assert r.xyz_base == pytest.approx((0.5, 0.0, 0.0), abs=1e-6)
+
+
+def test_invalid_depth_everywhere_falls_back_to_table(pipeline, frame):
+    frame.depth = np.full((H, W), np.nan, np.float32)
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, ActionGoal) and r.depth_source == "table_plane"
+
+
+def test_frame_intrinsics_override_config(pipeline, frame):
+    frame.intrinsics = Intrinsics(500.0, 500.0, 219.5, 239.5)  # principal point 100 px left of centre
+    r = pipeline.run(frame, "pick up the red cup")
+    # The centre pixel is now 100 px right of the optical axis: x_cam = 100 * 0.8 / 500 = 0.16 m
+    assert r.xyz_camera[0] == pytest.approx(0.16, abs=1e-6)
+    # Image right is base -y under the default downward camera.
+    assert r.xyz_base[1] == pytest.approx(-0.16, abs=1e-6)
+
+
+def test_place_goal_is_the_destination(pipeline, frame):
+    r = pipeline.run(frame, "put the red cup in the bowl")
+    assert isinstance(r, ActionGoal) and r.cmd == "place" and r.cmd_token == 2
+    assert r.destination_phrase == "bowl" and r.destination is not None and r.destination.found
+    # Object and destination compete per pixel: the goal is where "bowl" wins, not the whole image.
+    assert r.pixel == pytest.approx(r.destination.centroid)
+
+
+def test_push_direction_from_command(pipeline, frame):
+    assert pipeline.run(frame, "push the box left").theta == pytest.approx(math.pi / 2)
+    assert pipeline.run(frame, "push the box to the right").theta == pytest.approx(-math.pi / 2)
+    assert pipeline.run(frame, "push the box").theta == pytest.approx(0.0)  # away from the robot
+
+
+@pytest.mark.parametrize("command, reason", [
+    ("", Reason.EMPTY_COMMAND),
+    ("   \t ", Reason.EMPTY_COMMAND),
+    ("x" * 100_000, Reason.BAD_COMMAND),
+    ("?!...", Reason.BAD_COMMAND),
+    ("stop", Reason.STOPPED),
+    ("pick it up", Reason.NO_OBJECT_NAMED),
+    ("put the apple", Reason.NO_DESTINATION),
+])
+def test_commands_that_cannot_execute(pipeline, frame, command, reason):
+    r = pipeline.run(frame, command)
+    assert isinstance(r, NoAction) and r.reason == reason, r
+    assert r.message and len(r.command) <= 210
+    assert r.to_dict()["reason"] == reason.value
+
+
+def test_not_found_when_threshold_unreachable(pipeline, frame):
+    reconfigure(pipeline, **{"perception.mask_threshold": 1.0})
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.NO_OBJECT and "not found" in r.message
+
+
+def test_low_confidence_is_never_a_goal(pipeline, frame):
+    reconfigure(pipeline, **{"perception.min_confidence": 0.99})
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.LOW_CONFIDENCE
+
+
+def test_outside_workspace_is_never_a_goal(pipeline, frame):
+    reconfigure(pipeline, **{"workspace.x": [0.6, 1.0]})
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.OUTSIDE_WORKSPACE
+    assert "outside the workspace" in r.message
+
+
+def test_no_intrinsics_is_a_clear_refusal(pipeline, frame):
+    reconfigure(pipeline, **{"geometry.intrinsics": [0.0]})
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.NO_INTRINSICS
+    assert "camera_info" in r.message
+
+
+def test_guessed_skill_needs_probability(pipeline, frame):
+    # A hot softmax spreads probability over the 8 skills (~1/8 each), under the 0.5 default.
+    reconfigure(pipeline, **{"perception.skill_temperature": 100.0})
+    r = pipeline.run(frame, "the red cup")  # no verb: CLIP guesses the skill
+    assert isinstance(r, NoAction) and r.reason == Reason.LOW_CONFIDENCE
+    assert pipeline.run(frame, "pick up the red cup").accepted  # a spoken verb is not guessed
+
+
+def test_text_embeddings_are_computed_once(pipeline, frame):
+    pipeline.run(frame, "pick up the green cup")
+    misses = pipeline.segmenter.text_cache.misses + pipeline.scorer.text_cache.misses
+    for _ in range(3):
+        pipeline.run(frame, "pick up the green cup")
+    assert pipeline.segmenter.text_cache.misses + pipeline.scorer.text_cache.misses == misses
+
+
+def test_shared_backbone_scores_skills_without_clip(tiny_models, tiny_config, frame):
+    cfg = tiny_config.replace(**{"models.share_backbone": True})
+    p = VLAPipeline(cfg)
+    assert p.models.clip is None and p.model_ids["clip"] == "clipseg-backbone"
+    r = p.run(frame, "pick up the red cup")
+    assert isinstance(r, ActionGoal) and r.xyz_base == pytest.approx((0.5, 0.0, 0.0), abs=1e-6)
+
+
+def test_frame_validation():
+    with pytest.raises(ValueError, match="HxWx3"):
+        Frame(rgb=np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        Frame(rgb=np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="does not match"):
+        Frame(rgb=np.zeros((4, 4, 3), np.uint8), depth=np.zeros((2, 2), np.uint16))
+
+
+def test_oracle_perception_replaces_the_models(tiny_config, frame):
+    """Ground-truth masks (as the simulator gives) drive geometry and tokens without any model."""
+    from clip_vla.perception.localize import detection_from_mask
+
+    mask = np.zeros((H, W), bool)
+    mask[200:280, 400:420] = True  # a bar standing along image v -> base x under the default camera
+
+    def oracle(frame, prepared):
+        return {"object": detection_from_mask(prepared.parsed.object, mask)}, {"pick": 1.0}
+
+    p = VLAPipeline(tiny_config, oracle=oracle)
+    assert p.models is None and p.model_ids["clipseg"] == "oracle"
+    r = p.run(frame, "pick up the green bar")
+    assert isinstance(r, ActionGoal) and r.confidence == 1.0
+    assert r.pixel == pytest.approx((409.5, 239.5))
+    u_off = (409.5 - 319.5) * 0.8 / 500
+    assert r.xyz_base == pytest.approx((0.5, -u_off, 0.0), abs=1e-6)
+    assert abs(r.theta) == pytest.approx(0.0, abs=1e-3)  # long axis along base x
+
+
+def test_no_depth_and_ray_parallel_to_table_is_no_depth(pipeline, frame):
+    # Camera looking horizontally along base x: the centre ray never meets the table plane.
+    reconfigure(pipeline, **{"geometry.camera_to_base_rpy": [-math.pi / 2, 0.0, -math.pi / 2]})
+    frame.depth = None
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.NO_DEPTH, r

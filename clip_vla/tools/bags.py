@@ -21,7 +21,6 @@ module; ``ns_to_seconds`` converts for JSON.
 """
 from __future__ import annotations
 
-import math
 import struct
 from bisect import bisect_right
 from collections import defaultdict
@@ -31,7 +30,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from clip_vla.core.geometry import RigidTransform
+from clip_vla.core.geometry import RigidTransform, rotation_to_quaternion
 from clip_vla.ros.conversions import (  # ROS-free: numpy/cv2 only (cv_bridge used when importable)
     COLOR_ENCODINGS,
     DEPTH_ENCODINGS,
@@ -184,7 +183,7 @@ def transform_msg(parent: str, child: str, matrix: np.ndarray, stamp_ns: int):
     """geometry_msgs/TransformStamped: ``matrix`` (4x4) maps ``child`` coordinates into ``parent``."""
     t = _types()
     rt = RigidTransform.from_matrix(np.asarray(matrix, np.float64))
-    qx, qy, qz, qw = _quaternion(rt.rotation)
+    qx, qy, qz, qw = rotation_to_quaternion(rt.rotation)
     x, y, z = (float(v) for v in rt.translation)
     tf = t["geometry_msgs/msg/Transform"](
         translation=t["geometry_msgs/msg/Vector3"](x=x, y=y, z=z),
@@ -195,27 +194,6 @@ def transform_msg(parent: str, child: str, matrix: np.ndarray, stamp_ns: int):
 
 def tf_message(transforms: Sequence[Any]):
     return _types()[TF_MESSAGE](transforms=list(transforms))
-
-
-def _quaternion(r: np.ndarray) -> Tuple[float, float, float, float]:
-    """(x, y, z, w) of a rotation matrix (Shepperd's method, w >= 0)."""
-    m = np.asarray(r, np.float64)
-    tr = float(np.trace(m))
-    if tr > 0:
-        s = math.sqrt(tr + 1.0) * 2
-        w, x, y, z = 0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = math.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        w, x, y, z = (m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s
-    elif m[1, 1] > m[2, 2]:
-        s = math.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        w, x, y, z = (m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s
-    else:
-        s = math.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        w, x, y, z = (m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s
-    if w < 0:
-        w, x, y, z = -w, -x, -y, -z
-    return float(x), float(y), float(z), float(w)
 
 
 # --------------------------------------------------------------------------- message -> numpy

@@ -16,7 +16,12 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from clip_vla.core import geometry  # noqa: E402
-from clip_vla.ros.vla_node import node as V  # noqa: E402
+from clip_vla.core.framesync import Refusal  # noqa: E402
+from clip_vla.core.geometry import rotation_to_quaternion  # noqa: E402
+from clip_vla.ros.vla_node import VlaNode  # noqa: E402
+from clip_vla.ros.vla_node import tf as tf_module  # noqa: E402
+from clip_vla.ros.vla_node.commands import Command  # noqa: E402
+from clip_vla.ros.vla_node.outputs import goal_record  # noqa: E402
 from clip_vla.core.types import ActionGoal, Reason  # noqa: E402
 
 DEFAULT_XYZ = [0.5, 0.0, 0.8]
@@ -36,7 +41,7 @@ class FakeBuffer:
     def __init__(self) -> None:
         cam = geometry.RigidTransform.from_xyz_rpy(DEFAULT_XYZ, DEFAULT_RPY)
         self.table = {
-            ("base_link", "camera_color_optical_frame"): _tf(DEFAULT_XYZ, V.rotation_to_quaternion(cam.rotation)),
+            ("base_link", "camera_color_optical_frame"): _tf(DEFAULT_XYZ, rotation_to_quaternion(cam.rotation)),
             ("world", "base_link"): _tf([1.0, 2.0, 0.0], [0.0, 0.0, math.sin(math.pi / 4), math.cos(math.pi / 4)]),
         }
         self.calls = []
@@ -58,10 +63,10 @@ class FakeTf2:
 
 @pytest.fixture()
 def node(monkeypatch, open_vocabulary_file):
-    monkeypatch.setattr(V, "TF2", FakeTf2)
+    monkeypatch.setattr(tf_module, "TF2", FakeTf2)
     context = rclpy.Context()
     rclpy.init(args=[], context=context)
-    n = V.VlaNode(context=context, parameter_overrides=[
+    n = VlaNode(context=context, parameter_overrides=[
         Parameter("target_frame", value="world"),
         Parameter("vocabulary_file", value=open_vocabulary_file),
         Parameter("autostart", value=False),
@@ -81,15 +86,15 @@ def _image(frame_id="camera_color_optical_frame") -> Image:
 
 def test_camera_to_base_comes_from_tf(node):
     assert node.tf_backend == "tf2_ros"
-    rt = node._camera_to_base(_image())
+    rt = node.tf.camera_to_base(_image().header, node.settings)
     expected = geometry.RigidTransform.from_xyz_rpy(DEFAULT_XYZ, DEFAULT_RPY)
     np.testing.assert_allclose(rt.matrix(), expected.matrix(), atol=1e-9)
-    assert node._tf_buffer.calls[-1] == ("base_link", "camera_color_optical_frame")
+    assert node.tf.buffer.calls[-1] == ("base_link", "camera_color_optical_frame")
 
 
 def test_missing_transform_is_a_clear_refusal(node):
-    with pytest.raises(V._Refusal) as err:
-        node._camera_to_base(_image("other_camera"))
+    with pytest.raises(Refusal) as err:
+        node.tf.camera_to_base(_image("other_camera").header, node.settings)
     assert err.value.reason == Reason.BAD_INPUT
     assert "other_camera" in err.value.message and "base_link" in err.value.message
 
@@ -99,8 +104,9 @@ def test_goal_is_expressed_in_target_frame(node):
                       destination_phrase=None, pixel=(319.5, 239.5), detection=None, xyz_camera=(0.0, 0.0, 0.8),
                       xyz_base=(0.5, 0.0, 0.0), theta=0.3, tokens=(1, 128, 128, 36, 140), confidence=0.9,
                       depth_source="depth")
-    cmd = V._Command(7, "pick up the red cup", 0.0)
-    record, quat = node._goal_record(cmd, goal, _image().header, update=0)
+    cmd = Command(7, "pick up the red cup", 0.0)
+    record = goal_record(cmd, goal, _image().header, 0, node.settings, node.tf)
+    quat = tuple(record["orientation"][k] for k in "xyzw")
     assert record["frame_id"] == "world" and record["token_frame"] == "base_link"
     # world <- base: yaw +90 deg, then +(1, 2, 0): base (0.5, 0, 0) is world (1.0, 2.5, 0)
     assert record["pose"]["x"] == pytest.approx(1.0) and record["pose"]["y"] == pytest.approx(2.5)
@@ -113,5 +119,5 @@ def test_goal_is_expressed_in_target_frame(node):
 def test_quaternion_round_trip():
     for rpy in ([0.1, -0.2, 0.3], DEFAULT_RPY, [math.pi, 0.0, 0.0], [0.0, math.pi / 2, 0.0]):
         r = geometry.RigidTransform.from_xyz_rpy([0, 0, 0], rpy).rotation
-        back = geometry.RigidTransform.from_xyz_quat([0, 0, 0], V.rotation_to_quaternion(r)).rotation
+        back = geometry.RigidTransform.from_xyz_quat([0, 0, 0], rotation_to_quaternion(r)).rotation
         np.testing.assert_allclose(back, r, atol=1e-9)

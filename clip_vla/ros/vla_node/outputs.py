@@ -1,0 +1,158 @@
+"""Everything the node publishes: goal, goal pose, markers, debug image, status and diagnostics.
+
+The JSON comes from ``clip_vla.core.records`` (shared with ``clip-vla replay``); this module
+turns a record into messages and publishes them under one lock, because the worker thread and
+the executor both publish.
+
+    ActionGoal ─► goal_record() ─► ~/goal (JSON), ~/goal_pose, ~/markers
+    any result ─► answer() ─────► ~/status (JSON), exactly once per command
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Dict, Optional
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from clip_vla.core import records
+from clip_vla.core.types import ActionGoal
+from clip_vla.ros import conversions as conv
+from clip_vla.ros import qos
+from clip_vla.ros.vla_node.commands import Command
+from clip_vla.ros.vla_node.diagnostics import Stats
+from clip_vla.ros.vla_node.settings import NodeSettings
+from clip_vla.ros.vla_node.tf import TfLookup
+
+
+def goal_record(cmd: Command, goal: ActionGoal, header: Any, update: int, settings: NodeSettings,
+                tf: TfLookup) -> Dict[str, Any]:
+    """The ``~/goal`` record of ``goal`` found on the image with ``header``, in the goal frame.
+
+    Raises:
+        Refusal: the goal frame differs from base_frame and TF has no transform to it.
+    """
+    frame_id, base_to_target = tf.base_to_target(header.stamp, settings)
+    return records.goal_record(goal, stamp=conv.stamp_to_dict(header.stamp), frame_id=frame_id,
+                               token_frame=settings.base_frame, camera_frame=header.frame_id, command=cmd.text,
+                               command_id=cmd.command_id, update=update, base_to_target=base_to_target)
+
+
+def goal_markers(record: Dict[str, Any], stamp: Any) -> MarkerArray:
+    """RViz markers of a goal record: an arrow at the pose, spheres at the target and object, a label."""
+    frame_id, p, q = record["frame_id"], record["pose"], record["orientation"]
+
+    def marker(ns: str, mid: int, mtype: int) -> Marker:
+        m = Marker()
+        m.header.stamp = stamp
+        m.header.frame_id = frame_id
+        m.ns, m.id, m.type, m.action = ns, mid, mtype, Marker.ADD
+        m.pose.orientation.w = 1.0
+        m.frame_locked = False
+        return m
+
+    arrow = marker("clip_vla_goal", 0, Marker.ARROW)
+    arrow.pose.position.x, arrow.pose.position.y, arrow.pose.position.z = p["x"], p["y"], p["z"]
+    arrow.pose.orientation.x, arrow.pose.orientation.y, arrow.pose.orientation.z, arrow.pose.orientation.w = (
+        q["x"], q["y"], q["z"], q["w"])
+    arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.12, 0.012, 0.012
+    arrow.color.r, arrow.color.g, arrow.color.b, arrow.color.a = 0.1, 0.85, 0.2, 1.0
+
+    point = marker("clip_vla_object", 1, Marker.SPHERE)
+    point.pose.position.x, point.pose.position.y, point.pose.position.z = p["x"], p["y"], p["z"]
+    point.scale.x = point.scale.y = point.scale.z = 0.03
+    point.color.r, point.color.g, point.color.b, point.color.a = 1.0, 0.8, 0.1, 0.9
+
+    obj = record.get("object_position")
+    second = marker("clip_vla_object", 2, Marker.SPHERE)
+    if obj is not None:
+        second.pose.position.x, second.pose.position.y, second.pose.position.z = obj
+        second.scale.x = second.scale.y = second.scale.z = 0.03
+        second.color.r, second.color.g, second.color.b, second.color.a = 0.2, 0.5, 1.0, 0.9
+    else:
+        second.action = Marker.DELETE
+
+    label = marker("clip_vla_label", 3, Marker.TEXT_VIEW_FACING)
+    label.pose.position.x, label.pose.position.y, label.pose.position.z = p["x"], p["y"], p["z"] + 0.08
+    label.scale.z = 0.03
+    label.color.r = label.color.g = label.color.b = label.color.a = 1.0
+    label.text = f"{record['cmd']} {record['object'] or ''} [{record['tokens_text']}]".strip()
+    return MarkerArray(markers=[arrow, point, second, label])
+
+
+class Outputs:
+    """The node's publishers; they exist in every lifecycle state, so every command gets its answer."""
+
+    def __init__(self, node: Any, cond: threading.Condition, stats: Stats) -> None:
+        out = qos.output_qos()
+        self._node = node
+        self._cond = cond
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._goal = node.create_publisher(String, "~/goal", out)
+        self._pose = node.create_publisher(PoseStamped, "~/goal_pose", out)
+        self._status = node.create_publisher(String, "~/status", qos.output_qos(100))  # bursts of answers
+        self._markers = node.create_publisher(MarkerArray, "~/markers", out)
+        self._debug = node.create_publisher(Image, "~/debug_image", qos.output_qos(1))
+        self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", out)
+
+    def goal(self, record: Dict[str, Any], stamp: Any) -> None:
+        """Publish a goal record on ``~/goal``, ``~/goal_pose`` and ``~/markers`` (``stamp``: the image's)."""
+        pose = PoseStamped()
+        pose.header.stamp = stamp
+        pose.header.frame_id = record["frame_id"]
+        p, q = record["pose"], record["orientation"]
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = p["x"], p["y"], p["z"]
+        pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = (
+            q["x"], q["y"], q["z"], q["w"])
+        markers = goal_markers(record, stamp)
+        with self._lock:
+            self._goal.publish(String(data=json.dumps(record)))
+            self._pose.publish(pose)
+            self._markers.publish(markers)
+        with self._cond:
+            self._stats.goals_published += 1
+
+    def clear_markers(self, frame_id: str, stamp: Any = None) -> None:
+        """Remove the goal markers (a command without a goal, or ``stop``)."""
+        m = Marker()
+        m.action = Marker.DELETEALL
+        if stamp is not None:
+            m.header.stamp = stamp
+        m.header.frame_id = frame_id
+        with self._lock:
+            self._markers.publish(MarkerArray(markers=[m]))
+
+    def wants_debug_image(self) -> bool:
+        """Whether anyone subscribes to ``~/debug_image`` (drawing it costs time)."""
+        return self._debug.get_subscription_count() > 0
+
+    def debug_image(self, image: Image) -> None:
+        with self._lock:
+            self._debug.publish(image)
+
+    def answer(self, cmd: Command, result: Any, settings: NodeSettings, stamp: Optional[Any] = None,
+               goal: Optional[Dict[str, Any]] = None) -> None:
+        """Publish the one ``~/status`` of ``cmd`` (``stamp``: its image's, else now)."""
+        latency = (time.monotonic() - cmd.received) * 1e3
+        if stamp is None:
+            stamp = self._node.get_clock().now().to_msg()
+        record = records.status_record(result, command_id=cmd.command_id, command=cmd.text,
+                                       stamp=conv.stamp_to_dict(stamp), latency_ms=latency, mode=settings.mode,
+                                       goal=goal, target_frame=settings.target_frame)
+        with self._lock:
+            self._status.publish(String(data=json.dumps(record)))
+        with self._cond:
+            self._stats.answered(record["status"], latency)
+
+    def diagnostics(self, status: DiagnosticStatus) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self._node.get_clock().now().to_msg()
+        array.status = [status]
+        with self._lock:
+            self._diagnostics.publish(array)

@@ -29,6 +29,7 @@ from clip_vla.perception.preprocess import model_input, to_device_uint8
 from clip_vla.perception.segmenter import Segmenter
 from clip_vla.perception.skill_scorer import SkillScorer
 from clip_vla.core.tokenizer import Action, ActionTokenizer
+from clip_vla.core.records import echo
 from clip_vla.core.types import ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
 
 Result = Union[ActionGoal, NoAction]
@@ -122,7 +123,7 @@ class VLAPipeline:
         except CommandError as exc:
             empty = not str(command).strip()
             return NoAction(Reason.EMPTY_COMMAND if empty else Reason.BAD_COMMAND, str(exc),
-                            command=_printable(command))
+                            command=echo(command))
         refusal = self._refuse(parsed, command)
         if refusal is not None:
             return refusal
@@ -314,8 +315,3 @@ def detect_roles(probs, prepared: PreparedCommand, perception) -> Dict[str, Dete
     return detections
 
 
-def _printable(text: object, limit: int = 200) -> str:
-    """A command echoed back in a status: bounded and printable, whatever was sent."""
-    s = str(text)
-    s = "".join(ch if ch.isprintable() else "\ufffd" for ch in s[:limit])
-    return s + ("..." if len(str(text)) > limit else "")

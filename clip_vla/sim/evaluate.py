@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from clip_vla.sim.camera import back_project
+from clip_vla.sim.camera import backproject
 from clip_vla.sim.world import Observation, TabletopWorld
 
 
@@ -33,7 +33,7 @@ def mask_goal(obs: Observation, name: str) -> Optional[Tuple[np.ndarray, float]]
     if len(us) == 0:
         return None
     depth = float(np.median(obs.depth[mask]))
-    xyz = back_project(float(us.mean()), float(vs.mean()), depth, obs.intrinsics, obs.camera_to_base)
+    xyz = backproject(float(us.mean()), float(vs.mean()), depth, obs.intrinsics, obs.camera_to_base)
     k = obs.intrinsics
     d = obs.depth[vs, us].astype(np.float64)
     pts_c = np.column_stack([(us - k.cx) / k.fx * d, (vs - k.cy) / k.fy * d, d])

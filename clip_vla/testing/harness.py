@@ -13,7 +13,6 @@ Everything waits on events with timeouts; nothing sleeps for a fixed time.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -409,6 +408,18 @@ class Client:
         request = ChangeState.Request(transition=Transition(id=transition_id))
         return bool(self._call(ChangeState, f"{self.node_fqn}/change_state", request, timeout).success)
 
+    def forget_frames(self, timeout: float = 30.0) -> None:
+        """Deactivate and re-activate the node: it drops every camera message it holds (models stay).
+
+        For a test that needs a node that has seen no frame yet, whatever ran before it.
+        """
+        from lifecycle_msgs.msg import Transition
+
+        for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
+            if not self.change_state(transition, timeout):
+                raise RuntimeError(f"lifecycle transition {transition} failed")
+        self.wait_connected(timeout)
+
     def get_state(self, timeout: float = 10.0) -> str:
         from lifecycle_msgs.srv import GetState
 
@@ -464,10 +475,6 @@ def tabletop_scene(width: int = 640, height: int = 480, distance: float = 0.8,
     rgb[blob] = (200, 30, 30)
     depth = np.full((height, width), distance, dtype=np.float32)
     return rgb, depth, Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else math.nan
 
 
 def start_ready(overrides: Optional[Mapping[str, Any]], namespace: str, domain_id: int, timeout: float = 60.0,

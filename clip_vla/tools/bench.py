@@ -34,6 +34,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clip_vla.core.stats import percentile
+
 STAGES = ["message_conversion", "preprocess", "image_encoding", "text_encoding", "clipseg_forward",
           "mask_decoding", "mask_upsampling", "skill_scoring", "postprocess", "geometry", "tokenization"]
 COMMAND_OBJECT = "red cup"
@@ -299,12 +301,8 @@ def message_converters() -> Tuple[Callable[[Any], np.ndarray], Callable[[Any], n
 
 
 # --------------------------------------------------------------------------- measuring
-def _percentile(values: Sequence[float], q: float) -> Optional[float]:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else None
-
-
 def _summary(values: Sequence[float]) -> Dict[str, Optional[float]]:
-    return {"p50": _percentile(values, 50), "p95": _percentile(values, 95),
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95),
             "mean": float(np.mean(values)) if len(values) else None, "n": len(values)}
 
 

@@ -4,10 +4,11 @@
 
 The bag may come from ``clip-vla record`` or from ``ros2 bag record`` on a robot (sqlite3 or
 mcap; topics configurable). Each command gets exactly one result record, with the node's
-``on_command`` semantics (``clip_vla.ros.vla_node``):
+``on_command`` semantics: the rules and the records are the node's own code
+(``clip_vla.core.framesync`` and ``clip_vla.core.records``):
 
-1. the command is parsed first: refusals that need no frame (``empty_command``,
-   ``unknown_skill``, ``stopped``...) are answered at once;
+1. the command is checked and parsed first: refusals that need no frame (``empty_command``,
+   ``bad_command``, ``unknown_skill``, ``stopped``...) are answered at once;
 2. it pairs with the latest colour frame *received* (bag time) at or before the command's bag
    time: none -> ``no_frame``; older than ``--max-frame-age`` -> ``stale_frame``;
 3. depth and camera_info pair with that frame by *header stamp* within ``--sync-tolerance``
@@ -18,6 +19,9 @@ mcap; topics configurable). Each command gets exactly one result record, with th
 4. extrinsics: when the bag has ``/tf``/``/tf_static``, ``base_frame <- image frame_id`` at the
    image stamp (no transform -> ``bad_input``, like the node with TF); otherwise, or with
    ``--no-tf``, the config's static ``geometry.camera_to_base_*``.
+
+``--write-bag`` writes what the node would have published: ``~/goal`` and ``~/status`` JSON
+built by ``clip_vla.core.records``, the same functions the node calls.
 
 Records are deterministic on CPU (``timings_ms`` aside): replaying a bag twice gives the same
 goals, which is what ``--expect`` checks in CI. A previous ``--out`` report is a valid
@@ -30,7 +34,6 @@ import json
 import math
 import sys
 import time
-from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clip_vla.core import framesync
+from clip_vla.core import records as node_records
+from clip_vla.core.framesync import Refusal
+from clip_vla.core.records import echo
+from clip_vla.core.stats import percentile_summary
+from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
 from clip_vla.tools import bags
 from clip_vla.tools.bags import TopicMessage
 
@@ -46,7 +55,7 @@ EXIT_REGRESSION = 1
 EXIT_ERROR = 2
 
 GOAL_SUFFIX, POSE_SUFFIX, STATUS_SUFFIX = "goal", "goal_pose", "status"
-ECHO_LIMIT = 200
+MODE = "on_command"  # the node mode replay reproduces
 # Keys of ActionGoal/NoAction.to_dict() the record carries under its own names (or not at all).
 _RESULT_KEYS_DROPPED = ("accepted", "command", "timings_ms", "stamp", "reason")
 
@@ -63,6 +72,7 @@ class ReplayOptions:
     sync_tolerance: float = 0.05  # seconds between depth/camera_info and colour header stamps
     use_tf: bool = True
     depth_registered: bool = False
+    max_command_length: int = 1000  # characters; longer commands answer bad_command
     tf_topics: Tuple[str, ...] = (bags.TF_TOPIC, bags.TF_STATIC_TOPIC)
 
     @property
@@ -125,55 +135,38 @@ class ReplayReport:
 
 # --------------------------------------------------------------------------- pairing
 def pair_commands(index: bags.BagIndex, options: ReplayOptions) -> List[Pairing]:
-    """Pair every command of the scanned bag with its colour frame, depth and camera_info."""
+    """Pair every command of the scanned bag with its colour frame, depth and camera_info (the node's rules)."""
     colors = index.messages.get(options.color_topic, [])
     color_times = [m.time_ns for m in colors]
-    depths = _by_stamp(index.messages.get(options.depth_topic, []))
-    infos_by_stamp = _by_stamp(index.messages.get(options.camera_info_topic, []))
+    depths = index.messages.get(options.depth_topic, [])
     infos = index.messages.get(options.camera_info_topic, [])
     info_times = [m.time_ns for m in infos]
     tol_ns = int(round(options.sync_tolerance * 1e9))
     pairings: List[Pairing] = []
     for i, cmd in enumerate(index.messages.get(options.command_topic, [])):
         p = Pairing(i, cmd)
-        j = bisect_right(color_times, cmd.time_ns) - 1
-        if j < 0:
-            p.status, p.message = "no_frame", f"no colour frame received yet on {options.color_topic}"
-        else:
-            p.color = colors[j]
-            age = p.frame_age
-            if age > options.max_frame_age:
-                p.status = "stale_frame"
-                p.message = (f"the latest colour frame arrived {age:.2f} s ago "
-                             f"(max_frame_age {options.max_frame_age:.2f} s)")
-            else:
-                p.depth = _closest(depths, p.color.stamp_ns, tol_ns)
-                p.info = _closest(infos_by_stamp, p.color.stamp_ns, tol_ns)
-                if p.info is not None:
-                    p.info_source = "synced"
-                else:  # static intrinsics: the latest received before the command (size checked later)
-                    k = bisect_right(info_times, cmd.time_ns) - 1
-                    if k >= 0:
-                        p.info, p.info_source = infos[k], "latest"
+        j = framesync.latest_at_or_before(color_times, cmd.time_ns)
+        p.color = None if j is None else colors[j]
+        try:
+            framesync.check_frame_age(p.frame_age, options.max_frame_age, options.color_topic)
+        except Refusal as refusal:
+            p.status, p.message = refusal.reason.value, refusal.message
+            pairings.append(p)
+            continue
+        p.depth = framesync.closest(depths, p.color.stamp_ns, tol_ns, _stamp_ns)
+        p.info = framesync.closest(infos, p.color.stamp_ns, tol_ns, _stamp_ns)
+        if p.info is not None:
+            p.info_source = "synced"
+        else:  # static intrinsics: the latest received before the command (size checked later)
+            k = framesync.latest_at_or_before(info_times, cmd.time_ns)
+            if k is not None:
+                p.info, p.info_source = infos[k], "latest"
         pairings.append(p)
     return pairings
 
 
-def _by_stamp(messages: Sequence[TopicMessage]) -> Tuple[List[int], List[TopicMessage]]:
-    ordered = sorted(messages, key=lambda m: (m.stamp_ns, m.ordinal))
-    return [m.stamp_ns for m in ordered], ordered
-
-
-def _closest(table: Tuple[List[int], List[TopicMessage]], stamp_ns: int, tol_ns: int) -> Optional[TopicMessage]:
-    stamps, msgs = table
-    k = bisect_right(stamps, stamp_ns)
-    best, best_dt = None, None
-    for c in (k - 2, k - 1, k, k + 1):
-        if 0 <= c < len(msgs):
-            dt = abs(stamps[c] - stamp_ns)
-            if dt <= tol_ns and (best_dt is None or dt < best_dt):
-                best, best_dt = msgs[c], dt
-    return best
+def _stamp_ns(message: TopicMessage) -> int:
+    return message.stamp_ns
 
 
 # --------------------------------------------------------------------------- replay
@@ -188,6 +181,9 @@ class _Decoded:
         self.frame_id, self.stamp_ns, self.size = frame_id, stamp_ns, size
 
 
+_KINDS = {"color": framesync.COLOUR_IMAGE, "depth": framesync.DEPTH_IMAGE, "info": framesync.CAMERA_INFO}
+
+
 def _decode(kind: str, msgtype: str, msg: Any) -> _Decoded:
     start = time.perf_counter()
     frame_id = str(msg.header.frame_id)
@@ -200,13 +196,10 @@ def _decode(kind: str, msgtype: str, msg: Any) -> _Decoded:
             value = bags.depth_to_array(msg)
         else:
             size = (int(msg.width), int(msg.height))
-            try:
-                value = bags.camera_info_to_intrinsics(msg)
-            except (bags.ConversionError, ValueError) as exc:
-                raise bags.ConversionError(f"invalid camera_info: {exc}") from exc
+            value = bags.camera_info_to_intrinsics(msg)
         error = None
     except (bags.ConversionError, ValueError) as exc:
-        value, error = None, str(exc)
+        value, error = None, framesync.invalid(_KINDS[kind], exc)
     return _Decoded(value, error, (time.perf_counter() - start) * 1e3, frame_id, stamp, size)
 
 
@@ -234,18 +227,12 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
     base_frame = str(pipeline.config.base_frame)
     truth = _truth_lookup(ground_truth)
 
-    # Parse every command first (the node answers parse refusals before looking at frames).
+    # Check and parse every command first (the node answers these refusals before looking at frames).
     prepared: Dict[int, Any] = {}
     prepare_ms: Dict[int, float] = {}
     for p in pairings:
         start = time.perf_counter()
-        try:
-            prepared[p.index] = pipeline.prepare(p.command.text)
-        except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text, as the node answers it
-            from clip_vla.core.types import NoAction, Reason
-
-            prepared[p.index] = NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}",
-                                         command=_echo(p.command.text))
+        prepared[p.index] = _prepare(pipeline, p.command.text or "", options.max_command_length)
         prepare_ms[p.index] = (time.perf_counter() - start) * 1e3
 
     def refused_early(p: Pairing) -> bool:
@@ -291,7 +278,7 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
     done = [r for r in results if r is not None]
     if len(done) != len(pairings):  # cannot happen unless the bag changed between the passes
         raise bags.BagError(f"{bag}: {len(pairings) - len(done)} commands could not be paired on the second pass")
-    summary = summarize([r.record for r in done])
+    summary = summarise([r.record for r in done])
     summary.update({
         "bag": str(bag), "storage": index.storage,
         "topics": {"color": options.color_topic, "depth": options.depth_topic,
@@ -304,6 +291,17 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
     return ReplayReport(str(bag), done, summary)
 
 
+def _prepare(pipeline: Any, text: str, max_command_length: int) -> Any:
+    """The pipeline's PreparedCommand of ``text``, or the NoAction the node would answer without a frame."""
+    try:
+        framesync.check_command_text(text, max_command_length)
+        return pipeline.prepare(text)
+    except Refusal as refusal:
+        return NoAction(refusal.reason, refusal.message, command=echo(text))
+    except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text, as the node answers it
+        return NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(text))
+
+
 def _is_no_action(result: Any) -> bool:
     return getattr(result, "accepted", None) is False
 
@@ -311,8 +309,6 @@ def _is_no_action(result: Any) -> bool:
 def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, int], _Decoded],
              options: ReplayOptions, pipeline: Any, transforms: Optional[bags.Transforms], base_frame: str,
              truth: Dict[Tuple[int, str], Dict[str, Any]]) -> ReplayResult:
-    from clip_vla.core.types import Frame, NoAction, Reason
-
     text = p.command.text or ""
     timings: Dict[str, float] = {"prepare": prep_ms}
     color = inputs.get((options.color_topic, p.color.ordinal)) if p.color is not None else None
@@ -321,39 +317,41 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
     extrinsics = "config"
     info_source = p.info_source
     result = None
+    ran_on_frame = False
     if _is_no_action(prepared):
         result = prepared
     elif p.status is not None:
-        result = NoAction(Reason(p.status), p.message, command=_echo(text))
+        result = _refused(text, prepared, Reason(p.status), p.message)
     else:
         timings["decode"] = sum(d.ms for d in (color, depth, info) if d is not None)
         try:
-            frame, info_source = _frame(color, depth, info, p.info_source, options, Frame)
+            frame, info_source = _frame(color, depth, info, p.info_source, options)
             camera_to_base = None
             if transforms is not None and color.frame_id:
                 camera_to_base = transforms.lookup(base_frame, color.frame_id, color.stamp_ns)
                 if camera_to_base is None:
-                    raise _Refusal(f"no transform '{color.frame_id}' -> '{base_frame}' at the image stamp "
-                                   "in the bag's /tf, /tf_static (replay with --no-tf to use the static extrinsics)")
+                    raise Refusal(Reason.BAD_INPUT,
+                                  f"no transform '{color.frame_id}' -> '{base_frame}' at the image stamp in the "
+                                  "bag's /tf, /tf_static (replay with --no-tf to use the static extrinsics)")
                 extrinsics = "tf"
-        except _Refusal as refusal:
-            result = NoAction(Reason.BAD_INPUT, str(refusal), command=_echo(text))
+        except Refusal as refusal:
+            result = _refused(text, prepared, refusal.reason, refusal.message)
         if result is None:
             start = time.perf_counter()
             try:
                 result = pipeline.run(frame, prepared, camera_to_base)
             except Exception as exc:  # noqa: BLE001 - as the node: one bad command never stops the replay
-                result = NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=_echo(text))
+                result = NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(text))
+            ran_on_frame = True
             timings["pipeline"] = (time.perf_counter() - start) * 1e3
             for k, v in (getattr(result, "timings_ms", None) or {}).items():
                 timings.setdefault(k, float(v))
     timings["latency"] = prep_ms + timings.get("decode", 0.0) + timings.get("pipeline", 0.0)
 
-    stamp_ns = color.stamp_ns if color is not None else (p.color.stamp_ns if p.color is not None else None)
     accepted = getattr(result, "accepted", False)
     record: Dict[str, Any] = {
         "index": p.index,
-        "command": _echo(text),
+        "command": echo(text),
         "status": "accepted" if accepted else result.reason.value,
         "bag_time": bags.ns_to_seconds(p.command.time_ns),
         "frame_stamp": bags.ns_to_seconds(p.color.stamp_ns) if p.color is not None else None,
@@ -375,53 +373,52 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
     if gt is not None:
         record["truth"] = _score(record, gt)
     record["timings_ms"] = {k: round(float(v), 3) for k, v in timings.items()}
-    return ReplayResult(record, result, p, stamp_ns, color.frame_id if color is not None else "")
+    return ReplayResult(record, result, p, color.stamp_ns if ran_on_frame else None,
+                        color.frame_id if color is not None else "")
 
 
-class _Refusal(Exception):
-    pass
+def _refused(text: str, prepared: Any, reason: Reason, message: str) -> NoAction:
+    """A refusal that still says which skill and object the command asked for (as the node's)."""
+    parsed = getattr(prepared, "parsed", None)
+    return NoAction(reason, message, command=echo(text), skill=getattr(parsed, "skill", None),
+                    object_phrase=getattr(parsed, "object", None))
 
 
 def _frame(color: _Decoded, depth: Optional[_Decoded], info: Optional[_Decoded], info_source: str,
-           options: ReplayOptions, frame_cls: Any) -> Tuple[Any, str]:
+           options: ReplayOptions) -> Tuple[Frame, str]:
+    """The pipeline's Frame of the paired messages, and where its intrinsics came from.
+
+    Raises:
+        Refusal: ``bad_input`` for an invalid message, or depth/camera_info that does not fit the frame.
+    """
     if color.error:
-        raise _Refusal(color.error)
+        raise Refusal(Reason.BAD_INPUT, color.error)
     rgb = color.value
     h, w = rgb.shape[:2]
     depth_arr = None
     if depth is not None:
         if depth.error:
-            raise _Refusal(depth.error)
+            raise Refusal(Reason.BAD_INPUT, depth.error)
         depth_arr = depth.value
-        if depth_arr.shape != (h, w):
-            if not options.depth_registered:
-                raise _Refusal(f"depth is {depth_arr.shape[1]}x{depth_arr.shape[0]} but colour is {w}x{h}; "
-                               "replay with --depth-registered if depth is registered to the colour camera")
+        if framesync.check_depth_size((depth_arr.shape[1], depth_arr.shape[0]), (w, h), options.depth_registered):
             depth_arr = bags.resize_depth(depth_arr, w, h)
     intrinsics = None
     if info is not None:
-        if info_source == "latest" and (info.error or info.size not in ((0, 0), (w, h))):
+        if info_source == "latest" and (info.error or not framesync.fits(info.size, (w, h))):
             info, info_source = None, "none"  # the node only falls back to a valid one of the frame's size
         elif info.error:
-            raise _Refusal(info.error)
-        elif info.size not in ((0, 0), (w, h)):
-            raise _Refusal(f"camera_info is for {info.size[0]}x{info.size[1]} but the colour image is {w}x{h}")
-        if info is not None:
+            raise Refusal(Reason.BAD_INPUT, info.error)
+        else:
+            framesync.check_intrinsics_size(info.size, (w, h))
             intrinsics = info.value
     if intrinsics is None:
         info_source = "config"
     try:
-        frame = frame_cls(rgb=rgb, depth=depth_arr, intrinsics=intrinsics, stamp=color.stamp_ns * 1e-9,
-                          frame_id=color.frame_id or "camera_color_optical_frame")
+        frame = Frame(rgb=rgb, depth=depth_arr, intrinsics=intrinsics, stamp=color.stamp_ns * 1e-9,
+                      frame_id=color.frame_id or "camera_color_optical_frame")
     except ValueError as exc:
-        raise _Refusal(str(exc)) from exc
+        raise Refusal(Reason.BAD_INPUT, str(exc)) from exc
     return frame, info_source
-
-
-def _echo(text: Any, limit: int = ECHO_LIMIT) -> str:
-    s = str(text)
-    out = "".join(ch if ch.isprintable() else "\ufffd" for ch in s[:limit])
-    return out + ("..." if len(s) > limit else "")
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -454,7 +451,7 @@ def _score(record: Dict[str, Any], gt: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- summary and table
-def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+def summarise(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     """Counts per status and latency percentiles of the commands that reached the pipeline."""
     statuses = Counter(str(r["status"]) for r in records)
     latencies = [float(r["timings_ms"]["latency"]) for r in records if "pipeline" in r.get("timings_ms", {})]
@@ -462,7 +459,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         "commands": len(records),
         "statuses": dict(sorted(statuses.items())),
         "accepted": statuses.get("accepted", 0),
-        "latency_ms": _percentiles(latencies),
+        "latency_ms": percentile_summary(latencies),
     }
     scored = [r["truth"] for r in records if isinstance(r.get("truth"), dict)]
     if scored:
@@ -471,18 +468,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
             "commands": len(scored),
             "accepted": sum(1 for t in scored if "skill_correct" in t),
             "skill_correct": sum(1 for t in scored if t.get("skill_correct")),
-            "xyz_error_m": _percentiles(errors, digits=4),
+            "xyz_error_m": percentile_summary(errors, digits=4),
         }
     return summary
-
-
-def _percentiles(values: Sequence[float], digits: int = 3) -> Dict[str, Optional[float]]:
-    if not values:
-        return {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
-    a = np.asarray(values, dtype=np.float64)
-    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), digits),
-            "p95": round(float(np.percentile(a, 95)), digits), "max": round(float(a.max()), digits),
-            "mean": round(float(a.mean()), digits)}
 
 
 def format_table(records: Sequence[Mapping[str, Any]], width: int = 36) -> str:
@@ -604,59 +592,26 @@ def _fmt(v: np.ndarray) -> str:
 
 
 # --------------------------------------------------------------------------- goal bag
-def goal_record(result: Any, record: Mapping[str, Any], stamp_ns: int, camera_frame: str,
-                base_frame: str) -> Dict[str, Any]:
-    """The node's ``~/goal`` JSON for an accepted goal (target_frame = base_frame)."""
-    qx, qy, qz, qw = bags.yaw_to_quaternion(float(result.theta))
-    x, y, z = (float(v) for v in result.xyz_base)
-    return {
-        "stamp": _stamp_dict(stamp_ns),
-        "frame_id": base_frame,
-        "cmd": result.cmd,
-        "cmd_token": int(result.cmd_token),
-        "tokens": [int(t) for t in result.tokens],
-        "tokens_text": result.tokens_text,
-        "token_frame": base_frame,
-        "pose": {"x": x, "y": y, "z": z, "theta": float(math.remainder(float(result.theta), math.tau))},
-        "orientation": {"x": qx, "y": qy, "z": qz, "w": qw},
-        "confidence": round(float(result.confidence), 4),
-        "object": result.object_phrase,
-        "destination": result.destination_phrase,
-        "object_position": None if result.object_xyz_base is None else [float(v) for v in result.object_xyz_base],
-        "command": record["command"],
-        "command_id": int(record["index"]) + 1,
-        "update": 0,
-        "depth_source": result.depth_source,
-        "pixel": None if result.pixel is None else [round(float(v), 2) for v in result.pixel],
-        "camera_frame": camera_frame,
-    }
+def node_records_of(r: ReplayResult, base_frame: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
+    """(``~/goal`` record or None, ``~/status`` record) the node would publish for this command.
 
-
-def status_record(r: ReplayResult, goal: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The node's ``~/status`` JSON: exactly one per command."""
-    rec = r.record
+    Built by ``clip_vla.core.records`` like the node's own: commands are numbered from 1 in bag
+    order, goals are in ``base_frame`` (replay has no target_frame), and an answer given
+    without running on a frame is stamped with the command's bag time (the node: its clock).
+    """
+    command_id = int(r.record["index"]) + 1
+    text = r.pairing.command.text or ""
+    goal = None
+    if isinstance(r.result, ActionGoal):
+        goal = node_records.goal_record(r.result, stamp=node_records.stamp_from_ns(r.frame_stamp_ns),
+                                        frame_id=base_frame, token_frame=base_frame, camera_frame=r.frame_id,
+                                        command=text, command_id=command_id)
     stamp_ns = r.frame_stamp_ns if r.frame_stamp_ns is not None else r.pairing.command.time_ns
-    out: Dict[str, Any] = {
-        "command_id": int(rec["index"]) + 1,
-        "command": rec["command"],
-        "status": rec["status"],
-        "message": "goal published" if rec["status"] == "accepted" else str(rec.get("message", "")),
-        "stamp": _stamp_dict(stamp_ns),
-        "latency_ms": round(float(rec["timings_ms"].get("latency", 0.0)), 2),
-        "mode": "on_command",
-    }
-    if goal is not None:
-        out["goal"] = goal
-    else:
-        out["skill"] = rec.get("skill")
-        out["object"] = rec.get("object")
-        if rec.get("detection") is not None:
-            out["detection"] = rec["detection"]
-    return out
-
-
-def _stamp_dict(ns: int) -> Dict[str, int]:
-    return {"sec": int(ns) // 1_000_000_000, "nanosec": int(ns) % 1_000_000_000}
+    status = node_records.status_record(r.result, command_id=command_id, command=text,
+                                        stamp=node_records.stamp_from_ns(stamp_ns),
+                                        latency_ms=r.record["timings_ms"].get("latency", 0.0), mode=MODE, goal=goal,
+                                        target_frame=base_frame)
+    return goal, status
 
 
 def write_goal_bag(path: Union[str, Path], results: Sequence[ReplayResult], base_frame: str = "base_link",
@@ -668,13 +623,13 @@ def write_goal_bag(path: Union[str, Path], results: Sequence[ReplayResult], base
     with bags.BagWriter(path, storage) as out:
         for r in results:
             t = r.pairing.command.time_ns
-            goal = None
-            if r.record["status"] == "accepted":
-                goal = goal_record(r.result, r.record, r.frame_stamp_ns, r.frame_id, base_frame)
+            goal, status = node_records_of(r, base_frame)
+            if goal is not None:
                 out.write(goal_t, bags.STRING, bags.string_msg(json.dumps(goal)), t)
-                pose = bags.pose_stamped_msg(r.result.xyz_base, float(r.result.theta), r.frame_stamp_ns, base_frame)
-                out.write(pose_t, bags.POSE_STAMPED, pose, t)
-            out.write(status_t, bags.STRING, bags.string_msg(json.dumps(status_record(r, goal))), t)
+                pose = goal["pose"]
+                out.write(pose_t, bags.POSE_STAMPED, bags.pose_stamped_msg(
+                    (pose["x"], pose["y"], pose["z"]), pose["theta"], r.frame_stamp_ns, base_frame), t)
+            out.write(status_t, bags.STRING, bags.string_msg(json.dumps(status)), t)
         return dict(out.counts)
 
 

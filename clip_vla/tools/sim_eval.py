@@ -26,6 +26,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from clip_vla.core.stats import percentile
+
 FRAME_MARGIN_S = 0.1  # after the driver has a frame, for vla_node's callback on the same frame
 
 
@@ -223,9 +225,6 @@ def run_episode(driver: GraphDriver, seed: int, skill: str) -> Episode:
 
 def summarise(episodes: List[Episode]) -> Dict[str, Any]:
     """Per skill: success rate, goal errors, skill accuracy, latency."""
-    def pct(values: List[float], q: float) -> Optional[float]:
-        return float(np.percentile(values, q)) if values else None
-
     out: Dict[str, Any] = {}
     for skill in sorted({e.skill for e in episodes}):
         eps = [e for e in episodes if e.skill == skill]
@@ -241,10 +240,10 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
             "success_rate": sum(e.success for e in eps) / len(eps),
             "goals_accepted": len(goals) / max(len(steps), 1),
             "skill_accuracy": sum(s.cmd == skill for s in answered) / max(len(answered), 1),
-            "xy_error_m_median": pct(xy, 50), "xy_error_m_p95": pct(xy, 95),
-            "xyz_error_m_median": pct(xyz, 50),
-            "yaw_error_rad_median": pct(yaw, 50),
-            "latency_ms_p50": pct(lat, 50), "latency_ms_p95": pct(lat, 95),
+            "xy_error_m_median": percentile(xy, 50), "xy_error_m_p95": percentile(xy, 95),
+            "xyz_error_m_median": percentile(xyz, 50),
+            "yaw_error_rad_median": percentile(yaw, 50),
+            "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
             "failures": _count([_failure(s) for e in eps for s in e.steps
                                 if not (s.task_success or (s.success and s.holding_target))]),
         }

@@ -32,6 +32,8 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from clip_vla.core.stats import percentile
+
 DEFAULT_COMMANDS = (
     "pick up the red cup",
     "push the blue cup to the left",
@@ -39,6 +41,11 @@ DEFAULT_COMMANDS = (
     "pick up the banana",
 )
 RSS_GROWTH_LIMIT = 0.05
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    """A latency for the report, 0.1 ms; None when there was none."""
+    return None if value is None else round(value, 1)
 
 
 def _frames(width: int, height: int, count: int = 4) -> List[Tuple[np.ndarray, np.ndarray]]:
@@ -83,7 +90,7 @@ def run_soak(minutes: float = 1.0, fps: float = 30.0, command_period: float = 1.
              large_data: bool = True, ready_timeout: float = 180.0,
              log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> Dict[str, Any]:
     """Run the load; returns the report (a JSON-serialisable dict). See the module docstring."""
-    from clip_vla.testing.harness import Client, NodeProcess, percentile
+    from clip_vla.testing.harness import Client, NodeProcess
 
     duration = max(1.0, float(minutes) * 60.0)
     warmup_s = min(warmup_s, duration / 3.0)
@@ -203,10 +210,10 @@ def run_soak(minutes: float = 1.0, fps: float = 30.0, command_period: float = 1.
             "answers_unexpected": unexpected,
             "every_command_answered_once": len(pending) == 0 and unexpected == 0 and answered == sent,
             "statuses": statuses,
-            "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1),
-                           "max": round(max(latencies), 1) if latencies else math.nan},
-            "node_answer_latency_ms": {"p50": round(percentile(node_latencies, 50), 1),
-                                       "p95": round(percentile(node_latencies, 95), 1)},
+            "latency_ms": {"p50": _round(percentile(latencies, 50)), "p95": _round(percentile(latencies, 95)),
+                           "max": _round(max(latencies) if latencies else None)},
+            "node_answer_latency_ms": {"p50": _round(percentile(node_latencies, 50)),
+                                       "p95": _round(percentile(node_latencies, 95))},
             "node_inference_ms": {"p50": diag_end.get("inference latency p50 ms"),
                                   "p95": diag_end.get("inference latency p95 ms"),
                                   "max": diag_end.get("inference latency max ms")},

@@ -20,7 +20,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 mujoco = pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'clip_vla[sim]')")
 
 from clip_vla.sim.camera import (  # noqa: E402
-    back_project,
+    backproject,
     matrix_from_rpy,
     project,
     rpy_from_matrix,
@@ -167,7 +167,7 @@ def test_depth_back_projects_onto_object_surfaces_and_the_table(world):
         vs, us = np.nonzero(mask)
         assert len(us) > 20, spec.name
         pick = rng.choice(len(us), size=min(60, len(us)), replace=False)
-        pts = np.array([back_project(us[i], vs[i], obs.depth[vs[i], us[i]], obs.intrinsics, obs.camera_to_base) for i in pick])
+        pts = np.array([backproject(us[i], vs[i], obs.depth[vs[i], us[i]], obs.intrinsics, obs.camera_to_base) for i in pick])
         b = world._body[spec.name]
         local = (pts - world.data.xpos[b]) @ world.data.xmat[b].reshape(3, 3)
         dist = _surface_distance(spec.shape, spec.half_extents, local)
@@ -178,7 +178,7 @@ def test_depth_back_projects_onto_object_surfaces_and_the_table(world):
     top = geoms == mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_GEOM, "table_top")
     top = cv2.erode(top.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     vs, us = np.nonzero(top)
-    pts = np.array([back_project(u, v, obs.depth[v, u], obs.intrinsics, obs.camera_to_base) for u, v in zip(us, vs)])
+    pts = np.array([backproject(u, v, obs.depth[v, u], obs.intrinsics, obs.camera_to_base) for u, v in zip(us, vs)])
     on_top = pts[:, 0] < world.config.table_x[1] - 0.01
     ray = np.hypot(np.hypot(us - obs.intrinsics.cx, vs - obs.intrinsics.cy) / obs.intrinsics.fx, 1.0)
     far = on_top & (ray > 1.15)

@@ -25,6 +25,14 @@ T = TypeVar("T")
 
 COLOUR_IMAGE, DEPTH_IMAGE, CAMERA_INFO = "colour image", "depth image", "camera_info"
 STAMP_SLACK = 1e-9  # forgiven beyond a tolerance: float seconds near 1.7e9 round in the last bits
+# Depth/camera_info may arrive a little after their colour frame: a command waits for them up to
+# min(sync_tolerance, SYNC_WAIT_MAX) seconds (the node), so replay pairs what arrived by then.
+SYNC_WAIT_MAX = 0.2
+
+
+def sync_wait(sync_tolerance: float) -> float:
+    """Seconds a command waits for the depth/camera_info of its frame."""
+    return min(sync_tolerance, SYNC_WAIT_MAX)
 
 
 class Refusal(Exception):

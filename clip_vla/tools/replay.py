@@ -12,8 +12,8 @@ mcap; topics configurable). Each command gets exactly one result record, with th
 2. it pairs with the latest colour frame *received* (bag time) at or before the command's bag
    time: none -> ``no_frame``; older than ``--max-frame-age`` -> ``stale_frame``;
 3. depth and camera_info pair with that frame by *header stamp* within ``--sync-tolerance``
-   (closest wins; any depth in the bag is a candidate, as the node waits briefly for late
-   depth). Without a synced camera_info, the latest one received before the command is used
+   (closest wins; a depth received up to ``framesync.sync_wait`` after the command is a
+   candidate, as the node waits that long for late depth). Without a synced camera_info, the latest one received before the command is used
    when it is valid and of the frame's size (intrinsics are static), as the node does;
    without any, the config's ``geometry.intrinsics``;
 4. extrinsics: when the bag has ``/tf``/``/tf_static``, ``base_frame <- image frame_id`` at the
@@ -142,6 +142,7 @@ def pair_commands(index: bags.BagIndex, options: ReplayOptions) -> List[Pairing]
     infos = index.messages.get(options.camera_info_topic, [])
     info_times = [m.time_ns for m in infos]
     tol_ns = int(round(options.sync_tolerance * 1e9))
+    wait_ns = int(round(framesync.sync_wait(options.sync_tolerance) * 1e9))
     pairings: List[Pairing] = []
     for i, cmd in enumerate(index.messages.get(options.command_topic, [])):
         p = Pairing(i, cmd)
@@ -153,8 +154,9 @@ def pair_commands(index: bags.BagIndex, options: ReplayOptions) -> List[Pairing]
             p.status, p.message = refusal.reason.value, refusal.message
             pairings.append(p)
             continue
-        p.depth = framesync.closest(depths, p.color.stamp_ns, tol_ns, _stamp_ns)
-        p.info = framesync.closest(infos, p.color.stamp_ns, tol_ns, _stamp_ns)
+        arrived = cmd.time_ns + wait_ns  # what the node would have received while it waited
+        p.depth = framesync.closest((m for m in depths if m.time_ns <= arrived), p.color.stamp_ns, tol_ns, _stamp_ns)
+        p.info = framesync.closest((m for m in infos if m.time_ns <= arrived), p.color.stamp_ns, tol_ns, _stamp_ns)
         if p.info is not None:
             p.info_source = "synced"
         else:  # static intrinsics: the latest received before the command (size checked later)

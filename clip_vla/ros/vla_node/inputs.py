@@ -22,7 +22,6 @@ from clip_vla.ros import conversions as conv
 from clip_vla.ros.vla_node.diagnostics import FrameHealth, Stats
 from clip_vla.ros.vla_node.settings import NodeSettings
 
-SYNC_WAIT_MAX = 0.2  # seconds the worker waits for the depth/camera_info of a fresh frame
 BUFFERED = 10  # depth and camera_info messages kept for pairing
 
 
@@ -154,11 +153,11 @@ class CameraInputs:
         """Depth and camera_info within ``sync_tolerance`` of the frame's stamp (closest wins).
 
         When a stream is live but its message for this frame has not arrived yet, waits for it up
-        to ``sync_tolerance`` (at most SYNC_WAIT_MAX). Without a synced camera_info, the latest
+        to ``framesync.sync_wait(sync_tolerance)``. Without a synced camera_info, the latest
         valid one of the frame's size is used: intrinsics are static.
         """
         tol = settings.sync_tolerance
-        deadline = time.monotonic() + min(tol, SYNC_WAIT_MAX)
+        deadline = time.monotonic() + framesync.sync_wait(tol)
         live_window = max(1.0, 2.0 * settings.max_frame_age)
 
         def stamp_of(rec: Stamped) -> float:

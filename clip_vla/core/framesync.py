@@ -17,9 +17,10 @@ Stamps and times are plain numbers; each function says its unit.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Callable, Iterable, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, TypeVar
 
-from clip_vla.core.types import Reason
+from clip_vla.core.records import echo
+from clip_vla.core.types import NoAction, Reason
 
 T = TypeVar("T")
 
@@ -42,6 +43,13 @@ class Refusal(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def refused(refusal: Refusal, text: str, prepared: Any) -> NoAction:
+    """The answer of a parsed command refused before the pipeline ran: it still names the skill and object."""
+    parsed = getattr(prepared, "parsed", None)
+    return NoAction(refusal.reason, refusal.message, command=echo(text), skill=getattr(parsed, "skill", None),
+                    object_phrase=getattr(parsed, "object", None))
 
 
 def invalid(kind: str, error: object) -> str:

@@ -323,7 +323,7 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
     if _is_no_action(prepared):
         result = prepared
     elif p.status is not None:
-        result = _refused(text, prepared, Reason(p.status), p.message)
+        result = framesync.refused(Refusal(Reason(p.status), p.message), text, prepared)
     else:
         timings["decode"] = sum(d.ms for d in (color, depth, info) if d is not None)
         try:
@@ -337,7 +337,7 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
                                   "bag's /tf, /tf_static (replay with --no-tf to use the static extrinsics)")
                 extrinsics = "tf"
         except Refusal as refusal:
-            result = _refused(text, prepared, refusal.reason, refusal.message)
+            result = framesync.refused(refusal, text, prepared)
         if result is None:
             start = time.perf_counter()
             try:
@@ -377,13 +377,6 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
     record["timings_ms"] = {k: round(float(v), 3) for k, v in timings.items()}
     return ReplayResult(record, result, p, color.stamp_ns if ran_on_frame else None,
                         color.frame_id if color is not None else "")
-
-
-def _refused(text: str, prepared: Any, reason: Reason, message: str) -> NoAction:
-    """A refusal that still says which skill and object the command asked for (as the node's)."""
-    parsed = getattr(prepared, "parsed", None)
-    return NoAction(reason, message, command=echo(text), skill=getattr(parsed, "skill", None),
-                    object_phrase=getattr(parsed, "object", None))
 
 
 def _frame(color: _Decoded, depth: Optional[_Decoded], info: Optional[_Decoded], info_source: str,

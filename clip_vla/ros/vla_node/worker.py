@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from clip_vla.core import framesync
 from clip_vla.core.framesync import Refusal
 from clip_vla.core.records import echo
 from clip_vla.core.types import ActionGoal, NoAction, Reason
@@ -227,13 +228,13 @@ class InferenceWorker:
             camera_to_base = self._tf.camera_to_base(slot.msg.header, settings,
                                                      lambda m: self._log("no_frame_id", "warning", m))
         except Refusal as refusal:
-            return _refused(cmd, prepared, refusal.reason, refusal.message), None, None
+            return framesync.refused(refusal, cmd.text, prepared), None, None
         except (conv.ConversionError, ValueError) as exc:
-            return _refused(cmd, prepared, Reason.BAD_INPUT, str(exc)), None, None
+            return framesync.refused(Refusal(Reason.BAD_INPUT, str(exc)), cmd.text, prepared), None, None
         start = time.perf_counter()
         pipeline = self._models.pipeline
         if pipeline is None:
-            return _refused(cmd, prepared, Reason.INACTIVE, "models were unloaded"), None, None
+            return framesync.refused(Refusal(Reason.INACTIVE, "models were unloaded"), cmd.text, prepared), None, None
         try:
             result = pipeline.run(frame, prepared, camera_to_base)
         except Exception as exc:  # noqa: BLE001 - VLAPipeline.run should not raise; never let it kill the node
@@ -271,9 +272,3 @@ class InferenceWorker:
                 self._log("debug", "warning", f"debug image failed: {exc}")
         return record
 
-
-def _refused(cmd: Command, prepared: Any, reason: Reason, message: str) -> NoAction:
-    """A refusal that still says which skill and object the command asked for."""
-    parsed = getattr(prepared, "parsed", None)
-    return NoAction(reason, message, command=echo(cmd.text), skill=getattr(parsed, "skill", None),
-                    object_phrase=getattr(parsed, "object", None))

@@ -480,8 +480,9 @@ def warm_up(pipeline: Any, width: int, height: int, command: Optional[str] = Non
 
     Fills the text caches (the command's prompts, the distractors and, with ``all_objects``, every
     vocabulary object's CLIPSeg prompt and skill matrix), lets cuDNN pick its kernels, captures
-    CUDA graphs / compiles when acceleration is on, for both prompt counts a command can have
-    (object, and object + destination). Returns the result of ``command`` (or of a default
+    CUDA graphs / compiles when acceleration is on (each command then runs twice: the second
+    run replays what the first captured), for both prompt counts a command can have (object,
+    and object + destination). The node and the benchmark both warm up here. Returns the result of ``command`` (or of a default
     command) on the dummy frame: usually a NoAction, the grey frame holds no object; None for
     an oracle pipeline.
     """
@@ -516,9 +517,10 @@ def warm_up(pipeline: Any, width: int, height: int, command: Optional[str] = Non
     depth = np.full((int(height), int(width)), 800, np.uint16)
     intrinsics = pipeline.default_intrinsics or Intrinsics(fx=float(width), fy=float(width),
                                                           cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
+    accelerated = pipeline.segmenter is not None and pipeline.segmenter.acceleration != "none"
     results = []
     for text in commands:
-        for _ in range(2):  # the second run replays what the first captured or compiled
+        for _ in range(2 if accelerated else 1):  # the second run replays what the first captured or compiled
             result = pipeline.run(Frame(rgb=rgb, depth=depth, intrinsics=intrinsics), text)
         results.append(result)
     return results[0]

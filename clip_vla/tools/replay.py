@@ -12,10 +12,11 @@ mcap; topics configurable). Each command gets exactly one result record, with th
 2. it pairs with the latest colour frame *received* (bag time) at or before the command's bag
    time: none -> ``no_frame``; older than ``--max-frame-age`` -> ``stale_frame``;
 3. depth and camera_info pair with that frame by *header stamp* within ``--sync-tolerance``
-   (closest wins; a depth received up to ``framesync.sync_wait`` after the command is a
-   candidate, as the node waits that long for late depth). Without a synced camera_info, the latest one received before the command is used
-   when it is valid and of the frame's size (intrinsics are static), as the node does;
-   without any, the config's ``geometry.intrinsics``;
+   (closest wins; one received up to ``framesync.sync_wait`` after the command is a
+   candidate, as the node waits that long for late depth). Without a synced camera_info,
+   the latest one received before the command is used when it is valid and of the frame's
+   size (intrinsics are static), as the node does; without any, the config's
+   ``geometry.intrinsics``;
 4. extrinsics: when the bag has ``/tf``/``/tf_static``, ``base_frame <- image frame_id`` at the
    image stamp (no transform -> ``bad_input``, like the node with TF); otherwise, or with
    ``--no-tf``, the config's static ``geometry.camera_to_base_*``.

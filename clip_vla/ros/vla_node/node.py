@@ -136,7 +136,7 @@ class VlaNode(LifecycleNode):
         loaded = time.perf_counter() - start
         start = time.perf_counter()
         try:
-            warm_up(pipeline, *WARM_UP_SIZE)
+            warm_up(pipeline, *WARM_UP_SIZE, all_objects=False)  # both prompt counts; objects load on first use
         except Exception as exc:  # noqa: BLE001 - a warm-up never fails a configure
             self.get_logger().warning(f"warm-up failed (the first command will be slow): {exc}")
         warm = time.perf_counter() - start

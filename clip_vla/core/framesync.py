@@ -45,8 +45,9 @@ class Refusal(Exception):
         self.message = message
 
 
-def refused(refusal: Refusal, text: str, prepared: Any) -> NoAction:
-    """The answer of a parsed command refused before the pipeline ran: it still names the skill and object."""
+def refused(refusal: Refusal, text: str, prepared: Any = None) -> NoAction:
+    """The answer of a command refused before the pipeline ran; once parsed (``prepared``), it names
+    the skill and object it asked for."""
     parsed = getattr(prepared, "parsed", None)
     return NoAction(refusal.reason, refusal.message, command=echo(text), skill=getattr(parsed, "skill", None),
                     object_phrase=getattr(parsed, "object", None))

@@ -300,7 +300,7 @@ def _prepare(pipeline: Any, text: str, max_command_length: int) -> Any:
         framesync.check_command_text(text, max_command_length)
         return pipeline.prepare(text)
     except Refusal as refusal:
-        return NoAction(refusal.reason, refusal.message, command=echo(text))
+        return framesync.refused(refusal, text)
     except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text, as the node answers it
         return NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(text))
 

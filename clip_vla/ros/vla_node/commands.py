@@ -45,7 +45,7 @@ def quick_refusal(text: str, state: str, load_error: Optional[str], max_length: 
     try:
         framesync.check_command_text(text, max_length)
     except framesync.Refusal as refusal:
-        return NoAction(refusal.reason, refusal.message, command=echo(text))
+        return framesync.refused(refusal, text)
     return None
 
 

@@ -92,7 +92,8 @@ class VlaNode(LifecycleNode):
     def state(self) -> str:
         """The lifecycle state's label ("unconfigured", "inactive", "active", ...), from rclpy.
 
-        Safe from any thread: rclpy reads and changes it in C calls made with the GIL held.
+        Safe from any thread without our lock: rcl changes the state by pointing at another of its
+        states (which live as long as the node), so a reader sees the old or the new one, whole.
         """
         return self._state_machine.current_state[1]
 

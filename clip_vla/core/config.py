@@ -23,12 +23,14 @@ x forward, y left, z up; the camera optical frame is z forward, x right, y down.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union, get_type_hints
+from typing import (Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, get_args,
+                    get_origin, get_type_hints)
 
 import yaml
 
@@ -189,13 +191,9 @@ class Setting:
                 raise fail()
             return value
         if self.kind in ("int", "float"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, int if self.kind == "int" else (int, float)):
                 raise fail()
-            if self.kind == "int":
-                if not isinstance(value, int):
-                    raise fail()
-            else:
-                value = float(value)
+            value = value if self.kind == "int" else float(value)
             if not math.isfinite(value) or (self.range and not self.range[0] <= value <= self.range[1]):
                 raise fail()
             return value
@@ -222,29 +220,35 @@ class Setting:
         return items
 
 
-_KINDS = {"bool": "bool", "int": "int", "float": "float", "str": "str", "Optional[str]": "optional_str",
-          "List[float]": "floats", "List[str]": "strs"}
-
-
 def _kind(hint: Any) -> str:
-    """The schema kind of a field's type hint."""
-    text = str(hint).replace("typing.", "")
-    text = {"<class 'bool'>": "bool", "<class 'int'>": "int", "<class 'float'>": "float",
-            "<class 'str'>": "str", "Union[str, NoneType]": "Optional[str]"}.get(text, text)
-    if text not in _KINDS:
-        raise TypeError(f"no schema kind for type {hint}")
-    return _KINDS[text]
+    """The schema kind of a field's type hint (the few types configuration uses).
+
+    Raises:
+        TypeError: a type the schema cannot check (a programming error, at import time).
+    """
+    if hint in (bool, int, float, str):
+        return hint.__name__
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union and set(args) == {str, type(None)}:
+        return "optional_str"
+    if origin is list and args in ((float,), (str,)):
+        return "floats" if args[0] is float else "strs"
+    raise TypeError(f"no schema kind for type {hint}")
 
 
-def _settings_of(cls: type, prefix: str) -> Iterator[Setting]:
-    """The ``Setting`` of every field of ``cls`` declared with ``setting(...)``."""
+@functools.lru_cache(maxsize=None)
+def _settings_of(cls: type, prefix: str) -> Tuple[Setting, ...]:
+    """The ``Setting`` of every field of ``cls`` declared with ``setting(...)`` (built once per class)."""
     hints = get_type_hints(cls)
+    specs = []
     for f in dataclasses.fields(cls):
         if "doc" not in f.metadata:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        yield Setting(f"{prefix}{f.name}", _kind(hints[f.name]), default, f.metadata["doc"], f.metadata["range"],
-                      f.metadata["choices"], f.metadata["length"], f.metadata["unset_ok"])
+        specs.append(Setting(f"{prefix}{f.name}", _kind(hints[f.name]), default, f.metadata["doc"],
+                             f.metadata["range"], f.metadata["choices"], f.metadata["length"],
+                             f.metadata["unset_ok"]))
+    return tuple(specs)
 
 
 class Validated:
@@ -617,9 +621,11 @@ def check_setting(key: str, value: Any) -> Any:
 
 
 def _from_param(value: Any) -> Any:
-    """ROS parameter arrays arrive as tuples or array.array: the schema wants lists."""
-    if isinstance(value, tuple) or type(value).__name__ == "array" or hasattr(value, "tolist"):
-        return list(value.tolist() if hasattr(value, "tolist") else value)
+    """Plain Python values: ROS arrays arrive as tuples or array.array, numbers may be numpy's."""
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "tolist"):  # array.array, numpy arrays and numpy scalars
+        return value.tolist()
     return value
 
 

@@ -30,7 +30,7 @@ from clip_vla.perception.segmenter import Segmenter
 from clip_vla.perception.skill_scorer import SkillScorer
 from clip_vla.core.tokenizer import Action, ActionTokenizer
 from clip_vla.core.records import echo
-from clip_vla.core.types import ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
+from clip_vla.core.types import GOAL_PUBLISHED, ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
 
 Result = Union[ActionGoal, NoAction]
 OraclePerception = Callable[[Frame, "PreparedCommand"], Tuple[Dict[str, Detection], Dict[str, float]]]
@@ -242,6 +242,7 @@ class VLAPipeline:
             depth_source=located.depth_source, timings_ms=timer.ms, command=prepared.text,
             stamp=frame.stamp, frame_id=self.config.base_frame, destination=detections.get("destination"),
             object_xyz_base=object_xyz,  # type: ignore[arg-type]
+            message=f"{GOAL_PUBLISHED}; {located.note}" if located.note else GOAL_PUBLISHED,
         )
 
     def _perceive(self, frame: Frame, prepared: PreparedCommand,
@@ -299,7 +300,11 @@ class VLAPipeline:
 
     def _locate(self, detection: Detection, depth: Optional[np.ndarray], intrinsics: Intrinsics,
                 camera_to_base: geometry.RigidTransform) -> geometry.LocateResult:
-        """3D point of a detection: robust depth over its mask, else the table plane."""
+        """3D point of a detection: robust depth over its mask, else the table plane (``geometry.locate``).
+
+        Raises:
+            GeometryError: no usable depth and no table-plane point (see ``geometry.depth_fallback``).
+        """
         return geometry.locate(detection.mask, detection.centroid, depth, intrinsics, camera_to_base,
                                self.config.geometry)
 

@@ -1,4 +1,4 @@
-"""Configuration of the ROS-free core, as plain dataclasses.
+"""Configuration of the ROS-free core, as plain dataclasses that validate themselves.
 
 One ``ClipVlaConfig`` describes everything the pipeline needs: which models,
 the skill/object vocabulary, camera geometry, workspace bounds and the
@@ -6,18 +6,35 @@ thresholds of the safety envelope. It loads from the same YAML file the ROS
 node reads (``clip_vla: ros__parameters:``), so a notebook, the CLI and the
 node all see identical settings.
 
+Every field is declared with ``setting(...)``: its description, range and choices live
+beside it, and ``__post_init__`` checks types, ranges, choices and the rules between
+fields. This one schema is what the YAML loader, the node's parameters
+(``clip_vla.ros.params``: descriptors, ``ros2 param set``) and the command-line flags
+(``clip_vla.tools.cli.add_config_flags``) all use, so a value is judged the same way
+wherever it comes from::
+
+    YAML file ──┐
+    ROS params ─┼──► ClipVlaConfig(...) ──► every section's validate() ──► ConfigError
+    CLI flags ──┘        (one line: [file: ]key: expected ..., got ...)
+
 Units and frames follow REP-103/REP-105: metres and radians; the base frame is
 x forward, y left, z up; the camera optical frame is z forward, x right, y down.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union, get_args,
+                    get_origin, get_type_hints)
 
 import yaml
+
+from clip_vla.core.types import Intrinsics
 
 INSTANCE_SCORES = ("mass", "mean")  # how the target mask's connected components are ranked (clip_vla.perception.localize)
 
@@ -25,13 +42,42 @@ PACKAGE_NAME = "clip_vla"
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 
-
 # What ``geometry.locate`` returns for a detection with depth (see GeometryConfig.point_estimate).
 POINT_ESTIMATES: Tuple[str, ...] = ("object_centre", "surface")
+# Robust depth over a mask (clip_vla.core.geometry.robust_depth).
+DEPTH_STATISTICS: Tuple[str, ...] = ("median", "percentile_25", "min_valid")
+# A paired depth image with no valid reading over the object: refuse (no_depth) or use the table plane.
+DEPTH_FALLBACKS: Tuple[str, ...] = ("refuse", "table_plane")
+# Names clip_vla.perception.loading.resolve_dtype understands.
+DTYPES: Tuple[str, ...] = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# ROS parameters cannot be empty arrays: a number list of just [0.0] means "not set".
+UNSET_ARRAY: List[float] = [0.0]
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing or inconsistent; the message says which."""
+    """A configuration value is missing or inconsistent; the message says which, in one line.
+
+    ``source`` is the file the value came from (None when it did not come from a file); the
+    message then starts with it, so a user knows which file to open.
+    """
+
+    def __init__(self, message: str, source: Optional[os.PathLike | str] = None) -> None:
+        self.source = None if source is None else str(source)
+        self.detail = message
+        super().__init__(f"{self.source}: {message}" if self.source else message)
+
+    def in_file(self, path: os.PathLike | str) -> "ConfigError":
+        """This error as raised while reading ``path`` (kept as is when it already names a file)."""
+        return self if self.source else ConfigError(self.detail, source=path)
+
+
+def invalid(key: str, value: Any, expected: str) -> ConfigError:
+    """The one error format for a bad value: ``key: expected EXPECTED, got VALUE``."""
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ConfigError(f"{key}: expected {expected}, got {shown}")
 
 
 def share_dir() -> Path:
@@ -58,6 +104,180 @@ def default_vocabulary_path() -> Path:
     return share_dir() / "config" / "vocabulary.yaml"
 
 
+def load_yaml_mapping(path: os.PathLike | str, what: str) -> Dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: ``{}``).
+
+    Raises:
+        ConfigError: the file cannot be read, is not valid YAML, or its top level is not a
+            mapping; the message names the file (and the line for a syntax error).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read the {what}: {reason}", source=path) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML{where}: {problem}", source=path) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a mapping (key: value) at the top level of the {what}, "
+                          f"got a {type(data).__name__}", source=path)
+    return dict(data)
+
+
+# --------------------------------------------------------------------------- the schema
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, factory: Any = dataclasses.MISSING,
+            range: Optional[Tuple[float, float]] = None, choices: Optional[Sequence[str]] = None,
+            length: Optional[int] = None, unset_ok: bool = False) -> Any:
+    """A dataclass field with its schema: what it means, its inclusive range, its choices.
+
+    ``length`` fixes how many numbers a list holds; ``unset_ok`` also allows ``[]`` and the
+    ROS spelling of "unset", ``[0.0]``.
+    """
+    metadata = {"doc": doc, "range": range, "choices": tuple(choices) if choices else None,
+                "length": length, "unset_ok": unset_ok}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key as the schema describes it (ROS descriptors and CLI flags use it)."""
+
+    key: str  # "perception.mask_threshold"
+    kind: str  # bool | int | float | str | optional_str | floats | strs
+    default: Any
+    doc: str
+    range: Optional[Tuple[float, float]] = None
+    choices: Optional[Tuple[str, ...]] = None
+    length: Optional[int] = None
+    unset_ok: bool = False
+
+    @property
+    def expected(self) -> str:
+        """What a valid value is, in words (the end of every error message about this key)."""
+        if self.choices:
+            return "one of: " + ", ".join(self.choices)
+        if self.kind == "bool":
+            return "true or false (a YAML boolean)"
+        if self.kind in ("int", "float"):
+            noun = "an integer" if self.kind == "int" else "a number"
+            return f"{noun} in [{self.range[0]}, {self.range[1]}]" if self.range else noun
+        if self.kind == "floats":
+            count = f"{self.length} numbers" if self.length else "a list of numbers"
+            return f"{count} or {UNSET_ARRAY} for unset" if self.unset_ok else count
+        if self.kind == "strs":
+            return "a list of strings"
+        return "a string" if self.kind == "str" else "a string (empty: unset)"
+
+    def check(self, value: Any) -> Any:
+        """``value`` in this setting's type (ints widen to float, tuples become lists).
+
+        Raises:
+            ConfigError: wrong type, outside the range, not one of the choices, wrong length.
+        """
+        def fail() -> ConfigError:
+            return invalid(self.key, value, self.expected)
+
+        if self.kind == "bool":
+            if not isinstance(value, bool):  # "no", 0 and "false" are not booleans: never guess
+                raise fail()
+            return value
+        if self.kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, int if self.kind == "int" else (int, float)):
+                raise fail()
+            value = value if self.kind == "int" else float(value)
+            if not math.isfinite(value) or (self.range and not self.range[0] <= value <= self.range[1]):
+                raise fail()
+            return value
+        if self.kind in ("str", "optional_str"):
+            if value is None and self.kind == "optional_str":
+                return value
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise fail()
+            return value
+        if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+            raise fail()
+        items = list(value)
+        if self.kind == "strs":
+            if not all(isinstance(v, str) for v in items):
+                raise fail()
+            return items
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+            raise fail()
+        items = [float(v) for v in items]
+        if self.unset_ok and (not items or items == UNSET_ARRAY):
+            return items
+        if self.length is not None and len(items) != self.length:
+            raise fail()
+        return items
+
+
+def _kind(hint: Any) -> str:
+    """The schema kind of a field's type hint (the few types configuration uses).
+
+    Raises:
+        TypeError: a type the schema cannot check (a programming error, at import time).
+    """
+    if hint in (bool, int, float, str):
+        return hint.__name__
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union and set(args) == {str, type(None)}:
+        return "optional_str"
+    if origin is list and args in ((float,), (str,)):
+        return "floats" if args[0] is float else "strs"
+    raise TypeError(f"no schema kind for type {hint}")
+
+
+@functools.lru_cache(maxsize=None)
+def _settings_of(cls: type, prefix: str) -> Tuple[Setting, ...]:
+    """The ``Setting`` of every field of ``cls`` declared with ``setting(...)`` (built once per class)."""
+    hints = get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        if "doc" not in f.metadata:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        specs.append(Setting(f"{prefix}{f.name}", _kind(hints[f.name]), default, f.metadata["doc"],
+                             f.metadata["range"], f.metadata["choices"], f.metadata["length"],
+                             f.metadata["unset_ok"]))
+    return tuple(specs)
+
+
+class Validated:
+    """A dataclass that checks every ``setting`` field on construction, then its cross-field rules."""
+
+    SECTION: ClassVar[str] = ""  # the key prefix: "perception" -> "perception.mask_threshold"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def settings(cls) -> List[Setting]:
+        return list(_settings_of(cls, f"{cls.SECTION}." if cls.SECTION else ""))
+
+    def validate(self) -> None:
+        """Check (and normalise) every field; call again after changing fields by hand.
+
+        Raises:
+            ConfigError: the first invalid value, naming its key, the value and what was expected.
+        """
+        for spec in self.settings():
+            name = spec.key.rpartition(".")[2]
+            setattr(self, name, spec.check(getattr(self, name)))
+        self.check_together()
+
+    def check_together(self) -> None:
+        """Rules between fields (``depth_min < depth_max``); each field alone is already valid."""
+
+
 # --------------------------------------------------------------------------- vocabulary
 @dataclass
 class Skill:
@@ -69,6 +289,15 @@ class Skill:
     templates: List[str] = field(default_factory=list)
     needs_object: bool = True
     needs_destination: bool = False
+
+    def __post_init__(self) -> None:
+        """A vocabulary file is user input: a token of "3" or ``needs_object: "no"`` is an error."""
+        name = self.name if isinstance(self.name, str) else repr(self.name)
+        kinds = {"name": "str", "token": "int", "verbs": "strs", "templates": "strs", "needs_object": "bool",
+                 "needs_destination": "bool"}
+        for key, kind in kinds.items():
+            spec = Setting(f"skills[{name}].{key}", kind, None, "", range=(0, 1 << 30) if kind == "int" else None)
+            setattr(self, key, spec.check(getattr(self, key)))
 
     def prompts(self, obj: Optional[str]) -> List[str]:
         """CLIP prompts for this skill, with ``{object}`` filled (``"object"`` when unknown)."""
@@ -113,137 +342,203 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Vocabulary":
-        skills = [Skill(**dict(s)) for s in data.get("skills", [])]
-        return cls(
-            skills=skills,
-            objects=list(data.get("objects", [])),
-            distractors=list(data.get("distractors", [])),
-            stop_skill=str(data.get("stop_skill", "none")),
-        )
+        """Raises ConfigError for a wrong shape or type (skills not a list of mappings, ...)."""
+        skills = data.get("skills", [])
+        if not isinstance(skills, list) or not all(isinstance(s, Mapping) for s in skills):
+            raise invalid("skills", skills, "a list of skills (mappings with name, token, verbs, templates)")
+        known = {f.name for f in dataclasses.fields(Skill)}
+        for entry in skills:
+            unknown = sorted(set(map(str, entry)) - known)
+            if unknown or not {"name", "token"} <= set(entry):
+                raise invalid(f"skills[{entry.get('name', '?')}]", dict(entry),
+                              f"keys name, token and optionally {', '.join(sorted(known - {'name', 'token'}))}")
+        lists = {}
+        for key in ("objects", "distractors"):
+            lists[key] = Setting(key, "strs", [], "").check(data.get(key, []))
+        stop = Setting("stop_skill", "str", "none", "").check(data.get("stop_skill", "none"))
+        return cls(skills=[Skill(**dict(s)) for s in skills], stop_skill=stop, **lists)
 
     @classmethod
     def from_yaml(cls, path: os.PathLike | str) -> "Vocabulary":
-        with open(path, "r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+        """Raises ConfigError (naming the file) for an unreadable, non-YAML or invalid vocabulary."""
+        data = load_yaml_mapping(path, "vocabulary file")
         try:
             return cls.from_dict(data)
-        except TypeError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+        except ConfigError as exc:
+            raise exc.in_file(path) from None
 
 
 # --------------------------------------------------------------------------- sections
 @dataclass
-class ModelConfig:
-    clipseg: str = DEFAULT_CLIPSEG
-    clip: str = DEFAULT_CLIP
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | float32 | float16 | bfloat16
+class ModelConfig(Validated):
+    SECTION: ClassVar[str] = "models"
+
+    clipseg: str = setting(DEFAULT_CLIPSEG, "CLIPSeg model: Hugging Face id or local from_pretrained directory")
+    clip: str = setting(DEFAULT_CLIP, "CLIP model for skill scoring: Hugging Face id or local directory")
+    device: str = setting("auto", "auto (CUDA when available) | cpu | cuda | cuda:N")
+    dtype: str = setting("auto", "auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16")
     # Reuse CLIPSeg's own CLIP backbone for skill scoring (one vision pass per frame, less accurate).
-    share_backbone: bool = False
-    cache_dir: Optional[str] = None
-    local_files_only: bool = False
-    revision: Optional[str] = None
+    share_backbone: bool = setting(False, "score skills with CLIPSeg's own CLIP backbone (one vision pass per "
+                                          "frame)")
+    cache_dir: Optional[str] = setting(None, "Hugging Face cache directory; empty: HF_HOME")
+    local_files_only: bool = setting(False, "never contact the hub (offline robots)")
+    revision: Optional[str] = setting(None, "model revision (branch, tag or commit); empty: default")
+
+    def check_together(self) -> None:
+        for key in ("clipseg", "clip"):
+            if not getattr(self, key).strip():
+                raise invalid(f"models.{key}", getattr(self, key), "a Hugging Face id or a local directory")
+        if not DEVICE_PATTERN.match(self.device.strip().lower()):
+            raise invalid("models.device", self.device, "auto, cpu, cuda or cuda:N")
+        if self.dtype.strip().lower() not in DTYPES:
+            raise invalid("models.dtype", self.dtype, "one of: " + ", ".join(DTYPES))
 
 
 @dataclass
-class PerceptionConfig:
-    mask_threshold: float = 0.4  # per-pixel probability a target pixel must clear
-    min_confidence: float = 0.5  # object confidence under which nothing is published
-    min_area_px: int = 16  # at input resolution: smaller components are noise
-    instance_score: str = "mass"  # ranks the target's connected components: mass | mean (clip_vla.perception.localize)
-    min_skill_probability: float = 0.5  # a skill guessed by CLIP (no verb) needs this probability
-    skill_temperature: float = 0.01  # softmax temperature over cosine similarities
-    text_weight: float = 0.7  # instruction <-> skill text similarity weight
-    image_weight: float = 0.3  # image <-> skill prompt similarity weight
-    prompt_template: str = "{object}"  # how an object phrase becomes a CLIPSeg prompt
+class PerceptionConfig(Validated):
+    SECTION: ClassVar[str] = "perception"
 
-    def __post_init__(self) -> None:
-        for name in ("mask_threshold", "min_confidence", "min_skill_probability"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"perception.{name} must be in [0, 1], got {value}")
-        if not self.skill_temperature > 0:
-            raise ConfigError(f"perception.skill_temperature must be > 0, got {self.skill_temperature}")
-        if self.text_weight < 0 or self.image_weight < 0 or self.text_weight + self.image_weight <= 0:
-            raise ConfigError("perception.text_weight and image_weight must be >= 0 and not both 0")
-        if self.min_area_px < 1:
-            raise ConfigError(f"perception.min_area_px must be >= 1, got {self.min_area_px}")
-        if self.instance_score not in INSTANCE_SCORES:
-            raise ConfigError(f"perception.instance_score must be one of {INSTANCE_SCORES}, "
-                              f"got {self.instance_score!r}")
+    mask_threshold: float = setting(0.4, "per-pixel probability a target pixel must clear", range=(0.0, 1.0))
+    min_confidence: float = setting(0.5, "object confidence under which the answer is low_confidence",
+                                    range=(0.0, 1.0))
+    min_area_px: int = setting(16, "smallest connected component kept, pixels at input resolution",
+                               range=(1, 1 << 30))
+    instance_score: str = setting("mass", "which connected component of the target mask is the object: mass (sum "
+                                          "of probability, the object covered whole) | mean (most certain per "
+                                          "pixel)", choices=INSTANCE_SCORES)
+    min_skill_probability: float = setting(0.5, "a skill guessed by CLIP (no verb) needs this probability",
+                                           range=(0.0, 1.0))
+    skill_temperature: float = setting(0.01, "softmax temperature over cosine similarities", range=(1e-6, 100.0))
+    text_weight: float = setting(0.7, "weight of instruction-to-skill-text similarity", range=(0.0, 1.0))
+    image_weight: float = setting(0.3, "weight of image-to-skill-prompt similarity", range=(0.0, 1.0))
+    prompt_template: str = setting("{object}", "how an object phrase becomes a CLIPSeg prompt ({object} is "
+                                               "replaced)")
+
+    def check_together(self) -> None:
+        if self.text_weight + self.image_weight <= 0:
+            raise invalid("perception.image_weight", self.image_weight, "a weight > 0 when text_weight is 0")
         if "{object}" not in self.prompt_template:
-            raise ConfigError(f"perception.prompt_template must contain '{{object}}', got {self.prompt_template!r}")
+            raise invalid("perception.prompt_template", self.prompt_template, "a text containing '{object}'")
 
 
 @dataclass
-class GeometryConfig:
-    # Camera intrinsics used when no CameraInfo is available: fx, fy, cx, cy (pixels). Empty = none.
-    intrinsics: List[float] = field(default_factory=list)
-    # Camera optical frame -> base frame. Either a 4x4 row-major matrix (16 numbers) or xyz+rpy.
-    camera_to_base_matrix: List[float] = field(default_factory=list)
-    camera_to_base_xyz: List[float] = field(default_factory=lambda: [0.5, 0.0, 0.8])
-    camera_to_base_rpy: List[float] = field(default_factory=lambda: [3.141592653589793, 0.0, -1.5707963267948966])
+class GeometryConfig(Validated):
+    SECTION: ClassVar[str] = "geometry"
+
+    intrinsics: List[float] = setting(
+        factory=list, length=4, unset_ok=True,
+        doc="fx, fy, cx, cy (pixels) used when no camera_info arrives; [0.0] = unset")
+    camera_to_base_matrix: List[float] = setting(
+        factory=list, length=16, unset_ok=True,
+        doc="camera optical frame -> base frame as 16 row-major numbers; [0.0] = use camera_to_base_xyz/rpy "
+            "(static extrinsics, used without TF)")
+    camera_to_base_xyz: List[float] = setting(
+        factory=lambda: [0.5, 0.0, 0.8], length=3,
+        doc="camera optical frame origin in the base frame, metres (static extrinsics)")
+    camera_to_base_rpy: List[float] = setting(
+        factory=lambda: [3.141592653589793, 0.0, -1.5707963267948966], length=3,
+        doc="camera optical frame roll, pitch, yaw in the base frame, radians")
     # Table plane in the base frame: points p with normal . p = offset (offset = table height for z-up).
-    table_normal: List[float] = field(default_factory=lambda: [0.0, 0.0, 1.0])
-    table_height: float = 0.0
-    depth_scale: float = 0.001  # metres per unit of 16UC1 depth
-    depth_min: float = 0.05  # metres; closer readings are invalid
-    depth_max: float = 10.0  # metres; farther readings are invalid
-    depth_statistic: str = "median"  # median | percentile_25 | min_valid: robust depth over the mask
-    # object_centre: centre of an object resting on the table (from the mask's 3D points);
-    # surface: the centroid pixel at the robust depth (a visible-surface point).
-    point_estimate: str = "object_centre"
+    table_normal: List[float] = setting(factory=lambda: [0.0, 0.0, 1.0], length=3,
+                                        doc="table plane normal in the base frame (used without valid depth)")
+    table_height: float = setting(0.0, "table plane offset along its normal, metres", range=(-100.0, 100.0))
+    depth_scale: float = setting(0.001, "metres per unit of 16UC1 depth (0.001 for millimetres)",
+                                 range=(1e-9, 1000.0))
+    depth_min: float = setting(0.05, "closer depth readings are invalid, metres", range=(0.0, 1000.0))
+    depth_max: float = setting(10.0, "farther depth readings are invalid, metres", range=(0.0, 1000.0))
+    depth_statistic: str = setting("median", "robust depth over the mask: median | percentile_25 | min_valid",
+                                   choices=DEPTH_STATISTICS)
+    point_estimate: str = setting("object_centre", "3D point when depth is valid: object_centre (centre of an "
+                                                   "object resting on the table) | surface (mask centroid at the "
+                                                   "robust depth)", choices=POINT_ESTIMATES)
+    depth_fallback: str = setting("refuse", "a paired depth image with no valid reading over the object: refuse "
+                                            "(answer no_depth) | table_plane (intersect the table plane instead; "
+                                            "the status message says so)", choices=DEPTH_FALLBACKS)
 
-    def __post_init__(self) -> None:
-        if self.point_estimate not in POINT_ESTIMATES:
-            raise ConfigError(f"geometry.point_estimate must be one of {', '.join(POINT_ESTIMATES)}, "
-                              f"got {self.point_estimate!r}")
+    def check_together(self) -> None:
+        if len(self.intrinsics) == 4:
+            try:
+                Intrinsics(*self.intrinsics)
+            except ValueError as exc:
+                raise invalid("geometry.intrinsics", self.intrinsics, f"fx, fy, cx, cy in pixels ({exc})") from None
+        if not any(self.table_normal):
+            raise invalid("geometry.table_normal", self.table_normal, "a non-zero normal vector")
+        if not self.depth_min < self.depth_max:
+            raise invalid("geometry.depth_min", self.depth_min, f"less than geometry.depth_max ({self.depth_max})")
+        if len(self.camera_to_base_matrix) == 16:
+            from clip_vla.core.geometry import RigidTransform  # geometry imports this module
+
+            try:
+                RigidTransform.from_matrix(self.camera_to_base_matrix)
+            except ValueError as exc:
+                raise invalid("geometry.camera_to_base_matrix", self.camera_to_base_matrix,
+                              f"a rigid transform ({exc})") from None
 
 
 @dataclass
-class WorkspaceConfig:
+class WorkspaceConfig(Validated):
     """Axis-aligned bounds of the base frame that goals must lie in; also the tokenizer's range."""
 
-    x: List[float] = field(default_factory=lambda: [0.0, 1.0])
-    y: List[float] = field(default_factory=lambda: [-0.5, 0.5])
-    z: List[float] = field(default_factory=lambda: [-0.1, 0.6])
-    bins: int = 256
+    SECTION: ClassVar[str] = "workspace"
+
+    x: List[float] = setting(factory=lambda: [0.0, 1.0], length=2,
+                             doc="[min, max] of goal x in base_frame, metres; also the token range")
+    y: List[float] = setting(factory=lambda: [-0.5, 0.5], length=2,
+                             doc="[min, max] of goal y in base_frame, metres; also the token range")
+    z: List[float] = setting(factory=lambda: [-0.1, 0.6], length=2,
+                             doc="[min, max] of goal z in base_frame, metres; also the token range")
+    bins: int = setting(256, "token bins per dimension", range=(2, 65536))
 
     def bounds(self) -> Tuple[Tuple[float, float], Tuple[float, float], Tuple[float, float]]:
         return (tuple(self.x), tuple(self.y), tuple(self.z))  # type: ignore[return-value]
 
-    def validate(self) -> None:
+    def check_together(self) -> None:
         for axis in ("x", "y", "z"):
-            lo_hi = getattr(self, axis)
-            if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
-                raise ConfigError(f"workspace.{axis} must be [min, max] with min < max, got {lo_hi}")
-        if not 2 <= self.bins <= 65536:
-            raise ConfigError(f"workspace.bins must be in [2, 65536], got {self.bins}")
+            lo, hi = getattr(self, axis)
+            if not lo < hi:
+                raise invalid(f"workspace.{axis}", [lo, hi], "[min, max] with min < max")
+
+
+SECTIONS: Dict[str, Type[Validated]] = {
+    "models": ModelConfig,
+    "perception": PerceptionConfig,
+    "geometry": GeometryConfig,
+    "workspace": WorkspaceConfig,
+}
 
 
 @dataclass
-class ClipVlaConfig:
+class ClipVlaConfig(Validated):
     models: ModelConfig = field(default_factory=ModelConfig)
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
-    vocabulary_file: str = ""  # empty: the package's config/vocabulary.yaml
-    base_frame: str = "base_link"
+    vocabulary_file: str = setting("", "skills/objects vocabulary YAML; empty: the package's config/vocabulary.yaml")
+    base_frame: str = setting("base_link", "robot base frame: workspace bounds and tokens are expressed in it")
     vocabulary: Optional[Vocabulary] = None
 
-    def __post_init__(self) -> None:
-        self.workspace.validate()
+    def check_together(self) -> None:
+        """Sections are validated by their own constructors; the vocabulary file is read here.
+
+        Raises:
+            ConfigError: an empty base_frame, a missing or invalid vocabulary file (naming it).
+        """
+        if not self.base_frame.strip():
+            raise invalid("base_frame", self.base_frame, "a frame name")
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise invalid(name, getattr(self, name), f"a {cls.__name__}")
         if self.vocabulary is None:
             path = self.vocabulary_file or str(default_vocabulary_path())
             if not Path(path).is_file():
-                raise ConfigError(f"vocabulary file not found: {path}")
+                raise ConfigError(f"vocabulary_file: file not found: {path}")
             self.vocabulary = Vocabulary.from_yaml(path)
 
     # ---- flat parameter view (the ROS node declares exactly these names)
     def to_flat(self) -> Dict[str, Any]:
         """Flatten to ``section.key`` names: the node's parameter names."""
         flat: Dict[str, Any] = {}
-        for section in ("models", "perception", "geometry", "workspace"):
+        for section in SECTIONS:
             for key, value in dataclasses.asdict(getattr(self, section)).items():
                 flat[f"{section}.{key}"] = value
         flat["vocabulary_file"] = self.vocabulary_file
@@ -252,45 +547,49 @@ class ClipVlaConfig:
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any], vocabulary: Optional[Vocabulary] = None) -> "ClipVlaConfig":
-        """Build from ``section.key`` values, ignoring names that belong to the node only."""
-        sections: Dict[str, Dict[str, Any]] = {"models": {}, "perception": {}, "geometry": {}, "workspace": {}}
+        """Build from ``section.key`` values, ignoring names that belong to the node only.
+
+        Raises:
+            ConfigError: an unknown key inside a core section (a typo must not be ignored), a
+                section that is not a mapping, or any invalid value.
+        """
+        sections: Dict[str, Dict[str, Any]] = {name: {} for name in SECTIONS}
         top: Dict[str, Any] = {}
-        types = {
-            "models": ModelConfig,
-            "perception": PerceptionConfig,
-            "geometry": GeometryConfig,
-            "workspace": WorkspaceConfig,
-        }
         for name, value in flat.items():
             section, _, key = name.partition(".")
-            if key and section in sections:
-                known = {f.name for f in dataclasses.fields(types[section])}
-                if key in known:
-                    sections[section][key] = _from_param(value)
+            if section in SECTIONS and not key:
+                raise invalid(name, value, "a mapping of settings (key: value)")
+            if section in SECTIONS:
+                known = [f.name for f in dataclasses.fields(SECTIONS[section])]
+                if key not in known:
+                    raise ConfigError(f"{name}: unknown setting (known in {section}: {', '.join(known)})")
+                sections[section][key] = _from_param(value)
             elif name in ("vocabulary_file", "base_frame"):
                 top[name] = value
-        return cls(
-            models=ModelConfig(**sections["models"]),
-            perception=PerceptionConfig(**sections["perception"]),
-            geometry=GeometryConfig(**sections["geometry"]),
-            workspace=WorkspaceConfig(**sections["workspace"]),
-            vocabulary=vocabulary,
-            **top,
-        )
+        built = {name: SECTIONS[name](**values) for name, values in sections.items()}
+        return cls(**built, vocabulary=vocabulary, **top)
 
     @classmethod
     def from_yaml(cls, path: os.PathLike | str | None = None, node_name: str = "clip_vla") -> "ClipVlaConfig":
-        """Read the node's parameter file (``<node>: ros__parameters: {...}``) or a plain mapping."""
+        """Read the node's parameter file (``<node>: ros__parameters: {...}``) or a plain mapping.
+
+        Raises:
+            ConfigError: the file cannot be read or parsed, or holds an invalid value; the
+                message starts with the file's path.
+        """
         path = Path(path) if path else default_config_path()
-        with open(path, "r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-        params = _ros_parameters(data, node_name)
-        flat = _flatten(params)
-        cfg = cls.from_flat(flat)
-        return cfg
+        data = load_yaml_mapping(path, "parameter file")
+        try:
+            return cls.from_flat(_flatten(_ros_parameters(data, node_name)))
+        except ConfigError as exc:
+            raise exc.in_file(path) from None
 
     def replace(self, **overrides: Any) -> "ClipVlaConfig":
-        """A copy with ``section.key`` overrides applied (``{"models.device": "cpu"}``)."""
+        """A copy with ``section.key`` overrides applied (``{"models.device": "cpu"}``).
+
+        Raises:
+            ConfigError: an unknown key or an invalid value.
+        """
         flat = self.to_flat()
         for key, value in overrides.items():
             if key not in flat:
@@ -300,25 +599,62 @@ class ClipVlaConfig:
         return ClipVlaConfig.from_flat(flat, vocabulary=vocab)
 
 
+def settings() -> Dict[str, Setting]:
+    """Every configuration key (``to_flat`` names, in that order) with its schema."""
+    specs: Dict[str, Setting] = {}
+    for cls in (*SECTIONS.values(), ClipVlaConfig):
+        specs.update((s.key, s) for s in cls.settings())
+    return specs
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """One value checked against its key's schema alone (``ros2 param set`` of one parameter).
+
+    Raises:
+        ConfigError: unknown key or invalid value. Rules between fields need the whole
+            config (``ClipVlaConfig.from_flat``).
+    """
+    spec = settings().get(key)
+    if spec is None:
+        raise ConfigError(f"unknown setting '{key}'")
+    return spec.check(_from_param(value))
+
+
 def _from_param(value: Any) -> Any:
-    """ROS parameters cannot be None: an empty string means "not set"."""
+    """Plain Python values: ROS arrays arrive as tuples or array.array, numbers may be numpy's."""
     if isinstance(value, tuple):
         return list(value)
+    if hasattr(value, "tolist"):  # array.array, numpy arrays and numpy scalars
+        return value.tolist()
     return value
 
 
 def _ros_parameters(data: Mapping[str, Any], node_name: str) -> Mapping[str, Any]:
-    """Find the ``ros__parameters`` block for ``node_name`` (or the wildcard ``/**``)."""
+    """Find the ``ros__parameters`` block for ``node_name`` (or the wildcard ``/**``).
+
+    Raises:
+        ConfigError: the file has blocks for other nodes only, or the block is not a mapping.
+    """
+    block: Any = None
     for key in (node_name, f"/{node_name}", "/**", "**"):
-        block = data.get(key)
-        if isinstance(block, Mapping) and "ros__parameters" in block:
-            return block["ros__parameters"] or {}
-    for key, block in data.items():  # namespaced node names: /robot/clip_vla
-        if isinstance(block, Mapping) and "ros__parameters" in block and str(key).endswith(node_name):
-            return block["ros__parameters"] or {}
-    if any(isinstance(v, Mapping) and "ros__parameters" in v for v in data.values()):
-        raise ConfigError(f"no 'ros__parameters' block for node '{node_name}' in parameter file")
-    return data
+        candidate = data.get(key)
+        if isinstance(candidate, Mapping) and "ros__parameters" in candidate:
+            block = candidate["ros__parameters"]
+            break
+    else:
+        for key, candidate in data.items():  # namespaced node names: /robot/clip_vla
+            if isinstance(candidate, Mapping) and "ros__parameters" in candidate and str(key).endswith(node_name):
+                block = candidate["ros__parameters"]
+                break
+        else:
+            if any(isinstance(v, Mapping) and "ros__parameters" in v for v in data.values()):
+                raise ConfigError(f"no 'ros__parameters' block for node '{node_name}' in parameter file")
+            return data
+    if block is None:
+        return {}
+    if not isinstance(block, Mapping):
+        raise invalid("ros__parameters", block, "a mapping of parameters")
+    return block
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -333,7 +669,11 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def parse_floats(text: str | Sequence[float], count: int, what: str) -> List[float]:
-    """Parse ``"a,b,c"`` (or a sequence) into exactly ``count`` floats, with a clear error."""
+    """Parse ``"a,b,c"`` (or a sequence) into exactly ``count`` floats, with a clear error.
+
+    Raises:
+        ConfigError: not numbers, or not exactly ``count`` of them.
+    """
     if isinstance(text, str):
         parts = [p for p in text.replace(" ", ",").split(",") if p]
     else:

@@ -20,12 +20,11 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from clip_vla.core.config import ConfigError, GeometryConfig
+from clip_vla.core.config import DEPTH_STATISTICS, ConfigError, GeometryConfig
 from clip_vla.core.types import Intrinsics
 
 ArrayLike = Union[np.ndarray, Sequence[float]]
 
-DEPTH_STATISTICS = ("median", "percentile_25", "min_valid")
 # Hand-typed calibration matrices (0.7071...) are rarely orthonormal to machine precision.
 _ORTHONORMAL_TOL = 1e-3
 # Below this elongation the principal axis is noise: grasp_yaw returns 0.0.
@@ -237,34 +236,27 @@ class RigidTransform:
 def camera_to_base_from_config(geometry: GeometryConfig) -> RigidTransform:
     """The camera->base transform: the 16-number matrix when set, else xyz + rpy.
 
-    ROS parameters cannot be empty arrays, so a matrix of any length other than 16
-    (``[0.0]`` in the parameter file) means "unset".
+    ``GeometryConfig`` has already checked the lengths (a matrix of ``[0.0]`` is ROS's "unset")
+    and that the matrix is rigid.
+
+    Raises:
+        ConfigError: the transform cannot be built (a config changed by hand after validation).
     """
-    matrix = list(geometry.camera_to_base_matrix or [])
     try:
-        if len(matrix) == 16:
-            return RigidTransform.from_matrix(matrix)
-        xyz, rpy = list(geometry.camera_to_base_xyz or []), list(geometry.camera_to_base_rpy or [])
-        if len(xyz) != 3:
-            raise ValueError(f"geometry.camera_to_base_xyz must have 3 numbers, got {xyz}")
-        if len(rpy) != 3:
-            raise ValueError(f"geometry.camera_to_base_rpy must have 3 numbers, got {rpy}")
-        return RigidTransform.from_xyz_rpy(xyz, rpy)
+        if len(geometry.camera_to_base_matrix) == 16:
+            return RigidTransform.from_matrix(geometry.camera_to_base_matrix)
+        return RigidTransform.from_xyz_rpy(geometry.camera_to_base_xyz, geometry.camera_to_base_rpy)
     except (ValueError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
         raise ConfigError(f"geometry camera_to_base: {exc}") from exc
 
 
 def intrinsics_from_config(geometry: GeometryConfig) -> Optional[Intrinsics]:
-    """Fallback intrinsics (fx, fy, cx, cy) when no CameraInfo arrives; None when unset (e.g. ``[0.0]``)."""
-    values = list(geometry.intrinsics or [])
-    if len(values) != 4:
-        return None
-    try:
-        return Intrinsics(*(float(v) for v in values))
-    except (TypeError, ValueError):  # non-numeric, non-finite or non-positive focal length
-        return None
+    """Fallback intrinsics (fx, fy, cx, cy) when no CameraInfo arrives; None when unset (``[]``/``[0.0]``).
+
+    ``GeometryConfig`` has already refused any other length and non-positive focal lengths.
+    """
+    values = geometry.intrinsics
+    return Intrinsics(*values) if len(values) == 4 else None
 
 
 # --------------------------------------------------------------------------- depth
@@ -520,6 +512,7 @@ class LocateResult:
     depth_source: str  # "depth" | "table_plane"
     depth: float  # metres along the optical axis at the centroid
     valid_pixels: int = 0  # depth pixels under the mask that were used (0 for the table plane)
+    note: str = ""  # why the table plane was used although a depth image was given ("" otherwise)
 
 
 def locate(
@@ -547,20 +540,27 @@ def locate(
       flat object, < 5 mm), too few of them are valid, or there is no mask, it falls back to
       ``surface``. ``depth`` is then the optical z of that centre.
 
-    Without depth (None, or fewer than ``min_valid`` valid pixels on the mask) the centroid's
-    ray is intersected with the table plane instead.
+    Without a depth image the centroid's ray is intersected with the table plane instead. A depth
+    image WITH fewer than ``min_valid`` valid pixels on the mask (all NaN, 0, 65535, out of range)
+    means the sensor failed on this object: the table plane would put a tall object several
+    centimetres off, so that is refused unless ``geometry.depth_fallback`` is ``table_plane``
+    (the result's ``note`` then says why the plane was used).
 
-    Raises GeometryError when neither works (e.g. the ray is parallel to the table).
+    Raises:
+        GeometryError: no valid depth on the mask and the fallback is ``refuse``, or the table
+            plane was needed and the ray does not hit it (e.g. parallel to the table).
+        ValueError: a non-finite centroid.
     """
     u, v = float(centroid_uv[0]), float(centroid_uv[1])
     if not (math.isfinite(u) and math.isfinite(v)):
         raise ValueError(f"centroid must be finite, got {centroid_uv}")
+    note = ""
     if depth_m is not None:
         values = depth_to_metres(masked_values(depth_m, mask), geometry.depth_scale, geometry.depth_min,
                                  geometry.depth_max)
         z = robust_depth(values, None, geometry.depth_statistic, min_valid)
+        valid_pixels = int(np.count_nonzero(np.isfinite(values)))
         if z is not None:
-            valid_pixels = int(np.count_nonzero(np.isfinite(values)))
             if geometry.point_estimate == "object_centre" and mask is not None:
                 pts = _mask_points_base(np.asarray(mask, dtype=bool), values, intrinsics, camera_to_base)
                 found = object_centre(pts, geometry.table_normal, geometry.table_height)
@@ -582,6 +582,11 @@ def locate(
                 depth=float(z),
                 valid_pixels=valid_pixels,
             )
+        why = (f"no valid depth over the mask ({valid_pixels} of {values.size} pixels within "
+               f"[{geometry.depth_min:g}, {geometry.depth_max:g}] m, {min_valid} needed)")
+        if geometry.depth_fallback == "refuse":
+            raise GeometryError(f"{why}; geometry.depth_fallback 'table_plane' would use the table plane instead")
+        note = f"{why}: placed on the table plane (geometry.depth_fallback: table_plane)"
     xyz_cam = table_plane_point(u, v, intrinsics, camera_to_base, geometry.table_normal, geometry.table_height)
     if xyz_cam is None:
         why = "no depth image" if depth_m is None else "no valid depth on the mask"
@@ -594,4 +599,5 @@ def locate(
         xyz_base=camera_to_base.apply(xyz_cam),
         depth_source="table_plane",
         depth=float(xyz_cam[2]),
+        note=note,
     )

@@ -117,7 +117,7 @@ def status_record(result: Any, *, command_id: int, command: str, stamp: Stamp, l
         "command_id": int(command_id),
         "command": echo(command),
         "status": "accepted" if accepted else result.reason.value,
-        "message": "goal published" if accepted else str(result.message),
+        "message": str(result.message),
         "stamp": dict(stamp),
         "latency_ms": round(float(latency_ms), 2),
         "mode": mode,

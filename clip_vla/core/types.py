@@ -77,6 +77,9 @@ class Frame:
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
+GOAL_PUBLISHED = "goal published"  # the status message of an accepted command
+
+
 class Reason(str, enum.Enum):
     """Why a command produced no goal. Values are the stable strings published on ~/status."""
 
@@ -149,6 +152,9 @@ class ActionGoal:
     frame_id: str = ""
     destination: Optional[Detection] = None
     object_xyz_base: Optional[Tuple[float, float, float]] = None  # the object itself when the goal is the destination
+    # What the status says: "goal published", plus why when the point is less certain than usual
+    # (e.g. placed on the table plane although a depth image was given).
+    message: str = GOAL_PUBLISHED
 
     accepted = True
 
@@ -179,6 +185,7 @@ class ActionGoal:
             "tokens_text": self.tokens_text,
             "confidence": round(float(self.confidence), 4),
             "depth_source": self.depth_source,
+            "message": self.message,
             "timings_ms": {k: round(float(v), 3) for k, v in self.timings_ms.items()},
             "stamp": self.stamp,
             "frame_id": self.frame_id,

@@ -152,15 +152,43 @@ def read_image_spec(model_id: str, cfg: ModelConfig, default_size: int, default_
 
 
 def _load(kind: str, model_cls: Any, model_id: str, cfg: ModelConfig, device, dtype):
-    from transformers import AutoTokenizer
+    """``model_cls.from_pretrained`` and its tokenizer, after checking the checkpoint's architecture.
+
+    transformers loads a CLIP checkpoint into CLIPSeg with only a warning (and random decoder
+    weights), which fails later on every command; the config says what the weights are, so a
+    wrong directory is refused here, where the message can name it.
+
+    Raises:
+        ModelUnavailableError: the weights cannot be found, or are of another architecture.
+    """
+    from transformers import AutoConfig, AutoTokenizer
 
     kwargs = _hub_kwargs(cfg)
     try:
+        found = AutoConfig.from_pretrained(model_id, **kwargs)
+        check_architecture(kind, model_id, found, model_cls)
         model = model_cls.from_pretrained(model_id, dtype=dtype, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelUnavailableError(unavailable_message(kind, model_id, cfg, exc)) from exc
     return model.to(device).eval(), tokenizer
+
+
+def check_architecture(kind: str, model_id: str, found: Any, model_cls: Any) -> None:
+    """The checkpoint's ``model_type`` must be the one ``model_cls`` is built for.
+
+    Raises:
+        ModelUnavailableError: which model (and its parameter), what was found, what was expected.
+    """
+    expected = model_cls.config_class.model_type
+    model_type = getattr(found, "model_type", None)
+    if model_type == expected:
+        return
+    architectures = ", ".join(getattr(found, "architectures", None) or []) or "none listed"
+    raise ModelUnavailableError(
+        f"the {kind} model '{model_id}' (models.{kind.lower()}) is a '{model_type}' checkpoint "
+        f"(architectures: {architectures}); expected model_type '{expected}' ({model_cls.__name__}): "
+        f"point models.{kind.lower()} at a {kind} checkpoint")
 
 
 def load_models(cfg: ModelConfig) -> LoadedModels:

@@ -11,15 +11,13 @@ and ``[0.0]`` for an unset number list (geometry.intrinsics, geometry.camera_to_
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from clip_vla.core.config import INSTANCE_SCORES, ClipVlaConfig, GeometryConfig, ModelConfig, PerceptionConfig, WorkspaceConfig
+from clip_vla.core.config import UNSET_ARRAY, ClipVlaConfig, ConfigError, check_setting, invalid, settings
 
 MODES = ("on_command", "continuous")
 RELIABILITIES = ("best_effort", "reliable")
-UNSET_ARRAY = [0.0]
 
 
 @dataclass(frozen=True)
@@ -44,54 +42,9 @@ class ParamSpec:
         return "; ".join(parts)
 
 
-# --------------------------------------------------------------------------- descriptions
-_CORE_DOC: Dict[str, Tuple[str, Optional[Tuple[float, float]]]] = {
-    "models.clipseg": ("CLIPSeg model: Hugging Face id or local from_pretrained directory", None),
-    "models.clip": ("CLIP model for skill scoring: Hugging Face id or local directory", None),
-    "models.device": ("auto (CUDA when available) | cpu | cuda | cuda:N", None),
-    "models.dtype": ("auto (float16 on CUDA, float32 on CPU) | float32 | float16 | bfloat16", None),
-    "models.share_backbone": ("score skills with CLIPSeg's own CLIP backbone (one vision pass per frame)", None),
-    "models.cache_dir": ("Hugging Face cache directory; empty: HF_HOME", None),
-    "models.local_files_only": ("never contact the hub (offline robots)", None),
-    "models.revision": ("model revision (branch, tag or commit); empty: default", None),
-    "perception.mask_threshold": ("per-pixel probability a target pixel must clear", (0.0, 1.0)),
-    "perception.min_confidence": ("object confidence under which the answer is low_confidence", (0.0, 1.0)),
-    "perception.min_area_px": ("smallest connected component kept, pixels at input resolution", (0, 1 << 30)),
-    "perception.instance_score": ("which connected component of the target mask is the object: mass (sum of "
-                                  "probability, the object covered whole) | mean (most certain per pixel)", None),
-    "perception.min_skill_probability": ("a skill guessed by CLIP (no verb) needs this probability", (0.0, 1.0)),
-    "perception.skill_temperature": ("softmax temperature over cosine similarities", (1e-6, 100.0)),
-    "perception.text_weight": ("weight of instruction-to-skill-text similarity", (0.0, 1.0)),
-    "perception.image_weight": ("weight of image-to-skill-prompt similarity", (0.0, 1.0)),
-    "perception.prompt_template": ("how an object phrase becomes a CLIPSeg prompt ({object} is replaced)", None),
-    "geometry.intrinsics": ("fx, fy, cx, cy (pixels) used when no camera_info arrives; [0.0] = unset", None),
-    "geometry.camera_to_base_matrix": ("camera optical frame -> base frame as 16 row-major numbers; "
-                                       "[0.0] = use camera_to_base_xyz/rpy (static extrinsics, used without TF)",
-                                       None),
-    "geometry.camera_to_base_xyz": ("camera optical frame origin in the base frame, metres (static extrinsics)",
-                                    None),
-    "geometry.camera_to_base_rpy": ("camera optical frame roll, pitch, yaw in the base frame, radians", None),
-    "geometry.table_normal": ("table plane normal in the base frame (used without valid depth)", None),
-    "geometry.table_height": ("table plane offset along its normal, metres", (-100.0, 100.0)),
-    "geometry.depth_scale": ("metres per unit of 16UC1 depth (0.001 for millimetres)", (1e-9, 1000.0)),
-    "geometry.depth_min": ("closer depth readings are invalid, metres", (0.0, 1000.0)),
-    "geometry.depth_max": ("farther depth readings are invalid, metres", (0.0, 1000.0)),
-    "geometry.depth_statistic": ("robust depth over the mask: median | percentile_25 | min_valid", None),
-    "geometry.point_estimate": ("3D point when depth is valid: object_centre (centre of an object resting on "
-                                "the table) | surface (mask centroid at the robust depth)", None),
-    "workspace.x": ("[min, max] of goal x in base_frame, metres; also the token range", None),
-    "workspace.y": ("[min, max] of goal y in base_frame, metres; also the token range", None),
-    "workspace.z": ("[min, max] of goal z in base_frame, metres; also the token range", None),
-    "workspace.bins": ("token bins per dimension", (2, 65536)),
-    "vocabulary_file": ("skills/objects vocabulary YAML; empty: the package's config/vocabulary.yaml", None),
-    "base_frame": ("robot base frame: workspace bounds and tokens are expressed in it", None),
-}
-_CORE_CHOICES = {
-    "perception.instance_score": INSTANCE_SCORES,
-    "geometry.depth_statistic": ("median", "percentile_25", "min_valid"),
-    "geometry.point_estimate": ("object_centre", "surface"),
-}
-
+# --------------------------------------------------------------------------- parameters
+# The core's parameters (descriptions, ranges, choices) come from the config schema
+# (``clip_vla.core.config.settings``); these are the node's own.
 NODE_PARAMETERS: Tuple[ParamSpec, ...] = (
     ParamSpec("mode", "on_command", "on_command: one goal per command from the freshest frame; continuous: "
               "re-localise the last command's object on every new frame (visual servoing) until a new "
@@ -136,24 +89,16 @@ def _ros_value(value: Any) -> Any:
 
 
 def core_defaults() -> Dict[str, Any]:
-    """``ClipVlaConfig.to_flat()`` of the defaults, without reading any vocabulary file."""
-    flat: Dict[str, Any] = {}
-    for section, cls in (("models", ModelConfig), ("perception", PerceptionConfig),
-                         ("geometry", GeometryConfig), ("workspace", WorkspaceConfig)):
-        for key, value in dataclasses.asdict(cls()).items():
-            flat[f"{section}.{key}"] = _ros_value(value)
-    flat["vocabulary_file"] = ""
-    flat["base_frame"] = "base_link"
-    return flat
+    """``ClipVlaConfig.to_flat()`` of the defaults, as ROS values, without reading any vocabulary file."""
+    return {key: _ros_value(s.default) for key, s in settings().items()}
 
 
 def parameter_specs() -> Dict[str, ParamSpec]:
     """Every parameter the node declares, by name, in declaration order."""
     specs: Dict[str, ParamSpec] = {}
-    for name, default in core_defaults().items():
-        description, rng = _CORE_DOC.get(name, (name, None))
-        specs[name] = ParamSpec(name, default, description, rng, read_only=name.startswith("models."),
-                                choices=_CORE_CHOICES.get(name))
+    for key, s in settings().items():
+        specs[key] = ParamSpec(key, _ros_value(s.default), s.doc, s.range, read_only=key.startswith("models."),
+                               choices=s.choices)
     for spec in NODE_PARAMETERS:
         specs[spec.name] = spec
     return specs
@@ -207,17 +152,31 @@ def declare_parameters(node: Any) -> Dict[str, Any]:
 
 
 def config_from_values(values: Mapping[str, Any], vocabulary=None) -> ClipVlaConfig:
-    """The core config of parameter values (node-only names are ignored). Raises ConfigError/ValueError."""
-    flat = {name: values[name] for name in core_names() if name in values}
-    flat = {k: (list(v) if isinstance(v, (tuple, list)) or hasattr(v, "tolist") else v) for k, v in flat.items()}
-    return ClipVlaConfig.from_flat(flat, vocabulary=vocabulary)
+    """The core config of parameter values (node-only names are ignored).
+
+    Raises:
+        ConfigError: an invalid value or rule between values (the config schema's one validator).
+    """
+    return ClipVlaConfig.from_flat({name: values[name] for name in core_names() if name in values},
+                                   vocabulary=vocabulary)
 
 
 def validate_node_value(name: str, value: Any) -> Optional[str]:
-    """Why ``value`` is not acceptable for node parameter ``name`` (None when it is)."""
+    """Why ``value`` is not acceptable for parameter ``name`` alone (None when it is).
+
+    Core parameters are judged by the config schema (``ros2 param set`` gets its one-line
+    message), node parameters by their choices. Rules between core values need the whole set:
+    ``config_from_values``.
+    """
     spec = parameter_specs().get(name)
     if spec is None:
         return None
+    if spec.core:
+        try:
+            check_setting(name, value)
+        except ConfigError as exc:
+            return str(exc)
+        return None
     if spec.choices and str(value) not in spec.choices:
-        return f"{name} must be one of {', '.join(spec.choices)}, got '{value}'"
+        return str(invalid(name, value, "one of: " + ", ".join(spec.choices)))
     return None

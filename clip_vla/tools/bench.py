@@ -35,6 +35,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from clip_vla.core.stats import percentile
+from clip_vla.tools.cli import add_config_flags, load_config
+
+# Flags that set configuration keys (help, type and choices from the config schema).
+CONFIG_FLAGS = {"clipseg": "models.clipseg", "clip": "models.clip", "device": "models.device",
+                "dtype": "models.dtype", "share-backbone": "models.share_backbone"}
 
 STAGES = ["message_conversion", "preprocess", "image_encoding", "text_encoding", "clipseg_forward",
           "mask_decoding", "mask_upsampling", "skill_scoring", "postprocess", "geometry", "tokenization"]
@@ -46,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="clip-vla bench",
         description="Latency of the fast inference path vs the naive transformers baseline (same run).")
-    p.add_argument("--config", help="parameter file (default: the package's config/clip_vla.yaml)")
-    p.add_argument("--clipseg", help="CLIPSeg model id or local from_pretrained directory")
-    p.add_argument("--clip", help="CLIP model id or local from_pretrained directory")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's)")
-    p.add_argument("--dtype", default=None, help="auto | float32 | float16 | bfloat16 (default: the config's)")
-    p.add_argument("--share-backbone", action="store_true",
-                   help="score skills with CLIPSeg's own backbone (models.share_backbone)")
+    add_config_flags(p, CONFIG_FLAGS)
     p.add_argument("--accelerate", default="none", choices=["none", "compile", "cuda_graphs"],
                    help="fast path: torch.compile or CUDA graphs for the fixed-shape parts (default none)")
     p.add_argument("--resolution", default="640x480", help="input WIDTHxHEIGHT (default 640x480)")
@@ -164,20 +163,13 @@ def peak_rss_mb() -> float:
 
 # --------------------------------------------------------------------------- models and config
 def _config(args: argparse.Namespace):
-    from clip_vla.core.config import ClipVlaConfig
+    """The parameter file with the flags applied; offline unless --allow-download.
 
-    cfg = ClipVlaConfig.from_yaml(args.config) if args.config else ClipVlaConfig.from_yaml()
-    overrides: Dict[str, Any] = {}
-    for arg, key in (("clipseg", "models.clipseg"), ("clip", "models.clip"), ("device", "models.device"),
-                     ("dtype", "models.dtype")):
-        value = getattr(args, arg)
-        if value:
-            overrides[key] = value
-    if args.share_backbone:
-        overrides["models.share_backbone"] = True
-    if not args.allow_download:
-        overrides["models.local_files_only"] = True
-    return cfg.replace(**overrides) if overrides else cfg
+    Raises:
+        ConfigError: an invalid file or flag value.
+    """
+    extra = {} if args.allow_download else {"models.local_files_only": True}
+    return load_config(args, CONFIG_FLAGS, extra=extra)
 
 
 def load_or_build(cfg, random_weights: bool = False, log: Callable[[str], None] = print):

@@ -6,58 +6,150 @@ well under a second and `clip-vla --help` works without torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 EXIT_OK = 0
 EXIT_NO_ACTION = 3  # the command ran but produced no goal (the JSON says why)
 EXIT_ERROR = 2
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="parameter file (default: the package's config/clip_vla.yaml)")
-    p.add_argument("--clipseg", help="CLIPSeg model id or local from_pretrained directory")
-    p.add_argument("--clip", help="CLIP model id or local from_pretrained directory")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--vocabulary", help="skills/objects vocabulary YAML")
+# Flags of the tools that mirror a configuration key: --FLAG -> key. Help, type and choices come
+# from the config schema, so a flag and its parameter are described and validated alike.
+CONFIG_FLAGS: Dict[str, str] = {
+    "clipseg": "models.clipseg",
+    "clip": "models.clip",
+    "device": "models.device",
+    "vocabulary": "vocabulary_file",
+}
 
 
-def load_config(args: argparse.Namespace):
-    """The parameter file with the CLI's overrides applied."""
-    from clip_vla.core.config import ClipVlaConfig
+def add_config_flags(p: argparse.ArgumentParser, flags: Mapping[str, str] = CONFIG_FLAGS,
+                     config_file: bool = True) -> None:
+    """``--config`` and one ``--FLAG`` per ``flags`` entry, described by the config schema.
 
-    cfg = ClipVlaConfig.from_yaml(args.config) if getattr(args, "config", None) else ClipVlaConfig.from_yaml()
-    overrides = {}
-    for arg, key in (("clipseg", "models.clipseg"), ("clip", "models.clip"), ("device", "models.device"),
-                     ("vocabulary", "vocabulary_file")):
-        value = getattr(args, arg, None)
-        if value:
-            overrides[key] = value
-    return cfg.replace(**overrides) if overrides else cfg
+    Values stay strings/numbers as typed; ``load_config`` judges them with the one validator
+    (``ClipVlaConfig``), so ``--device banana`` is refused like ``models.device: banana``.
+    """
+    from clip_vla.core.config import settings
+
+    if config_file:
+        p.add_argument("--config", help="parameter file (default: the package's config/clip_vla.yaml)")
+    specs = settings()
+    for flag, key in flags.items():
+        spec = specs[key]
+        kwargs: Dict[str, Any] = {"dest": flag.replace("-", "_"), "default": None,
+                                  "help": f"{spec.doc} ({key}; default: the config's)"}
+        if spec.kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif spec.kind in ("int", "float"):
+            kwargs["type"] = int if spec.kind == "int" else float
+        if spec.choices:
+            kwargs["choices"] = spec.choices
+        p.add_argument(f"--{flag}", **kwargs)
+
+
+def config_overrides(args: argparse.Namespace, flags: Mapping[str, str] = CONFIG_FLAGS) -> Dict[str, Any]:
+    """``{key: value}`` of the config flags given on the command line."""
+    values = {key: getattr(args, flag.replace("-", "_"), None) for flag, key in flags.items()}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def load_config(args: argparse.Namespace, flags: Mapping[str, str] = CONFIG_FLAGS,
+                extra: Optional[Mapping[str, Any]] = None):
+    """The parameter file (``--config`` or the package's) with the flags' and ``extra`` overrides.
+
+    Raises:
+        ConfigError: the file or a flag holds an invalid value; a flag's error names the flag.
+    """
+    from clip_vla.core.config import ClipVlaConfig, ConfigError
+
+    cfg = ClipVlaConfig.from_yaml(getattr(args, "config", None) or None)
+    overrides = {**config_overrides(args, flags), **(extra or {})}
+    if not overrides:
+        return cfg
+    try:
+        return cfg.replace(**overrides)
+    except ConfigError as exc:
+        flag = next((f for f, key in flags.items() if key in overrides and exc.detail.startswith(key)), None)
+        if flag is None:
+            raise
+        raise ConfigError(f"--{flag}: {exc}") from None
 
 
 def read_image(path: str):
-    """A colour image file as HxWx3 uint8 RGB."""
+    """A colour image file as HxWx3 uint8 RGB.
+
+    Raises:
+        ValueError: the file cannot be read or decoded (one line; the codec's own warnings,
+            such as libpng's, are kept off the terminal).
+    """
     import cv2
 
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read image '{path}' (missing file or unsupported format)")
+    bgr = _decode(path, cv2.IMREAD_COLOR, "image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def read_depth(path: str):
-    """Depth as a 16-bit PNG/TIFF (millimetres) or a .npy array (float metres or uint16 mm)."""
+    """Depth as a 16-bit PNG/TIFF (millimetres) or a .npy array (float metres or uint16 mm).
+
+    Raises:
+        ValueError: unreadable, undecodable, or not a single-channel uint16/float image.
+    """
     import cv2
     import numpy as np
 
     if path.endswith(".npy"):
-        return np.load(path)
-    depth = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if depth is None or depth.ndim != 2:
-        raise ValueError(f"cannot read depth '{path}': expected a single-channel 16-bit image or .npy")
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise ValueError(f"cannot read depth '{path}': {reason}") from None
+    else:
+        depth = _decode(path, cv2.IMREAD_UNCHANGED, "depth")
+    if depth.ndim != 2 or not (depth.dtype == np.uint16 or np.issubdtype(depth.dtype, np.floating)):
+        raise ValueError(f"cannot use depth '{path}': expected a single-channel 16-bit image or float/uint16 .npy, "
+                         f"got {depth.dtype} with shape {tuple(depth.shape)}")
     return depth
+
+
+def _decode(path: str, flags: int, what: str):
+    """``cv2.imdecode`` of a file's bytes: a missing file says so, a damaged one is one line.
+
+    Raises:
+        ValueError: the file cannot be read, or OpenCV cannot decode it.
+    """
+    import cv2
+    import numpy as np
+
+    try:
+        data = np.frombuffer(Path(path).read_bytes(), np.uint8)
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} '{path}': {exc.strerror or exc}") from None
+    with _stderr_silenced():  # libpng/libjpeg print their own complaints to fd 2
+        image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise ValueError(f"cannot decode {what} '{path}': not an image OpenCV can read (damaged, or an "
+                         "unsupported format)")
+    return image
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block: C libraries write there directly."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -68,9 +160,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     rgb = read_image(args.image)
     depth = read_depth(args.depth) if args.depth else None
+    if depth is not None and depth.shape != rgb.shape[:2]:
+        raise ValueError(f"depth '{args.depth}' is {depth.shape[1]}x{depth.shape[0]} but the image is "
+                         f"{rgb.shape[1]}x{rgb.shape[0]}: give depth registered to the colour image")
     intrinsics = Intrinsics(*parse_floats(args.intrinsics, 4, "--intrinsics")) if args.intrinsics else None
     pipeline = VLAPipeline(cfg)
-    result = pipeline.run(Frame(rgb=rgb, depth=depth, intrinsics=intrinsics), args.command)
+    result = pipeline.run(Frame(rgb=rgb, depth=depth, intrinsics=intrinsics), args.text)
     out = result.to_dict()
     out["models"] = pipeline.model_ids
     out["device"] = pipeline.device
@@ -131,28 +226,28 @@ def run_tool(name: str, argv: List[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clip-vla", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="subcommand", required=True)
 
     p = sub.add_parser("infer", help="one image + command -> goal JSON")
     p.add_argument("--image", required=True, help="colour image file (PNG/JPEG)")
     p.add_argument("--depth", help="depth: 16-bit PNG in millimetres, or .npy in metres")
     p.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels (default: geometry.intrinsics)")
-    p.add_argument("--command", required=True, help='e.g. "pick up the red cup"')
+    p.add_argument("--command", dest="text", required=True, help='e.g. "pick up the red cup"')
     p.add_argument("--annotate", help="write the annotated debug image here")
     p.add_argument("--pretty", action="store_true", help="indent the JSON")
-    _add_config_args(p)
+    add_config_flags(p)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("parse", help='command text -> {"skill", "object", "destination"} JSON')
     p.add_argument("text")
-    p.add_argument("--vocabulary", help="skills/objects vocabulary YAML")
+    add_config_flags(p, {"vocabulary": "vocabulary_file"}, config_file=False)
     p.add_argument("--full", action="store_true", help="also print relation, direction, verb")
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser("download-models", help="pre-fetch the models into the Hugging Face cache")
     p.add_argument("models", nargs="*", help="model ids (default: those of the config)")
     p.add_argument("--cache-dir", help="cache directory (default: HF_HOME / HF_HUB_CACHE)")
-    _add_config_args(p)
+    add_config_flags(p)
     p.set_defaults(func=cmd_download)
 
     for name, (_, help_text) in TOOLS.items():
@@ -170,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return run_tool(name, argv[1:]) if name else args.func(args)
     except (ModelUnavailableError, ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"clip-vla {name or args.command}: error: {exc}", file=sys.stderr)
+        print(f"clip-vla {name or args.subcommand}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -631,7 +631,7 @@ def write_goal_bag(path: Union[str, Path], results: Sequence[ReplayResult], base
 
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    from clip_vla.tools.cli import _add_config_args
+    from clip_vla.tools.cli import add_config_flags
 
     p = argparse.ArgumentParser(
         prog="clip-vla replay",
@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tol-theta", type=float, default=0.05, help="radians (angular distance)")
     g.add_argument("--tol-tokens", type=int, default=1, help="bins per dimension (cmd token exact)")
     p.add_argument("--quiet", action="store_true", help="no table, only regressions and errors")
-    _add_config_args(p)
+    add_config_flags(p)
     return p
 
 

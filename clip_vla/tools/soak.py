@@ -33,6 +33,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from clip_vla.core.stats import percentile
+from clip_vla.tools.cli import add_config_flags, config_overrides
 
 DEFAULT_COMMANDS = (
     "pick up the red cup",
@@ -277,11 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)")
     p.add_argument("--connect", action="store_true", help="talk to a running node instead of starting one")
     p.add_argument("--tiny", action="store_true", help="start the node on generated tiny models")
-    p.add_argument("--config", help="parameter file for the node it starts")
-    p.add_argument("--clipseg", help="models.clipseg for the node it starts")
-    p.add_argument("--clip", help="models.clip for the node it starts")
-    p.add_argument("--device", help="models.device for the node it starts")
-    p.add_argument("--vocabulary", help="vocabulary_file for the node it starts")
+    add_config_flags(p)  # --config and the model/device/vocabulary flags, for the node it starts
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra parameter for the node it starts (repeatable)")
     p.add_argument("--command", action="append", dest="commands", help="command text (repeatable; cycled)")
@@ -298,10 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.connect:
         if args.tiny:
             overrides.update(tiny_setup())
-        for key, value in (("models.clipseg", args.clipseg), ("models.clip", args.clip),
-                           ("models.device", args.device), ("vocabulary_file", args.vocabulary)):
-            if value:
-                overrides[key] = value
+        overrides.update(config_overrides(args))
         for item in args.param:
             name, sep, value = item.partition(":=")
             if not sep:

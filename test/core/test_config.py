@@ -2,7 +2,8 @@
 import pytest
 import yaml
 
-from clip_vla.core.config import ClipVlaConfig, ConfigError, Vocabulary, default_vocabulary_path, parse_floats
+from clip_vla.core.config import (ClipVlaConfig, ConfigError, GeometryConfig, ModelConfig, PerceptionConfig, Vocabulary,
+                                  WorkspaceConfig, check_setting, default_vocabulary_path, parse_floats, settings)
 from conftest import REPO
 
 
@@ -77,3 +78,49 @@ def test_parse_floats():
     assert parse_floats("500,500,319.5,239.5", 4, "x") == [500, 500, 319.5, 239.5]
     with pytest.raises(ConfigError, match="expected 4 numbers"):
         parse_floats("1,2,3", 4, "--intrinsics")
+
+
+# --------------------------------------------------------------------------- the one validator
+@pytest.mark.parametrize("build, key", [
+    (lambda: WorkspaceConfig(x=[1.0, 0.0]), "workspace.x"),  # was checked only by a validate() call by hand
+    (lambda: WorkspaceConfig(bins=1), "workspace.bins"),
+    (lambda: GeometryConfig(depth_min=5.0, depth_max=1.0), "geometry.depth_min"),
+    (lambda: GeometryConfig(depth_statistic="mode"), "geometry.depth_statistic"),
+    (lambda: GeometryConfig(intrinsics=[500.0, 500.0, 320.0]), "geometry.intrinsics"),
+    (lambda: GeometryConfig(camera_to_base_matrix=[1.0] * 9), "geometry.camera_to_base_matrix"),
+    (lambda: GeometryConfig(depth_fallback="guess"), "geometry.depth_fallback"),
+    (lambda: ModelConfig(share_backbone="no"), "models.share_backbone"),  # a string is never a boolean
+    (lambda: ModelConfig(device="banana"), "models.device"),
+    (lambda: ModelConfig(dtype="float8"), "models.dtype"),
+    (lambda: PerceptionConfig(min_area_px=2.5), "perception.min_area_px"),
+    (lambda: PerceptionConfig(mask_threshold=True), "perception.mask_threshold"),
+])
+def test_every_section_validates_itself_on_construction(build, key):
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert str(info.value).startswith(f"{key}: expected ") and "\n" not in str(info.value)
+
+
+def test_values_are_normalised_and_the_ros_unset_spelling_is_accepted():
+    g = GeometryConfig(intrinsics=(500, 500, 320, 240), camera_to_base_matrix=[0.0], depth_min=0)
+    assert g.intrinsics == [500.0, 500.0, 320.0, 240.0] and isinstance(g.depth_min, float)
+    assert GeometryConfig(intrinsics=[0.0]).intrinsics == [0.0]
+    assert GeometryConfig().depth_fallback == "refuse"
+
+
+def test_file_errors_name_the_file_and_the_key(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("clip_vla:\n  ros__parameters:\n    perception: {mask_threshold: high}\n")
+    with pytest.raises(ConfigError) as info:
+        ClipVlaConfig.from_yaml(path)
+    assert str(info.value) == f"{path}: perception.mask_threshold: expected a number in [0.0, 1.0], got 'high'"
+    assert info.value.source == str(path)
+
+
+def test_every_setting_is_documented_and_is_a_flat_name():
+    specs = settings()
+    assert list(specs) == list(ClipVlaConfig().to_flat())
+    assert all(spec.doc for spec in specs.values())
+    assert check_setting("geometry.intrinsics", (1, 2, 3, 4)) == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ConfigError, match="unknown setting"):
+        check_setting("perception.nope", 1)

@@ -188,7 +188,8 @@ def test_camera_to_base_from_config():
 def test_intrinsics_from_config():
     assert intrinsics_from_config(GeometryConfig()) is None
     assert intrinsics_from_config(GeometryConfig(intrinsics=[0.0])) is None
-    assert intrinsics_from_config(GeometryConfig(intrinsics=[0.0, 500.0, 320.0, 240.0])) is None
+    with pytest.raises(ConfigError, match="geometry.intrinsics"):  # was silently "unset"
+        GeometryConfig(intrinsics=[0.0, 500.0, 320.0, 240.0])
     assert intrinsics_from_config(GeometryConfig(intrinsics=[500, 500, 320, 240])) == K
 
 
@@ -376,8 +377,21 @@ def test_locate_falls_back_to_table_plane(down):
     np.testing.assert_allclose(res.xyz_base, [0.66, -0.16, 0.0], atol=1e-12)
     np.testing.assert_allclose(res.xyz_camera, [0.16, -0.16, 0.8], atol=1e-12)
     assert res.depth == pytest.approx(0.8)
-    no_valid = np.zeros(SHAPE, np.uint16)  # all "no return"
-    assert locate(mask, (420.0, 140.0), no_valid, K, down, GeometryConfig()).depth_source == "table_plane"
+
+
+@pytest.mark.parametrize("reading", [0, 65535, np.nan, np.inf], ids=["zero", "max_u16", "nan", "inf"])
+def test_depth_without_a_valid_reading_on_the_mask_is_refused_unless_allowed(down, reading):
+    """The table plane puts a tall object centimetres off: a failed depth reading must not hide."""
+    mask = disc_mask((420, 140), 15)
+    dtype = np.uint16 if reading in (0, 65535) else np.float32
+    depth = np.full(SHAPE, 0.75, np.float32).astype(dtype) if dtype == np.float32 else np.full(SHAPE, 750, dtype)
+    depth[mask] = reading
+    with pytest.raises(GeometryError, match=r"no valid depth over the mask \(0 of .*depth_fallback"):
+        locate(mask, (420.0, 140.0), depth, K, down, GeometryConfig())
+    res = locate(mask, (420.0, 140.0), depth, K, down, GeometryConfig(depth_fallback="table_plane"))
+    assert res.depth_source == "table_plane" and "depth_fallback: table_plane" in res.note
+    np.testing.assert_allclose(res.xyz_base, [0.66, -0.16, 0.0], atol=1e-12)
+    assert locate(mask, (420.0, 140.0), None, K, down, GeometryConfig()).note == ""  # no depth image: no note
 
 
 def test_locate_uses_depth(down):
@@ -499,7 +513,7 @@ def test_point_estimate_setting():
         GeometryConfig(point_estimate="top")
     spec = P.parameter_specs()["geometry.point_estimate"]
     assert spec.default == "object_centre" and set(spec.choices) == {"object_centre", "surface"}
-    assert "must be one of" in P.validate_node_value("geometry.point_estimate", "middle")
+    assert "expected one of" in P.validate_node_value("geometry.point_estimate", "middle")
 
 
 def test_object_centre_flat_top_from_above(down):

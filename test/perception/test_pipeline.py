@@ -83,10 +83,27 @@ def test_without_depth_uses_table_plane(pipeline, frame):
     assert r.xyz_base == pytest.approx((0.5, 0.0, 0.0), abs=1e-6)
 
 
-def test_invalid_depth_everywhere_falls_back_to_table(pipeline, frame):
+@pytest.mark.parametrize("depth", [
+    np.full((H, W), np.nan, np.float32), np.full((H, W), np.inf, np.float32),
+    np.zeros((H, W), np.uint16), np.full((H, W), 65535, np.uint16),
+], ids=["nan", "inf", "zero", "max_u16"])
+def test_paired_depth_without_a_valid_reading_answers_no_depth(pipeline, frame, depth):
+    """A failed depth reading over the object must not silently become a table-plane goal."""
+    frame.depth = depth
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.NO_DEPTH, r
+    assert "no valid depth over the mask" in r.message and "depth_fallback" in r.message
+
+
+def test_table_plane_fallback_when_allowed_says_so(pipeline, frame):
+    reconfigure(pipeline, **{"geometry.depth_fallback": "table_plane"})
     frame.depth = np.full((H, W), np.nan, np.float32)
     r = pipeline.run(frame, "pick up the red cup")
     assert isinstance(r, ActionGoal) and r.depth_source == "table_plane"
+    assert r.message.startswith("goal published; no valid depth over the mask")
+    assert "geometry.depth_fallback: table_plane" in r.message and r.to_dict()["message"] == r.message
+    frame.depth = None  # no depth image at all: the plane is the plan, nothing to report
+    assert pipeline.run(frame, "pick up the red cup").message == "goal published"
 
 
 def test_frame_intrinsics_override_config(pipeline, frame):

@@ -113,12 +113,19 @@ def test_invalid_utf8_command(peer):
     np.full(SIZE[::-1], np.nan, np.float32),
     np.zeros(SIZE[::-1], np.uint16),
 ], ids=["nan_32FC1", "zero_16UC1"])
-def test_depth_without_any_valid_reading_falls_back_to_the_table(peer, depth):
+def test_depth_without_any_valid_reading_is_no_depth_unless_the_table_is_allowed(peer, depth):
     rgb, _, k = tabletop_scene(*SIZE)
     peer.publish_frame(rgb, depth, k)
     status = peer.ask("pick up the red cup")
-    assert status["status"] == "accepted", status
-    assert status["goal"]["depth_source"] == "table_plane"
+    assert status["status"] == "no_depth" and "no valid depth over the mask" in status["message"], status
+    assert all(r.successful for r in peer.set_parameters({"geometry.depth_fallback": "table_plane"}))
+    try:
+        peer.publish_frame(rgb, depth, k)
+        status = peer.ask("pick up the red cup")
+        assert status["status"] == "accepted", status
+        assert status["goal"]["depth_source"] == "table_plane"
+    finally:
+        assert all(r.successful for r in peer.set_parameters({"geometry.depth_fallback": "refuse"}))
     good(peer)
 
 
@@ -162,3 +169,15 @@ def test_every_command_was_answered_exactly_once(peer):
     ids = [s["command_id"] for s in peer.statuses]
     assert ids == list(range(1, len(ids) + 1))
     assert int(diag["frames bad"]) >= 6
+
+
+@pytest.mark.parametrize("name, value, expected", [
+    ("geometry.intrinsics", [500.0, 500.0], "geometry.intrinsics: expected 4 numbers"),
+    ("geometry.depth_fallback", "guess", "geometry.depth_fallback: expected one of: refuse, table_plane"),
+    ("workspace.x", [1.0, 0.0], "workspace.x: expected [min, max] with min < max"),
+], ids=["intrinsics_length", "depth_fallback_choice", "workspace_inverted"])
+def test_param_set_is_judged_by_the_config_validator(peer, name, value, expected):
+    """``ros2 param set`` gets the config schema's one-line reason (two intrinsics were silently 'unset')."""
+    result = peer.set_parameters({name: value})[0]
+    assert not result.successful and result.reason.startswith(expected), result.reason
+    good(peer)

@@ -76,7 +76,7 @@ def test_config_from_parameter_values(open_vocabulary_file):
 
 def test_choices_are_validated():
     assert P.validate_node_value("mode", "continuous") is None
-    assert "must be one of" in P.validate_node_value("mode", "sometimes")
+    assert "expected one of" in P.validate_node_value("mode", "sometimes")
     assert P.validate_node_value("perception.mask_threshold", 0.3) is None
 
 

@@ -87,3 +87,94 @@ def test_help_lists_subcommands():
     assert out.returncode == 0
     for name in ("infer", "parse", "download-models"):
         assert name in out.stdout
+
+
+# --------------------------------------------------------------------------- one clear line per bad input
+BAD_CONFIGS = {
+    "mask_threshold_word": ("perception: {mask_threshold: high}\n", "perception.mask_threshold", "a number in"),
+    "bins_word": ("workspace: {bins: many}\n", "workspace.bins", "an integer in"),
+    "axis_scalar": ("workspace: {x: 5}\n", "workspace.x", "2 numbers"),
+    "top_level_list": ("- perception\n- workspace\n", "top level", "mapping"),
+    "yaml_syntax": ("perception: {mask_threshold: 0.3\nworkspace: [\n", "invalid YAML at line", "expected"),
+    "device_number": ("models: {device: 5}\n", "models.device", "a string"),
+    "share_backbone_no": ('models: {share_backbone: "no"}\n', "models.share_backbone", "true or false"),
+    "intrinsics_words": ("geometry: {intrinsics: [a, b, c, d]}\n", "geometry.intrinsics", "4 numbers"),
+    "depth_range_inverted": ("geometry: {depth_min: 5.0, depth_max: 1.0}\n", "geometry.depth_min", "less than"),
+    "unknown_key": ("perception: {mask_treshold: 0.3}\n", "perception.mask_treshold", "unknown setting"),
+}
+
+
+def one_error_line(out, prog="clip-vla infer"):
+    """Exit 2 and exactly one line on stderr, starting with the sub-command's name."""
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_file_is_one_line_naming_file_key_and_expectation(tmp_path, scene, case):
+    text, key, expected = BAD_CONFIGS[case]
+    config = tmp_path / f"{case}.yaml"
+    config.write_text(text)
+    line = one_error_line(run("infer", "--image", str(scene[0]), "--command", "pick up the cup",
+                              "--config", str(config)))
+    assert str(config) in line and key in line and expected in line
+
+
+def test_bad_device_flag_names_the_flag_and_the_choices(scene):
+    line = one_error_line(run("infer", "--image", str(scene[0]), "--command", "pick up the cup",
+                              "--device", "banana"))
+    assert "--device" in line and "models.device" in line and "'banana'" in line and "cuda:N" in line
+
+
+@pytest.mark.parametrize("content", ["pick up things\nand more\n", "skills: [\n", "skills: [{name: pick}]\n"],
+                         ids=["text_file", "invalid_yaml", "skill_without_token"])
+@pytest.mark.parametrize("sub", ["infer", "parse"])
+def test_bad_vocabulary_file_is_one_line(tmp_path, scene, content, sub):
+    vocabulary = tmp_path / "vocabulary.yaml"
+    vocabulary.write_text(content)
+    args = (["infer", "--image", str(scene[0]), "--command", "pick up the cup"] if sub == "infer"
+            else ["parse", "pick up the cup"])
+    line = one_error_line(run(*args, "--vocabulary", str(vocabulary)), prog=f"clip-vla {sub}")
+    assert str(vocabulary) in line
+
+
+def test_replay_reads_config_through_the_same_validator(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("perception: {mask_threshold: high}\n")
+    line = one_error_line(run("replay", str(tmp_path / "no-bag"), "--config", str(config)), prog="clip-vla replay")
+    assert str(config) in line and "perception.mask_threshold" in line
+
+
+def damaged_png(tmp_path):
+    data = bytearray(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    data[29] ^= 0xFF  # the IHDR chunk's CRC: libpng prints "libpng error: IHDR: CRC error" itself
+    path = tmp_path / "damaged.png"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("which", ["damaged", "missing", "text"])
+def test_unreadable_image_is_exactly_one_line(tmp_path, which):
+    path = damaged_png(tmp_path) if which == "damaged" else tmp_path / "notes.png"
+    if which == "text":
+        path.write_text("hello")
+    line = one_error_line(run("infer", "--image", str(path), "--command", "pick up the cup"))
+    assert f"'{path}'" in line and "image" in line
+
+
+def test_unreadable_depth_is_exactly_one_line(tmp_path, scene):
+    line = one_error_line(run("infer", "--image", str(scene[0]), "--depth", str(damaged_png(tmp_path)),
+                              "--command", "pick up the cup"))
+    assert "depth" in line and "damaged.png" in line
+
+
+def test_config_flags_come_from_the_schema():
+    """--help of infer shows the parameter each flag sets, with the schema's description."""
+    out = run("infer", "--help")
+    assert out.returncode == 0
+    for flag, key in (("--clipseg", "models.clipseg"), ("--device", "models.device"),
+                      ("--vocabulary", "vocabulary_file")):
+        assert flag in out.stdout and key in out.stdout

@@ -36,7 +36,6 @@ from rclpy.lifecycle import State, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from clip_vla.core import geometry
 from clip_vla.core.config import ConfigError
 from clip_vla.core.records import echo
 from clip_vla.core.types import NoAction, Reason
@@ -209,16 +208,9 @@ class VlaNode(LifecycleNode):
         core = set(params.core_names())
         config = None
         if any(p.name in core for p in parameters):
-            try:
+            try:  # the config dataclasses validate themselves (ranges, choices, cross-field rules)
                 config = settings.config()
-                geometry.camera_to_base_from_config(config.geometry)
-                config.workspace.validate()
-                g = config.geometry
-                if g.depth_min >= g.depth_max:
-                    raise ConfigError(f"geometry.depth_min {g.depth_min} must be < depth_max {g.depth_max}")
-                if g.depth_statistic not in geometry.DEPTH_STATISTICS:
-                    raise ConfigError(f"geometry.depth_statistic must be one of {geometry.DEPTH_STATISTICS}")
-            except (ConfigError, ValueError, TypeError, KeyError) as exc:
+            except ConfigError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
         with self._cond:
             self._settings = settings

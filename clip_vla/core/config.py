@@ -12,6 +12,7 @@ x forward, y left, z up; the camera optical frame is z forward, x right, y down.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,11 +223,42 @@ class WorkspaceConfig:
 
 
 @dataclass
+class MotionConfig:
+    """Geometry of the action chunks (``clip_vla.core.chunks``): metres, fingertip centre (TCP).
+
+    Heights are above the step's goal point unless they say "table" (``geometry.table_height``).
+    The defaults match the simulated gripper (8 cm fingers, objects at most 8.5 cm tall,
+    ``clip_vla.sim.executor.SkillParams``), so its scripted skills and these chunks agree.
+    """
+
+    approach_height: float = 0.12  # above the goal point before descending (pick, place, point_at); clears 8.5 cm objects
+    grasp_depth: float = 0.03  # pick: fingertips this far below the goal point (object centre) when closing
+    min_tip_clearance: float = 0.008  # pick: fingertips never lower than this above the table
+    lift_height: float = 0.15  # pick: raise the grasped object this far above the grasp
+    release_height: float = 0.045  # place: fingertips above the destination point when opening (object ~3.5 cm above it)
+    retreat_height: float = 0.08  # place: rise this far after opening
+    push_standoff: float = 0.085  # push/pull: start this far behind the goal point, against the motion direction
+    push_follow_through: float = 0.08  # push/pull: end this far past the goal point, along the motion direction
+    push_height: float = 0.012  # push/pull: fingertips above the table while in contact
+    point_height: float = 0.05  # point_at: hover this far above the goal point
+
+    def __post_init__(self) -> None:
+        positive = ("approach_height", "lift_height", "push_standoff", "push_follow_through", "point_height")
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"motion.{name} must be a finite number of metres, got {value!r}")
+            if value < 0 or (name in positive and value == 0):
+                bound = "> 0" if name in positive else ">= 0"
+                raise ConfigError(f"motion.{name} must be {bound} (metres), got {value}")
+
+
+@dataclass
 class ClipVlaConfig:
     models: ModelConfig = field(default_factory=ModelConfig)
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     vocabulary_file: str = ""  # empty: the package's config/vocabulary.yaml
     base_frame: str = "base_link"
     vocabulary: Optional[Vocabulary] = None
@@ -243,7 +275,7 @@ class ClipVlaConfig:
     def to_flat(self) -> Dict[str, Any]:
         """Flatten to ``section.key`` names: the node's parameter names."""
         flat: Dict[str, Any] = {}
-        for section in ("models", "perception", "geometry", "workspace"):
+        for section in ("models", "perception", "geometry", "workspace", "motion"):
             for key, value in dataclasses.asdict(getattr(self, section)).items():
                 flat[f"{section}.{key}"] = value
         flat["vocabulary_file"] = self.vocabulary_file
@@ -253,13 +285,15 @@ class ClipVlaConfig:
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any], vocabulary: Optional[Vocabulary] = None) -> "ClipVlaConfig":
         """Build from ``section.key`` values, ignoring names that belong to the node only."""
-        sections: Dict[str, Dict[str, Any]] = {"models": {}, "perception": {}, "geometry": {}, "workspace": {}}
+        sections: Dict[str, Dict[str, Any]] = {"models": {}, "perception": {}, "geometry": {}, "workspace": {},
+                                               "motion": {}}
         top: Dict[str, Any] = {}
         types = {
             "models": ModelConfig,
             "perception": PerceptionConfig,
             "geometry": GeometryConfig,
             "workspace": WorkspaceConfig,
+            "motion": MotionConfig,
         }
         for name, value in flat.items():
             section, _, key = name.partition(".")
@@ -274,6 +308,7 @@ class ClipVlaConfig:
             perception=PerceptionConfig(**sections["perception"]),
             geometry=GeometryConfig(**sections["geometry"]),
             workspace=WorkspaceConfig(**sections["workspace"]),
+            motion=MotionConfig(**sections["motion"]),
             vocabulary=vocabulary,
             **top,
         )

@@ -229,7 +229,7 @@ class ParsedInstruction:
     destination: Optional[str] = None
     relation: Optional[str] = None  # in | on | next_to | near | to | behind | in_front_of | ...
     verb: Optional[str] = None  # the verb phrase as matched, particle included ("pick up")
-    skill_source: str = "none"  # verb | similarity | none
+    skill_source: str = "none"  # verb | similarity | none | plan (a step the planner added)
     direction: Optional[str] = None  # left | right | forward | backward | away | closer | up | ...
     source: Optional[str] = None  # "from the table": where the object is now
 

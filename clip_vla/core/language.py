@@ -43,7 +43,9 @@ Steps (``parse_steps``): a command is cut into clauses, each read by ``parse``::
   them start with a known verb, so object phrases keep their "and" ("the black and white
   mug", "salt and pepper"). "then", "after that", "afterwards", "finally" and the end of a
   sentence are *strong*: the words after them must start a step, or the command is refused
-  (``CommandError``, reason ``unknown_skill``, naming the part: "then the ball").
+  (``CommandError``, reason ``unknown_skill``, naming the part: "then the ball"). So must a
+  weak connector followed by an article: "put the cup in the bowl and the apple on the tray"
+  elides a verb, and the robot is not left to guess it.
   Either split also needs a verb in the clause before it, so "the red cup, pick it up" stays
   one step, read exactly as ``parse`` reads it.
 * Subordinate clauses follow the meaning, not the writing: "after you X, Y" and "Y after you
@@ -124,6 +126,7 @@ _DETERMINERS = _phrases(
 )
 _DETERMINER_WORDS = frozenset(w for p in _DETERMINERS for w in p)
 _ARTICLES = _phrases("the", "a", "an")  # before a direction: "the left", not "me" (which is one)
+_ARTICLE_WORDS = frozenset({"the", "a", "an"})
 
 # Phrases that refer to something without naming it: the object is then unknown.
 _PRONOUNS = frozenset(
@@ -570,7 +573,8 @@ class InstructionParser:
             elif self._starts_step(tokens, run.end) and self._find_verb(current.words) is not None:
                 clauses.append(_Clause([], run.order, run.new_sentence))
             else:
-                if run.strong and self._find_verb(current.words) is not None:
+                elided = run.end < len(tokens) and tokens[run.end] in _ARTICLE_WORDS  # "... and the apple on the tray"
+                if (run.strong or elided) and self._find_verb(current.words) is not None:
                     self._refuse_part(tokens, run.end)
                 current.words.extend(t for t in tokens[i:run.end] if t not in (_SENTENCE_MARK, _COMMA_MARK))
             i = run.end

@@ -134,7 +134,8 @@ class VLAPipeline:
                 self._prepared.popitem(last=False)
         return prepared
 
-    def prepare_parsed(self, parsed: ParsedInstruction, command: Optional[str] = None) -> Union[PreparedCommand, NoAction]:
+    def prepare_parsed(self, parsed: ParsedInstruction,
+                       command: Optional[str] = None) -> Union[PreparedCommand, NoAction]:
         """Validate an already parsed instruction (one step of a plan) and build its prompts; not cached.
 
         ``command`` is the text echoed in results (default: the instruction's own text).

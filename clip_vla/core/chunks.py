@@ -32,7 +32,6 @@ from clip_vla.core.types import Reason
 
 __all__ = ["Chunk", "ChunkError", "MOTION_SKILLS", "build_chunk", "chunk_waypoints"]
 
-Point = Tuple[float, float, float]
 
 
 class ChunkError(ValueError):

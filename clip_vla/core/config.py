@@ -231,11 +231,11 @@ class MotionConfig:
     ``clip_vla.sim.executor.SkillParams``), so its scripted skills and these chunks agree.
     """
 
-    approach_height: float = 0.12  # above the goal point before descending (pick, place, point_at); clears 8.5 cm objects
+    approach_height: float = 0.12  # above the goal point before descending (pick, place, point_at)
     grasp_depth: float = 0.03  # pick: fingertips this far below the goal point (object centre) when closing
     min_tip_clearance: float = 0.008  # pick: fingertips never lower than this above the table
     lift_height: float = 0.15  # pick: raise the grasped object this far above the grasp
-    release_height: float = 0.045  # place: fingertips above the destination point when opening (object ~3.5 cm above it)
+    release_height: float = 0.045  # place: fingertips above the destination point when opening
     retreat_height: float = 0.08  # place: rise this far after opening
     push_standoff: float = 0.085  # push/pull: start this far behind the goal point, against the motion direction
     push_follow_through: float = 0.08  # push/pull: end this far past the goal point, along the motion direction

@@ -43,9 +43,9 @@ Steps (``parse_steps``): a command is cut into clauses, each read by ``parse``::
   them start with a known verb, so object phrases keep their "and" ("the black and white
   mug", "salt and pepper"). "then", "after that", "afterwards", "finally" and the end of a
   sentence are *strong*: the words after them must start a step, or the command is refused
-  (``CommandError``, reason ``unknown_skill``, naming the part: "then the ball"). So must a
-  weak connector followed by an article: "put the cup in the bowl and the apple on the tray"
-  elides a verb, and the robot is not left to guess it.
+  (``CommandError``, reason ``unknown_skill``, naming the part: "then the ball"). So must
+  "and" followed by an article: "put the cup in the bowl and the apple on the tray" elides
+  a verb, and the robot is not left to guess it.
   Either split also needs a verb in the clause before it, so "the red cup, pick it up" stays
   one step, read exactly as ``parse`` reads it.
 * Subordinate clauses follow the meaning, not the writing: "after you X, Y" and "Y after you
@@ -554,7 +554,7 @@ class InstructionParser:
             if step.skill == self._stop:  # "pick up the cup, no, stop": the robot must not move
                 return [ParsedInstruction(text=norm, skill=self._stop, verb=step.verb, skill_source="verb")]
         order, partner = _execution_order(clauses)
-        return _resolve_references([steps[k] for k in order], [partner.get(k) for k in order], order, steps)
+        return _resolve_references([steps[k] for k in order], [partner.get(k) for k in order], steps)
 
     def _clauses(self, tokens: Sequence[str]) -> List[_Clause]:
         """Cut marked tokens into clauses at connectors followed by a verb (see the docstring)."""
@@ -573,7 +573,8 @@ class InstructionParser:
             elif self._starts_step(tokens, run.end) and self._find_verb(current.words) is not None:
                 clauses.append(_Clause([], run.order, run.new_sentence))
             else:
-                elided = run.end < len(tokens) and tokens[run.end] in _ARTICLE_WORDS  # "... and the apple on the tray"
+                # "put the cup in the bowl and the apple on the tray": a second step without its verb
+                elided = "and" in tokens[i:run.end] and run.end < len(tokens) and tokens[run.end] in _ARTICLE_WORDS
                 if (run.strong or elided) and self._find_verb(current.words) is not None:
                     self._refuse_part(tokens, run.end)
                 current.words.extend(t for t in tokens[i:run.end] if t not in (_SENTENCE_MARK, _COMMA_MARK))
@@ -603,8 +604,9 @@ class InstructionParser:
         words = _strip_suffixes(_strip_prefixes(part, _LEADING_FILLERS), _TRAILING_FILLERS)
         if words:
             shown = " ".join(part)
-            raise CommandError(f"no known skill in the part '{shown}' (skills: {', '.join(self.vocabulary.skill_names)})",
-                               reason="unknown_skill", part=shown)
+            skills = ", ".join(self.vocabulary.skill_names)
+            raise CommandError(f"no known skill in the part '{shown}' (skills: {skills})", reason="unknown_skill",
+                               part=shown)
 
     def _fallback(self, norm: str) -> Optional[str]:
         if self.similarity_fallback is None:
@@ -748,9 +750,13 @@ def _execution_order(clauses: Sequence[_Clause]) -> Tuple[List[int], Dict[int, i
     return order, partner
 
 
-def _resolve_references(steps: List[ParsedInstruction], partners: List[Optional[int]], order: List[int],
+def _resolve_references(steps: List[ParsedInstruction], partners: List[Optional[int]],
                         written: List[ParsedInstruction]) -> List[ParsedInstruction]:
-    """Give "it"/"them" (a step with no object) the object of the step before, else of its partner."""
+    """Give "it"/"them" (a step with no object) the object of the step before, else of its partner.
+
+    ``steps`` are in execution order, ``partners[i]`` the written index of step i's subordinate
+    partner (None without one), ``written`` the steps in the order they were said.
+    """
     resolved: List[ParsedInstruction] = []
     previous: Optional[str] = None
     for step, partner in zip(steps, partners):

@@ -322,7 +322,8 @@ class ActionTokenizer:
         last = len(waypoints) - 1
         for i, wp in enumerate(waypoints):
             pose = self.encode(Action(cmd, wp.x, wp.y, wp.z, wp.theta))
-            encoded.append(pose.tokens[1:] + (self._gripper_token(wp.gripper), int(i == last)))  # type: ignore[arg-type]
+            gripper_and_terminal = (self._gripper_token(wp.gripper), int(i == last))
+            encoded.append(pose.tokens[1:] + gripper_and_terminal)  # type: ignore[arg-type]
             if pose.out_of_range:
                 outside.append(i)
         return EncodedChunk(cmd=self._check_cmd(cmd), waypoints=tuple(encoded), outside=tuple(outside))

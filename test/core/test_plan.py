@@ -9,7 +9,7 @@ import pytest
 
 from clip_vla.core.config import ClipVlaConfig, Vocabulary, default_vocabulary_path
 from clip_vla.core.language import InstructionParser
-from clip_vla.core.plan import Plan, PlanStep, ground_plan, ground_step, make_plan, plan_command, plan_record
+from clip_vla.core.plan import Plan, PlanStep, ground_plan, ground_step, plan_command, plan_record
 from clip_vla.core.types import ActionGoal, Frame, NoAction
 from clip_vla.perception.localize import detection_from_mask
 from clip_vla.pipeline import VLAPipeline

@@ -107,6 +107,18 @@ class VLAPipeline:
         self.default_intrinsics = geometry.intrinsics_from_config(config.geometry)
         self._prepared.clear()
 
+    def set_command_limit(self, max_command_length: int) -> None:
+        """Change the command length limit (the node's ``max_command_length``, also when the pipeline
+        came from a factory that takes only the config); cached commands are read again.
+
+        Raises:
+            ValueError: the limit is not a positive integer.
+        """
+        self.parser = InstructionParser(self.vocabulary, similarity_fallback=self.parser.similarity_fallback,
+                                        max_length=max_command_length)
+        self.max_command_length = max_command_length
+        self._prepared.clear()
+
     @property
     def model_ids(self) -> Dict[str, str]:
         return dict(self.models.ids) if self.models is not None else {"clipseg": "oracle", "clip": "oracle"}

@@ -207,3 +207,17 @@ def test_the_callers_command_limit_is_the_only_one():
     refused = oracle_pipeline({}, max_command_length=100).prepare(command)
     assert isinstance(refused, NoAction) and refused.reason.value == "bad_command"
     assert refused.message == "command is 619 characters long; the limit is 100"
+
+
+def test_the_command_limit_can_be_set_after_construction():
+    """A pipeline factory takes only the config: the node sets its parameter's limit afterwards."""
+    command = "pick up the red cup " + "very " * 120
+    pipeline = oracle_pipeline({})
+    assert isinstance(pipeline.prepare(command), NoAction)  # 619 > the standalone default of 512
+    pipeline.set_command_limit(1000)
+    assert not isinstance(pipeline.prepare(command), NoAction)
+    pipeline.set_command_limit(100)
+    assert pipeline.prepare("pick up the red cup").parsed.object == "red cup"
+    assert isinstance(pipeline.prepare(command), NoAction)
+    with pytest.raises(ValueError, match="max_length"):
+        pipeline.set_command_limit(0)

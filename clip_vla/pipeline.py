@@ -22,7 +22,7 @@ import numpy as np
 
 from clip_vla.core import geometry
 from clip_vla.core.config import ClipVlaConfig, Skill
-from clip_vla.core.language import CommandError, InstructionParser, ParsedInstruction
+from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
 from clip_vla.perception.localize import detect
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
@@ -78,7 +78,10 @@ class VLAPipeline:
     """Frame + command -> ``ActionGoal`` | ``NoAction``. Models load once, in the constructor."""
 
     def __init__(self, config: ClipVlaConfig, models: Optional[LoadedModels] = None,
-                 oracle: Optional[OraclePerception] = None) -> None:
+                 oracle: Optional[OraclePerception] = None, max_command_length: int = DEFAULT_MAX_LENGTH) -> None:
+        """``max_command_length``: the caller's limit on a command's characters (the node's
+        ``max_command_length`` parameter); the parser enforces this one limit, no other."""
+        self.max_command_length = max_command_length
         # Ground-truth perception for simulation ("oracle"): (frame, prepared) -> (detections, skill
         # probabilities). It replaces the models to measure geometry + tokenizer + execution alone.
         self.oracle = oracle
@@ -96,12 +99,25 @@ class VLAPipeline:
         self.config = config
         self.vocabulary = config.vocabulary
         fallback = self.scorer.best_skill_for_text if self.scorer is not None else None
-        self.parser = InstructionParser(self.vocabulary, similarity_fallback=fallback)
+        self.parser = InstructionParser(self.vocabulary, similarity_fallback=fallback,
+                                        max_length=self.max_command_length)
         if self.scorer is not None:
             self.scorer.set_vocabulary(self.vocabulary, config.perception)
         self.tokenizer = ActionTokenizer.from_config(config.workspace)
         self.camera_to_base = geometry.camera_to_base_from_config(config.geometry)
         self.default_intrinsics = geometry.intrinsics_from_config(config.geometry)
+        self._prepared.clear()
+
+    def set_command_limit(self, max_command_length: int) -> None:
+        """Change the command length limit (the node's ``max_command_length``, also when the pipeline
+        came from a factory that takes only the config); cached commands are read again.
+
+        Raises:
+            ValueError: the limit is not a positive integer.
+        """
+        self.parser = InstructionParser(self.vocabulary, similarity_fallback=self.parser.similarity_fallback,
+                                        max_length=max_command_length)
+        self.max_command_length = max_command_length
         self._prepared.clear()
 
     @property
@@ -124,6 +140,20 @@ class VLAPipeline:
             empty = not str(command).strip()
             return NoAction(Reason.EMPTY_COMMAND if empty else Reason.BAD_COMMAND, str(exc),
                             command=echo(command))
+        prepared = self.prepare_parsed(parsed, command)
+        if isinstance(prepared, PreparedCommand):
+            self._prepared[command] = prepared
+            while len(self._prepared) > 128:
+                self._prepared.popitem(last=False)
+        return prepared
+
+    def prepare_parsed(self, parsed: ParsedInstruction,
+                       command: Optional[str] = None) -> Union[PreparedCommand, NoAction]:
+        """Validate an already parsed instruction (one step of a plan) and build its prompts; not cached.
+
+        ``command`` is the text echoed in results (default: the instruction's own text).
+        """
+        command = parsed.text if command is None else command
         refusal = self._refuse(parsed, command)
         if refusal is not None:
             return refusal
@@ -136,9 +166,6 @@ class VLAPipeline:
         prepared = PreparedCommand(command, parsed, skill, prompts, object_index, destination_index)
         if self.segmenter is not None:
             self.segmenter.text_embeddings(prompts)  # warm the cache now, not on the first frame
-        self._prepared[command] = prepared
-        while len(self._prepared) > 128:
-            self._prepared.popitem(last=False)
         return prepared
 
     def _refuse(self, parsed: ParsedInstruction, command: str) -> Optional[NoAction]:
@@ -186,7 +213,7 @@ class VLAPipeline:
         else:
             detections, skill_probs = self._perceive(frame, prepared, timer)
         skill = prepared.skill
-        if prepared.parsed.skill_source != "verb":  # a guessed skill must be confident enough
+        if prepared.parsed.skill_source == "similarity":  # a guessed skill must be confident enough
             best = skill_probs.get(skill.name, 0.0)
             if best < perception.min_skill_probability:
                 return self._no(prepared, frame, Reason.LOW_CONFIDENCE,

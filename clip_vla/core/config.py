@@ -499,11 +499,43 @@ class WorkspaceConfig(Validated):
                 raise invalid(f"workspace.{axis}", [lo, hi], "[min, max] with min < max")
 
 
+@dataclass
+class MotionConfig(Validated):
+    """Geometry of the action chunks (``clip_vla.core.chunks``): metres, fingertip centre (TCP).
+
+    Heights are above the step's goal point unless they say "table" (``geometry.table_height``).
+    The defaults match the simulated gripper (8 cm fingers, objects at most 8.5 cm tall,
+    ``clip_vla.sim.executor.SkillParams``), so its scripted skills and these chunks agree.
+    """
+
+    SECTION: ClassVar[str] = "motion"
+
+    approach_height: float = setting(0.12, "metres above the goal point before descending (pick, place, point_at)",
+                                     range=(1e-3, 1.0))
+    grasp_depth: float = setting(0.03, "pick: fingertips this far below the goal point (object centre) when "
+                                 "closing, metres", range=(0.0, 0.5))
+    min_tip_clearance: float = setting(0.008, "pick: fingertips never lower than this above the table, metres",
+                                       range=(0.0, 0.5))
+    lift_height: float = setting(0.15, "pick: raise the grasped object this far above the grasp, metres",
+                                 range=(1e-3, 1.0))
+    release_height: float = setting(0.045, "place: fingertips above the destination point when opening, metres",
+                                    range=(0.0, 0.5))
+    retreat_height: float = setting(0.08, "place: rise this far after opening, metres", range=(0.0, 1.0))
+    push_standoff: float = setting(0.085, "push/pull: start this far behind the goal point, against the motion "
+                                   "direction, metres", range=(1e-3, 0.5))
+    push_follow_through: float = setting(0.08, "push/pull: end this far past the goal point, along the motion "
+                                         "direction, metres", range=(1e-3, 0.5))
+    push_height: float = setting(0.012, "push/pull: fingertips above the table while in contact, metres",
+                                 range=(0.0, 0.5))
+    point_height: float = setting(0.05, "point_at: hover this far above the goal point, metres", range=(1e-3, 1.0))
+
+
 SECTIONS: Dict[str, Type[Validated]] = {
     "models": ModelConfig,
     "perception": PerceptionConfig,
     "geometry": GeometryConfig,
     "workspace": WorkspaceConfig,
+    "motion": MotionConfig,
 }
 
 
@@ -513,6 +545,7 @@ class ClipVlaConfig(Validated):
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     vocabulary_file: str = setting("", "skills/objects vocabulary YAML; empty: the package's config/vocabulary.yaml")
     base_frame: str = setting("base_link", "robot base frame: workspace bounds and tokens are expressed in it")
     vocabulary: Optional[Vocabulary] = None

@@ -17,7 +17,8 @@ How a command is read (all matching is on whole words of the normalised text):
    "a stack of plates"). Words before a late verb name the object when the words after
    it do not ("the red cup, pick it up"). With no verb at all the optional
    ``similarity_fallback`` (CLIP text similarity in the pipeline) picks the skill.
-4. Only the first clause is read: "pick up the cup and put it in the bowl" -> pick.
+4. ``parse`` reads only the first clause: "pick up the cup and put it in the bowl" -> pick.
+   ``parse_steps`` reads every clause as one step (see "Steps" below).
 5. The rest splits at relation words ("in", "on top of", "next to", ...) and source
    words ("from", "out of", "off"): the first part is the object, the first relation
    phrase naming a thing is the destination; a source ("from the table") is where the
@@ -32,6 +33,28 @@ How a command is read (all matching is on whole words of the normalised text):
 8. "move" is a place verb, but "move X <direction>" with no destination means a push
    ("move the box left" -> push, direction left); "move the box to the tray" stays place.
 9. Pronouns ("it", "them", "that one") are not objects: ``object=None``.
+
+Steps (``parse_steps``): a command is cut into clauses, each read by ``parse``::
+
+    "first take the red cube, and then put it in the blue bin. after that push the box left"
+      |-- pick red cube --|          |-- place (it) -> blue bin --|   |-- push box, left --|
+
+* Connectors: "and", ",", "next", "also" are *weak*: they split only where the words after
+  them start with a known verb, so object phrases keep their "and" ("the black and white
+  mug", "salt and pepper"). "then", "after that", "afterwards", "finally" and the end of a
+  sentence are *strong*: the words after them must start a step, or the command is refused
+  (``CommandError``, reason ``unknown_skill``, naming the part: "then the ball"). So must
+  "and" followed by an article: "put the cup in the bowl and the apple on the tray" elides
+  a verb, and the robot is not left to guess it.
+  Either split also needs a verb in the clause before it, so "the red cup, pick it up" stays
+  one step, read exactly as ``parse`` reads it.
+* Subordinate clauses follow the meaning, not the writing: "after you X, Y" and "Y after you
+  X" -> X, Y; "before you X, Y" and "Y before you X" -> Y, X.
+* "it"/"them" (any step with no object named) refer to the object of the step before; in a
+  reordered pair ("after you pick it up, put the cup in the bowl") to the other clause's.
+* A stop anywhere ("pick up the cup, no, stop") makes the whole command a stop.
+* A command with one clause is exactly ``[parse(text)]``. Implicit steps (the pick before
+  "put X in Y") are the planner's job (``clip_vla.core.plan``), not the parser's.
 """
 from __future__ import annotations
 
@@ -55,7 +78,7 @@ __all__ = [
 Phrase = Tuple[str, ...]
 SimilarityFallback = Callable[[str], Optional[str]]
 
-DEFAULT_MAX_LENGTH = 512
+DEFAULT_MAX_LENGTH = 1000  # the node's max_command_length default; callers pass their own
 # A raw command longer than this multiple of the limit is refused before normalisation,
 # so a 100 kB (or 100 MB) string costs one len() call.
 _RAW_LENGTH_FACTOR = 4
@@ -66,6 +89,11 @@ _RAW_LENGTH_SLACK = 1024
 def _phrases(*items: str) -> Tuple[Phrase, ...]:
     """Space-separated phrases as word tuples, longest first (so longer ones win)."""
     return tuple(sorted((tuple(i.split()) for i in items), key=len, reverse=True))
+
+
+def _phrases_with(*items: Tuple[str, Any]) -> Tuple[Tuple[Phrase, Any], ...]:
+    """(phrase, value) pairs as (word tuple, value), longest phrase first."""
+    return tuple(sorted(((tuple(p.split()), v) for p, v in items), key=lambda e: len(e[0]), reverse=True))
 
 
 # Dropped wherever they occur: never part of an object or a verb.
@@ -98,6 +126,7 @@ _DETERMINERS = _phrases(
 )
 _DETERMINER_WORDS = frozenset(w for p in _DETERMINERS for w in p)
 _ARTICLES = _phrases("the", "a", "an")  # before a direction: "the left", not "me" (which is one)
+_ARTICLE_WORDS = frozenset({"the", "a", "an"})
 
 # Phrases that refer to something without naming it: the object is then unknown.
 _PRONOUNS = frozenset(
@@ -158,9 +187,38 @@ _CLAUSE_WORDS = frozenset({"and", "then"})
 # Verbs that name a push when they come with a direction but no destination.
 _MOVE_VERBS = frozenset({"move", "shift"})
 
+# ---- steps (parse_steps). Punctuation becomes these marker tokens before normalisation.
+_SENTENCE_MARK = "<.>"  # . ! ? ; :  end a sentence: a strong connector
+_COMMA_MARK = "<,>"  # a comma: a weak connector
+_SENTENCE_PUNCTUATION = frozenset(".!?;:")
+
+# Connector phrase -> strong? Strong connectors must be followed by a step; weak ones split
+# only before a verb (so "the black and white mug" keeps its "and").
+_CONNECTORS = _phrases_with(
+    ("and", False), ("next", False), ("also", False), ("and also", False), (_COMMA_MARK, False),
+    ("then", True), ("and then", True), ("after that", True), ("after this", True), ("afterwards", True),
+    ("afterward", True), ("finally", True), ("and finally", True), ("lastly", True), (_SENTENCE_MARK, True),
+)
+# Subordinators -> which clause happens first: "after you X, Y" -> X first ("after");
+# "before you X, Y" -> Y first ("before").
+_SUBORDINATORS = _phrases_with(
+    ("after you", "after"), ("after i", "after"), ("after we", "after"), ("once you", "after"),
+    ("when you", "after"), ("as soon as you", "after"), ("after you have", "after"), ("once you have", "after"),
+    ("before you", "before"), ("before i", "before"), ("before we", "before"),
+)
+
 
 class CommandError(ValueError):
-    """The command cannot be read at all (empty, too long, no letters, control characters)."""
+    """The command cannot be read (empty, too long, no letters, control characters, a step with no skill).
+
+    ``reason`` is a stable status string (``bad_command``, ``empty_command``, ``unknown_skill``);
+    ``part`` is the piece of the command that could not be read, when it is one piece of several.
+    """
+
+    def __init__(self, message: str, reason: str = "bad_command", part: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.part = part
 
 
 # --------------------------------------------------------------------------- data
@@ -174,7 +232,7 @@ class ParsedInstruction:
     destination: Optional[str] = None
     relation: Optional[str] = None  # in | on | next_to | near | to | behind | in_front_of | ...
     verb: Optional[str] = None  # the verb phrase as matched, particle included ("pick up")
-    skill_source: str = "none"  # verb | similarity | none
+    skill_source: str = "none"  # verb | similarity | none | plan (a step the planner added)
     direction: Optional[str] = None  # left | right | forward | backward | away | closer | up | ...
     source: Optional[str] = None  # "from the table": where the object is now
 
@@ -219,6 +277,28 @@ def normalise(text: str) -> str:
         else:
             chars.append(" ")
     return " ".join("".join(chars).split())
+
+
+def _marked_tokens(text: str) -> List[str]:
+    """Normalised words with punctuation kept as marker tokens (``<.>`` sentence end, ``<,>`` comma).
+
+    ``normalise`` turns punctuation into spaces, which is right for one clause but loses where
+    one sentence ends and the next begins; this keeps that, and nothing else, for ``parse_steps``.
+    A dot between digits ("0.5") is a decimal point, not a sentence end.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    tokens: List[str] = []
+    piece: List[str] = []
+    for i, ch in enumerate(text):
+        decimal = ch == "." and 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit()
+        if (ch in _SENTENCE_PUNCTUATION and not decimal) or ch == ",":
+            tokens.extend(normalise("".join(piece)).split())
+            tokens.append(_COMMA_MARK if ch == "," else _SENTENCE_MARK)
+            piece = []
+        else:
+            piece.append(ch)
+    tokens.extend(normalise("".join(piece)).split())
+    return tokens
 
 
 # --------------------------------------------------------------------------- word helpers
@@ -329,6 +409,49 @@ def _segments(tokens: Sequence[str]) -> List[_Segment]:
     return segments
 
 
+_CONNECTOR_TABLE = _PhraseTable(_CONNECTORS)
+_SUBORDINATOR_TABLE = _PhraseTable(_SUBORDINATORS)
+
+
+@dataclass
+class _Clause:
+    """The words of one step as written, and how it is ordered against its neighbour."""
+
+    words: List[str]
+    order: Optional[str] = None  # "after" | "before" for a subordinate clause ("after you X")
+    opens_sentence: bool = True  # its partner is the next clause when it opens a sentence, else the previous
+
+
+@dataclass(frozen=True)
+class _Connector:
+    """A run of connector words between two clauses, and what it says about them."""
+
+    end: int  # index of the first word after the run
+    strong: bool  # "then", a sentence end: the words after must start a step
+    order: Optional[str]  # "after" | "before" when the run holds a subordinator
+    new_sentence: bool
+
+
+def _connector_at(tokens: Sequence[str], i: int) -> Optional[_Connector]:
+    """The run of connectors/subordinators starting at ``i`` ("and then", ", after you"), if any."""
+    j, strong, order, sentence = i, False, None, False
+    while True:
+        found = _CONNECTOR_TABLE.match(tokens, j)
+        if found is not None:
+            words, is_strong = found
+            strong = strong or is_strong
+            sentence = sentence or words == (_SENTENCE_MARK,)
+            j += len(words)
+            continue
+        found = _SUBORDINATOR_TABLE.match(tokens, j)
+        if found is not None:
+            words, order = found
+            j += len(words)
+            continue
+        break
+    return _Connector(j, strong, order, sentence) if j > i else None
+
+
 # --------------------------------------------------------------------------- parser
 class InstructionParser:
     """Reads commands against one vocabulary; build once, ``parse`` many times (stateless)."""
@@ -370,7 +493,7 @@ class InstructionParser:
         if len(text) > raw_limit:  # refuse before touching the characters
             raise CommandError(f"command is {len(text)} characters long; the limit is {self.max_length}")
         if not text.strip():
-            raise CommandError("command is empty")
+            raise CommandError("command is empty", reason="empty_command")
         for pos, ch in enumerate(text):
             if unicodedata.category(ch) == "Cc" and not ch.isspace():
                 raise CommandError(
@@ -410,6 +533,80 @@ class InstructionParser:
             return ParsedInstruction(text=norm, skill=skill, verb=verb, skill_source="verb")
         rest = self._first_clause(tokens[end:])
         return self._assemble(norm, skill, verb, "verb", rest, tokens[:start])
+
+    def parse_steps(self, text: str) -> List[ParsedInstruction]:
+        """Every step of a command, in the order meant (see "Steps" in the module docstring).
+
+        A command with one clause gives ``[parse(text)]``, unchanged. The steps are what was
+        said: the planner adds the implicit ones (a pick before a place).
+
+        Raises:
+            CommandError: the command cannot be read at all (as ``parse``), or one part of a
+                compound command names no known skill (reason ``unknown_skill``, ``part`` set):
+                the whole command is refused, never a partial plan.
+        """
+        norm = self.validate(text)
+        clauses = self._clauses(_marked_tokens(text))
+        if len(clauses) == 1:
+            return [self.parse(text)]
+        steps = [self.parse(" ".join(c.words)) for c in clauses]
+        for step in steps:
+            if step.skill == self._stop:  # "pick up the cup, no, stop": the robot must not move
+                return [ParsedInstruction(text=norm, skill=self._stop, verb=step.verb, skill_source="verb")]
+        order, partner = _execution_order(clauses)
+        return _resolve_references([steps[k] for k in order], [partner.get(k) for k in order], steps)
+
+    def _clauses(self, tokens: Sequence[str]) -> List[_Clause]:
+        """Cut marked tokens into clauses at connectors followed by a verb (see the docstring)."""
+        tokens = [t for t in tokens if t not in _DROP_ANYWHERE]
+        clauses = [_Clause([])]
+        i = 0
+        while i < len(tokens):
+            run = _connector_at(tokens, i)
+            if run is None:
+                clauses[-1].words.append(tokens[i])
+                i += 1
+                continue
+            current = clauses[-1]
+            if not current.words:  # "after you X, ..." or leading punctuation: nothing to cut yet
+                current.order = current.order or run.order
+            elif self._starts_step(tokens, run.end) and self._find_verb(current.words) is not None:
+                clauses.append(_Clause([], run.order, run.new_sentence))
+            else:
+                # "put the cup in the bowl and the apple on the tray": a second step without its verb
+                elided = "and" in tokens[i:run.end] and run.end < len(tokens) and tokens[run.end] in _ARTICLE_WORDS
+                if (run.strong or elided) and self._find_verb(current.words) is not None:
+                    self._refuse_part(tokens, run.end)
+                current.words.extend(t for t in tokens[i:run.end] if t not in (_SENTENCE_MARK, _COMMA_MARK))
+            i = run.end
+        return [c for c in clauses if c.words] or [_Clause([])]
+
+    def _starts_step(self, tokens: Sequence[str], i: int) -> bool:
+        """Whether the words from ``i`` (after polite fillers) begin with a skill verb."""
+        rest = _strip_prefixes(list(tokens[i:]), _LEADING_FILLERS)
+        found = self._verbs.match(rest, 0) if rest else None
+        if found is None:
+            return _prefix(rest, _NEGATIONS) is not None  # "..., don't": read as a stop step
+        end = len(found[0])
+        return not (end < len(rest) and rest[end] == "of")  # "a stack of plates" is a noun
+
+    def _refuse_part(self, tokens: Sequence[str], i: int) -> None:
+        """Refuse the command at a part after "then"/a sentence end that starts no step.
+
+        Raises:
+            CommandError: always (reason ``unknown_skill``), unless the part is empty/filler only.
+        """
+        part: List[str] = []
+        for t in tokens[i:]:
+            if t in (_SENTENCE_MARK, _COMMA_MARK):
+                break
+            part.append(t)
+        words = _strip_suffixes(_strip_prefixes(part, _LEADING_FILLERS), _TRAILING_FILLERS)
+        if words:
+            shown = " ".join(part)
+            skills = ", ".join(self.vocabulary.skill_names)
+            raise CommandError(f"no known skill in the part '{shown}' (skills: {skills})", reason="unknown_skill",
+                               part=shown)
 
     def _fallback(self, norm: str) -> Optional[str]:
         if self.similarity_fallback is None:
@@ -529,6 +726,48 @@ class InstructionParser:
             direction=direction,
             source=source,
         )
+
+
+def _execution_order(clauses: Sequence[_Clause]) -> Tuple[List[int], Dict[int, int]]:
+    """Clause indices in the order meant, and each subordinate clause's partner (both ways).
+
+    "after you X, Y": X (subordinate, order "after") happens before its partner Y;
+    "before you X, Y": after it. The partner is the next clause when the subordinate opens its
+    sentence, else the previous one ("Y, after you X").
+    """
+    order = list(range(len(clauses)))
+    partner: Dict[int, int] = {}
+    for k, clause in enumerate(clauses):
+        if clause.order is None:
+            continue
+        main = k + 1 if clause.opens_sentence else k - 1
+        if not 0 <= main < len(clauses):
+            continue
+        partner[k], partner[main] = main, k
+        pos_sub, pos_main = order.index(k), order.index(main)
+        if (pos_sub < pos_main) != (clause.order == "after"):
+            order[pos_sub], order[pos_main] = order[pos_main], order[pos_sub]
+    return order, partner
+
+
+def _resolve_references(steps: List[ParsedInstruction], partners: List[Optional[int]],
+                        written: List[ParsedInstruction]) -> List[ParsedInstruction]:
+    """Give "it"/"them" (a step with no object) the object of the step before, else of its partner.
+
+    ``steps`` are in execution order, ``partners[i]`` the written index of step i's subordinate
+    partner (None without one), ``written`` the steps in the order they were said.
+    """
+    resolved: List[ParsedInstruction] = []
+    previous: Optional[str] = None
+    for step, partner in zip(steps, partners):
+        obj = step.object or previous
+        if obj is None and partner is not None:
+            obj = written[partner].object  # "after you pick it up, put the cup in the bowl"
+        if obj != step.object:
+            step = dataclasses.replace(step, object=obj)
+        resolved.append(step)
+        previous = step.object or previous
+    return resolved
 
 
 def parse_to_json(

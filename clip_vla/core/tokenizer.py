@@ -18,6 +18,19 @@ share bin 0. Decoding returns bin centres, so a round trip is off by at most hal
 Text form (what a language model would emit): the five tokens as base-10 integers separated by
 single spaces, cmd first, e.g. ``"1 128 64 30 200"``. ``from_text`` accepts any whitespace between
 them but nothing else (no signs, decimals or extra fields).
+
+Action chunks (``clip_vla.core.chunks``): the end-effector waypoints that execute one step,
+tokenized with the same bins. A chunk is the step's cmd token, then six tokens per waypoint::
+
+    cmd | x y z theta gripper terminal | x y z theta gripper terminal | ...
+
+    x, y, z, theta  as above (a waypoint outside the workspace is flagged, never silently clamped)
+    gripper         uniform bin of the gripper command over [0, 1] (0 open, 1 closed): bin 0 / bins-1
+    terminal        1 on the last waypoint of the chunk, 0 on every other: where the step ends
+
+The text form is exactly that: base-10 integers, single spaces, `` | `` between the cmd and each
+waypoint, e.g. ``"1 | 128 64 200 128 0 0 | 128 64 180 128 255 1"``. ``chunk_from_text`` accepts
+any whitespace around the bars. Decoding returns bin centres: every waypoint within half a bin.
 """
 from __future__ import annotations
 
@@ -25,7 +38,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -33,10 +46,26 @@ from clip_vla.core.config import WorkspaceConfig
 
 DIMS = ("x", "y", "z", "theta")
 THETA_RANGE = (-math.pi, math.pi)
+GRIPPER_RANGE = (0.0, 1.0)
+GRIPPER_OPEN = 0.0
+GRIPPER_CLOSED = 1.0
+WAYPOINT_FIELDS = ("x", "y", "z", "theta", "gripper", "terminal")  # the six tokens of a waypoint
+CHUNK_SEPARATOR = "|"
 Dim = Union[int, str]
 Tokens = Tuple[int, int, int, int, int]
 
 _INT_RE = re.compile(r"[0-9]+")
+
+
+def _bin_index(values: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Uniform bin of each (finite, already clamped) value over [lo, hi]; ``hi`` maps to the last bin."""
+    idx = np.floor((values - lo) / ((hi - lo) / bins)).astype(np.int64)
+    return np.clip(idx, 0, bins - 1)
+
+
+def _bin_centre(indices: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray:
+    """Centre of each bin: what decoding returns, at most half a bin from the encoded value."""
+    return lo + (indices + 0.5) * ((hi - lo) / bins)
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,47 @@ class EncodedAction:
     @property
     def text(self) -> str:
         return " ".join(str(t) for t in self.tokens)
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """One end-effector pose of a chunk: TCP position (metres, base frame), yaw, gripper command.
+
+    ``gripper`` is 0 (open) .. 1 (closed); ``label`` says what the pose is for ("grasp",
+    "lift", ...) and is not tokenized.
+    """
+
+    x: float
+    y: float
+    z: float
+    theta: float
+    gripper: float
+    label: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"x": round(self.x, 4), "y": round(self.y, 4), "z": round(self.z, 4),
+                "theta": round(self.theta, 4), "gripper": round(self.gripper, 4), "label": self.label}
+
+
+WaypointTokens = Tuple[int, int, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """Tokens of a chunk: the cmd token and six tokens per waypoint; which waypoints left the workspace."""
+
+    cmd: int
+    waypoints: Tuple[WaypointTokens, ...]
+    outside: Tuple[int, ...]  # indices of waypoints whose x/y/z lie outside the workspace
+
+    @property
+    def tokens(self) -> Tuple[int, ...]:
+        """The flat token sequence: cmd, then x y z theta gripper terminal per waypoint."""
+        return (self.cmd,) + tuple(t for w in self.waypoints for t in w)
+
+    @property
+    def text(self) -> str:
+        return f" {CHUNK_SEPARATOR} ".join([str(self.cmd)] + [" ".join(str(t) for t in w) for w in self.waypoints])
 
 
 class ActionTokenizer:
@@ -144,8 +214,7 @@ class ActionTokenizer:
         if i == 3:
             wrapped = np.mod(v - lo, hi - lo)  # [0, 2*pi): theta = pi lands on 0 like -pi
             return np.mod(np.floor(wrapped / w).astype(np.int64), self.bins)
-        idx = np.floor((np.clip(v, lo, hi) - lo) / w).astype(np.int64)
-        return np.clip(idx, 0, self.bins - 1)
+        return _bin_index(np.clip(v, lo, hi), lo, hi, self.bins)
 
     def decode_dim(self, indices: Any, dim: Dim) -> np.ndarray:
         """Bin centre (float64, same shape) of each index of ``dim``."""
@@ -161,7 +230,7 @@ class ActionTokenizer:
             bad = idx[(idx < 0) | (idx >= self.bins)].reshape(-1)[0]
             raise ValueError(f"{DIMS[i]} token {int(bad)} is outside [0, {self.bins})")
         lo, hi = self.bounds[i]
-        return lo + (idx + 0.5) * ((hi - lo) / self.bins)
+        return _bin_centre(idx, lo, hi, self.bins)
 
     @staticmethod
     def _finite(values: Any, name: str) -> np.ndarray:
@@ -238,3 +307,91 @@ class ActionTokenizer:
             if not _INT_RE.fullmatch(part):
                 raise ValueError(f"{name} token {part!r} in {text!r} is not a non-negative integer")
         return self._check_tokens([int(p) for p in parts])
+
+    # ---- action chunks (one step's waypoints; see the module docstring)
+    def encode_chunk(self, cmd: int, waypoints: Sequence[Waypoint]) -> EncodedChunk:
+        """Tokens of a chunk; waypoints outside the workspace are listed in ``outside``, not hidden.
+
+        Raises:
+            ValueError: no waypoints, a bad cmd token, a non-finite value or a gripper outside [0, 1].
+        """
+        if not waypoints:
+            raise ValueError("a chunk needs at least one waypoint")
+        encoded: List[WaypointTokens] = []
+        outside: List[int] = []
+        last = len(waypoints) - 1
+        for i, wp in enumerate(waypoints):
+            pose = self.encode(Action(cmd, wp.x, wp.y, wp.z, wp.theta))
+            gripper_and_terminal = (self._gripper_token(wp.gripper), int(i == last))
+            encoded.append(pose.tokens[1:] + gripper_and_terminal)  # type: ignore[arg-type]
+            if pose.out_of_range:
+                outside.append(i)
+        return EncodedChunk(cmd=self._check_cmd(cmd), waypoints=tuple(encoded), outside=tuple(outside))
+
+    def decode_chunk(self, tokens: Union[Sequence[int], EncodedChunk]) -> Tuple[int, List[Waypoint]]:
+        """(cmd, waypoints at the bin centres) of a chunk's flat token sequence.
+
+        Raises:
+            ValueError: the length is not 1 + 6k (k >= 1), a token is out of range, or the
+                terminal flag is not set on the last waypoint only.
+        """
+        seq = list(tokens.tokens if isinstance(tokens, EncodedChunk) else tokens)
+        width = len(WAYPOINT_FIELDS)
+        if len(seq) < 1 + width or (len(seq) - 1) % width:
+            raise ValueError(f"a chunk has 1 + {width}k tokens (cmd, then x y z theta gripper terminal "
+                             f"per waypoint), got {len(seq)}")
+        cmd = self._check_cmd(seq[0])
+        count = (len(seq) - 1) // width
+        waypoints: List[Waypoint] = []
+        for i in range(count):
+            x, y, z, theta, gripper, terminal = seq[1 + i * width: 1 + (i + 1) * width]
+            if terminal != int(i == count - 1):
+                raise ValueError(f"waypoint {i}: terminal flag must be {int(i == count - 1)} "
+                                 f"(1 on the last waypoint only), got {terminal!r}")
+            pose = self.decode((cmd, x, y, z, theta))
+            waypoints.append(Waypoint(pose.x, pose.y, pose.z, pose.theta, self._gripper_value(gripper)))
+        return cmd, waypoints
+
+    def chunk_to_text(self, tokens: Union[Sequence[int], EncodedChunk]) -> str:
+        """The chunk's text form ``"cmd | x y z theta gripper terminal | ..."``, after validation."""
+        cmd, waypoints = self.decode_chunk(tokens)
+        seq = list(tokens.tokens if isinstance(tokens, EncodedChunk) else tokens)
+        width = len(WAYPOINT_FIELDS)
+        groups = [str(cmd)] + [" ".join(str(int(t)) for t in seq[1 + i * width: 1 + (i + 1) * width])
+                               for i in range(len(waypoints))]
+        return f" {CHUNK_SEPARATOR} ".join(groups)
+
+    def chunk_from_text(self, text: str) -> Tuple[int, ...]:
+        """Parse the text form back into the flat, validated token sequence.
+
+        Raises:
+            ValueError: not the documented form (bars, six integers per waypoint) or invalid tokens.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"chunk text must be a string, got {type(text).__name__}")
+        groups = [g.split() for g in text.split(CHUNK_SEPARATOR)]
+        if len(groups) < 2 or len(groups[0]) != 1:
+            raise ValueError(f"chunk text must be 'cmd | x y z theta gripper terminal | ...', got {text!r}")
+        for i, group in enumerate(groups[1:]):
+            if len(group) != len(WAYPOINT_FIELDS):
+                raise ValueError(f"waypoint {i} of {text!r} has {len(group)} tokens, expected "
+                                 f"{len(WAYPOINT_FIELDS)} ({' '.join(WAYPOINT_FIELDS)})")
+        flat = [t for g in groups for t in g]
+        for part in flat:
+            if not _INT_RE.fullmatch(part):
+                raise ValueError(f"token {part!r} in {text!r} is not a non-negative integer")
+        values = tuple(int(p) for p in flat)
+        self.decode_chunk(values)
+        return values
+
+    def _gripper_token(self, gripper: float) -> int:
+        value = float(gripper)
+        if not (math.isfinite(value) and GRIPPER_RANGE[0] <= value <= GRIPPER_RANGE[1]):
+            raise ValueError(f"gripper must be in [0, 1] (0 open, 1 closed), got {gripper!r}")
+        return int(_bin_index(np.asarray(value), *GRIPPER_RANGE, self.bins))
+
+    def _gripper_value(self, token: Any) -> float:
+        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)) \
+                or not 0 <= token < self.bins:
+            raise ValueError(f"gripper token must be an integer in [0, {self.bins}), got {token!r}")
+        return float(_bin_centre(np.asarray(int(token)), *GRIPPER_RANGE, self.bins))

@@ -91,6 +91,7 @@ class Reason(str, enum.Enum):
     NO_OBJECT = "no_object"
     LOW_CONFIDENCE = "low_confidence"
     OUTSIDE_WORKSPACE = "outside_workspace"
+    NO_MOTION = "no_motion"  # the skill has no action-chunk geometry (open, close): clip_vla.core.chunks
     NO_DEPTH = "no_depth"
     NO_INTRINSICS = "no_intrinsics"
     STALE_FRAME = "stale_frame"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from clip_vla.core.language import DEFAULT_MAX_LENGTH
 from clip_vla.core.config import UNSET_ARRAY, ClipVlaConfig, ConfigError, check_setting, invalid, settings
 
 MODES = ("on_command", "continuous")
@@ -61,7 +62,7 @@ NODE_PARAMETERS: Tuple[ParamSpec, ...] = (
               core=False),
     ParamSpec("command_queue_size", 8, "commands waiting for inference; more answer queue_full", (1, 10000),
               core=False),
-    ParamSpec("max_command_length", 1000, "characters; longer commands answer bad_command", (1, 1 << 20),
+    ParamSpec("max_command_length", DEFAULT_MAX_LENGTH, "characters; longer commands answer bad_command", (1, 1 << 20),
               core=False),
     ParamSpec("target_frame", "", "frame of ~/goal_pose and ~/markers; empty: base_frame (TF needed otherwise)",
               core=False),

@@ -182,14 +182,18 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_parse(args: argparse.Namespace) -> int:
     from clip_vla.core.config import Vocabulary, default_vocabulary_path
     from clip_vla.core.language import CommandError, InstructionParser
+    from clip_vla.core.plan import make_plan
 
     vocabulary = Vocabulary.from_yaml(args.vocabulary or default_vocabulary_path())
     try:
-        parsed = InstructionParser(vocabulary).parse(args.text)
+        steps = InstructionParser(vocabulary).parse_steps(args.text)
     except CommandError as exc:
         print(json.dumps({"error": str(exc)}))
         return EXIT_ERROR
-    print(json.dumps(parsed.to_full_dict() if args.full else parsed.to_dict()))
+    main_step = steps[0]  # the first step said: what `parse` read before commands had steps
+    out = main_step.to_full_dict() if args.full else main_step.to_dict()
+    out["steps"] = [step.to_dict() for step in make_plan(steps).steps]  # implicit picks included
+    print(json.dumps(out))
     return EXIT_OK
 
 
@@ -238,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_infer)
 
-    p = sub.add_parser("parse", help='command text -> {"skill", "object", "destination"} JSON')
+    p = sub.add_parser("parse", help='command text -> {"skill", "object", "destination", "steps"} JSON')
     p.add_argument("text")
     add_config_flags(p, {"vocabulary": "vocabulary_file"}, config_file=False)
     p.add_argument("--full", action="store_true", help="also print relation, direction, verb")

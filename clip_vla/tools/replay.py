@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from clip_vla.core import framesync
+from clip_vla.core.language import DEFAULT_MAX_LENGTH
 from clip_vla.core import records as node_records
 from clip_vla.core.framesync import Refusal
 from clip_vla.core.records import echo
@@ -73,7 +74,7 @@ class ReplayOptions:
     sync_tolerance: float = 0.05  # seconds between depth/camera_info and colour header stamps
     use_tf: bool = True
     depth_registered: bool = False
-    max_command_length: int = 1000  # characters; longer commands answer bad_command
+    max_command_length: int = DEFAULT_MAX_LENGTH  # characters; longer commands answer bad_command
     tf_topics: Tuple[str, ...] = (bags.TF_TOPIC, bags.TF_STATIC_TOPIC)
 
     @property
@@ -229,6 +230,7 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
     use_tf = options.use_tf and len(index.transforms) > 0
     base_frame = str(pipeline.config.base_frame)
     truth = _truth_lookup(ground_truth)
+    pipeline.set_command_limit(options.max_command_length)  # as the node does: one limit, the option's
 
     # Check and parse every command first (the node answers these refusals before looking at frames).
     prepared: Dict[int, Any] = {}

@@ -272,10 +272,10 @@ def test_unreadable_commands(parser: InstructionParser, command: str, message: s
 def test_huge_command_rejected(parser: InstructionParser) -> None:
     with pytest.raises(CommandError) as info:
         parser.parse("a" * 102400)
-    assert str(info.value) == "command is 102400 characters long; the limit is 512"
-    with pytest.raises(CommandError, match="limit is 512"):
+    assert str(info.value) == "command is 102400 characters long; the limit is 1000"
+    with pytest.raises(CommandError, match="limit is 1000"):
         parser.parse("put the red cup in the bowl " * 4000)
-    with pytest.raises(CommandError, match="limit is 512"):
+    with pytest.raises(CommandError, match="limit is 1000"):
         parser.parse("(" * 102400 + "a")
 
 

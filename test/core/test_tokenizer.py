@@ -216,3 +216,98 @@ def test_encoded_action_is_frozen(tok):
     assert isinstance(enc, EncodedAction)
     with pytest.raises(Exception):
         enc.tokens = (0, 0, 0, 0, 0)  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- action chunks
+from clip_vla.core.tokenizer import GRIPPER_CLOSED, GRIPPER_OPEN, Waypoint  # noqa: E402
+
+
+def _random_waypoints(rng: np.random.Generator, n: int):
+    return [Waypoint(float(rng.uniform(*BOUNDS[0])), float(rng.uniform(*BOUNDS[1])), float(rng.uniform(*BOUNDS[2])),
+                     float(rng.uniform(-math.pi, math.pi)), float(rng.uniform(0.0, 1.0))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("bins", [16, 256])
+def test_chunk_round_trip_within_half_a_bin(bins):
+    t = ActionTokenizer(BOUNDS, bins=bins)
+    rng = np.random.default_rng(7)
+    for length in (1, 2, 4, 9):
+        for _ in range(50):
+            waypoints = _random_waypoints(rng, length)
+            encoded = t.encode_chunk(3, waypoints)
+            assert len(encoded.tokens) == 1 + 6 * length and encoded.outside == ()
+            cmd, decoded = t.decode_chunk(encoded.tokens)
+            assert cmd == 3 and len(decoded) == length
+            for w, d in zip(waypoints, decoded):
+                for dim, (a, b) in enumerate(((w.x, d.x), (w.y, d.y), (w.z, d.z))):
+                    assert abs(a - b) <= t.bin_width(dim) / 2 + 1e-12
+                assert angular_distance(w.theta, d.theta) <= t.bin_width("theta") / 2 + 1e-12
+                assert abs(w.gripper - d.gripper) <= 1.0 / bins / 2 + 1e-12
+
+
+def test_waypoint_poses_share_the_goal_binning(tok):
+    w = Waypoint(0.31, -0.12, 0.07, 1.0, GRIPPER_OPEN)
+    (tokens,) = tok.encode_chunk(2, [w]).waypoints
+    assert tokens[:4] == tok.encode(Action(2, w.x, w.y, w.z, w.theta)).tokens[1:]
+
+
+def test_gripper_token_open_and_closed(tok):
+    chunk = tok.encode_chunk(1, [Waypoint(0.5, 0.0, 0.1, 0.0, GRIPPER_OPEN),
+                                 Waypoint(0.5, 0.0, 0.1, 0.0, GRIPPER_CLOSED),
+                                 Waypoint(0.5, 0.0, 0.1, 0.0, 0.5)])
+    assert [w[4] for w in chunk.waypoints] == [0, 255, 128]
+    _, decoded = tok.decode_chunk(chunk)
+    assert decoded[0].gripper < 0.01 and decoded[1].gripper > 0.99
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="gripper"):
+            tok.encode_chunk(1, [Waypoint(0.5, 0.0, 0.1, 0.0, bad)])
+
+
+def test_terminal_flag_is_set_on_the_last_waypoint_only(tok):
+    chunk = tok.encode_chunk(1, _random_waypoints(np.random.default_rng(3), 4))
+    assert [w[5] for w in chunk.waypoints] == [0, 0, 0, 1]
+    tokens = list(chunk.tokens)
+    tokens[6] = 1  # the first waypoint claims to end the chunk
+    with pytest.raises(ValueError, match="waypoint 0: terminal flag must be 0"):
+        tok.decode_chunk(tokens)
+    tokens[6], tokens[-1] = 0, 0  # and now nothing ends it
+    with pytest.raises(ValueError, match="waypoint 3: terminal flag must be 1"):
+        tok.decode_chunk(tokens)
+
+
+def test_waypoints_outside_the_workspace_are_flagged_not_hidden(tok):
+    inside = Waypoint(0.5, 0.0, 0.1, 0.0, GRIPPER_OPEN)
+    chunk = tok.encode_chunk(1, [inside, Waypoint(0.5, 0.0, 0.75, 0.0, GRIPPER_OPEN),
+                                 Waypoint(1.2, 0.0, 0.1, 0.0, GRIPPER_OPEN), inside])
+    assert chunk.outside == (1, 2)
+
+
+def test_chunk_text_form_round_trip(tok):
+    chunk = tok.encode_chunk(1, [Waypoint(0.5, 0.0, 0.1, 0.0, GRIPPER_OPEN),
+                                 Waypoint(0.5, 0.0, 0.02, 0.0, GRIPPER_CLOSED)])
+    text = chunk.text
+    assert text == "1 | 128 128 73 128 0 0 | 128 128 43 128 255 1"
+    assert tok.chunk_to_text(chunk.tokens) == text
+    assert tok.chunk_from_text(text) == chunk.tokens
+    assert tok.chunk_from_text("1|128 128 73 128 0 0|\n128 128 43 128 255 1") == chunk.tokens
+
+
+@pytest.mark.parametrize("text,message", [
+    ("1 128 128 72 128 0 1", "cmd \\| x y z"),
+    ("1 | 128 128 72 128 0", "has 5 tokens"),
+    ("1 | 128 128 72 128 0 -1", "not a non-negative integer"),
+    ("1 | 128 128 72 128 256 1", "gripper token"),
+    ("1 | 128 128 72 128 0 0", "terminal flag must be 1"),
+    ("99 | 128 128 72 128 0 1", "cmd token 99"),
+])
+def test_chunk_text_errors(text, message):
+    t = ActionTokenizer(BOUNDS, bins=256, num_commands=8)
+    with pytest.raises(ValueError, match=message):
+        t.chunk_from_text(text)
+
+
+def test_chunk_needs_a_waypoint_and_the_right_length(tok):
+    with pytest.raises(ValueError, match="at least one waypoint"):
+        tok.encode_chunk(1, [])
+    with pytest.raises(ValueError, match="1 \\+ 6k tokens"):
+        tok.decode_chunk([1, 2, 3])

@@ -20,9 +20,23 @@ def run(*args, env=None, timeout=120):
 def test_parse_prints_json():
     out = run("parse", "Put the red cup into the bowl, please.")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"skill": "place", "object": "red cup", "destination": "bowl"}
+    assert json.loads(out.stdout) == {"skill": "place", "object": "red cup", "destination": "bowl", "steps": [
+        {"skill": "pick", "object": "red cup", "destination": None, "direction": None},
+        {"skill": "place", "object": "red cup", "destination": "bowl", "direction": None}]}
     out = run("parse", "pick up the apple")
-    assert json.loads(out.stdout) == {"skill": "pick", "object": "apple", "destination": None}
+    assert json.loads(out.stdout) == {"skill": "pick", "object": "apple", "destination": None, "steps": [
+        {"skill": "pick", "object": "apple", "destination": None, "direction": None}]}
+
+
+def test_parse_lists_the_steps_of_a_compound_command():
+    out = run("parse", "Take the red cube and put it in the blue bin, then push the box left")
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert (got["skill"], got["object"]) == ("pick", "red cube")  # the main (first) step's fields
+    assert [(s["skill"], s["object"], s["destination"], s["direction"]) for s in got["steps"]] == [
+        ("pick", "red cube", None, None), ("place", "red cube", "blue bin", None), ("push", "box", None, "left")]
+    out = run("parse", "pick up the cup, then the ball")
+    assert out.returncode == 2 and "'the ball'" in json.loads(out.stdout)["error"]
 
 
 def test_parse_rejects_empty_command():

@@ -155,12 +155,16 @@ class InferenceWorker:
                 self._cond.wait(timeout)
 
     def _apply_reconfiguration(self) -> None:
+        """New parameters reach the pipeline here, in the only thread that runs it."""
         config, pipeline = self._models.take_reconfiguration()
         if config is not None and pipeline is not None:
             try:
                 pipeline.update_config(config)
             except Exception as exc:  # noqa: BLE001 - keep the previous configuration
                 self._logger.error(f"could not apply the new parameters: {exc}")
+        limit = self._settings().max_command_length  # one limit: the parameter's, also in the parser
+        if pipeline is not None and pipeline.max_command_length != limit:
+            pipeline.set_command_limit(limit)
 
     # ---- a command and a job update
     def _run_command(self, cmd: Command) -> None:

@@ -1,0 +1,241 @@
+"""Plans: a command's steps with their preconditions, grounded on frames one step at a time.
+
+A command is a task, not one goal: "take the red cube and put it in the blue bin" is a
+pick and a place, and "put the cup in the bowl" needs the cup in the hand first::
+
+    text ──parse_steps──► steps as said ──make_plan(holding)──► Plan (implicit picks inserted)
+    frame + PlanStep ──ground_step(pipeline)──► GroundedStep: ActionGoal + Chunk | NoAction
+    goal records + grounded steps ──plan_record──► the ~/plan JSON
+
+Preconditions: placing X needs X held, so a pick of X is inserted before the place unless
+the robot already holds X (``holding``, as the executor reports it) or the step before
+picks it. "put it in the bowl" while holding the cup places the cup. Nothing else is
+assumed about the hand. A step is grounded on the frame it is given by the same
+``VLAPipeline`` that answers single commands (``prepare_parsed``: the step is never re-read
+from text), then expanded into its action chunk (``clip_vla.core.chunks``). A step that
+cannot be grounded or chunked is a ``NoAction`` with the step's reason; ``ground_plan``
+stops there: later steps are never grounded after a refusal.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from clip_vla.core.chunks import Chunk, ChunkError, build_chunk
+from clip_vla.core.language import InstructionParser, ParsedInstruction
+from clip_vla.core.types import ActionGoal, Frame, NoAction
+
+if TYPE_CHECKING:  # the planner joins core and perception; importing the pipeline here would load torch
+    from clip_vla.pipeline import VLAPipeline
+
+__all__ = [
+    "GroundedStep",
+    "Plan",
+    "PlanResult",
+    "PlanStep",
+    "ground_plan",
+    "ground_step",
+    "make_plan",
+    "plan_command",
+    "plan_record",
+]
+
+PICK = "pick"
+PLACE = "place"
+Result = Union[ActionGoal, NoAction]
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a plan; ``implicit`` steps were not said but are needed (the pick before a place)."""
+
+    index: int
+    skill: Optional[str]
+    object: Optional[str]
+    destination: Optional[str] = None
+    direction: Optional[str] = None
+    implicit: bool = False
+    relation: Optional[str] = None
+    instruction: Optional[ParsedInstruction] = None  # what was said; None for an implicit step
+
+    @classmethod
+    def from_instruction(cls, index: int, parsed: ParsedInstruction) -> "PlanStep":
+        return cls(index, parsed.skill, parsed.object, parsed.destination, parsed.direction,
+                   relation=parsed.relation, instruction=parsed)
+
+    @property
+    def text(self) -> str:
+        """The step in words: the clause as said, or "pick <object>" for an implicit pick."""
+        if self.instruction is not None:
+            return self.instruction.text
+        return " ".join(w for w in (self.skill, self.object) if w)
+
+    def parsed(self) -> ParsedInstruction:
+        """The instruction the pipeline grounds: what was said, with the plan's object (it/them, held)."""
+        if self.instruction is None:
+            return ParsedInstruction(text=self.text, skill=self.skill, object=self.object, skill_source="plan")
+        return dataclasses.replace(self.instruction, object=self.object)
+
+    def to_dict(self) -> Dict[str, Optional[str]]:
+        """The four fields of ``clip-vla parse``'s ``steps``."""
+        return {"skill": self.skill, "object": self.object, "destination": self.destination,
+                "direction": self.direction}
+
+    def to_full_dict(self) -> Dict[str, Any]:
+        return {"index": self.index, **self.to_dict(), "relation": self.relation, "implicit": self.implicit,
+                "text": self.text}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps of one command in execution order, for a hand that held ``holding`` at the start."""
+
+    command: str
+    steps: Tuple[PlanStep, ...]
+    holding: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"command": self.command, "holding": self.holding, "steps": [s.to_full_dict() for s in self.steps]}
+
+
+@dataclass(frozen=True)
+class GroundedStep:
+    """A step on one frame: its goal and chunk, or the refusal that stops the plan."""
+
+    step: PlanStep
+    result: Result
+    chunk: Optional[Chunk] = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.result.accepted and self.chunk is not None
+
+    @property
+    def reason(self) -> Optional[str]:
+        """The refusal's stable reason (``no_object``, ``outside_workspace``, ...), None when accepted."""
+        return None if isinstance(self.result, ActionGoal) else self.result.reason.value
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """Steps grounded in order until the first refusal (``stopped_at``, its reason in the step)."""
+
+    plan: Plan
+    grounded: Tuple[GroundedStep, ...]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.grounded) == len(self.plan.steps) and all(g.accepted for g in self.grounded)
+
+    @property
+    def stopped_at(self) -> Optional[int]:
+        """Index of the step that was refused, None when every step was grounded."""
+        for g in self.grounded:
+            if not g.accepted:
+                return g.step.index
+        return None
+
+
+# --------------------------------------------------------------------------- planning
+def make_plan(steps: Sequence[ParsedInstruction], holding: Optional[str] = None, command: str = "") -> Plan:
+    """Steps as said -> a plan whose places are all preceded by a pick of what they place.
+
+    ``holding`` is what the hand holds now (the executor reports it), None for an empty hand.
+    """
+    planned: List[PlanStep] = []
+    held = holding
+    for parsed in steps:
+        step = PlanStep.from_instruction(len(planned), parsed)
+        if step.skill == PLACE:
+            obj = step.object or held  # "put it in the bowl" while holding the cup
+            if obj is not None and obj != held:
+                planned.append(PlanStep(len(planned), PICK, obj, implicit=True))
+            step = dataclasses.replace(step, index=len(planned), object=obj)
+            held = None
+        elif step.skill == PICK:
+            held = step.object
+        planned.append(step)
+    return Plan(command=command or (steps[0].text if steps else ""), steps=tuple(planned), holding=holding)
+
+
+def plan_command(parser: InstructionParser, text: str, holding: Optional[str] = None) -> Plan:
+    """Read a command and plan it: ``make_plan(parser.parse_steps(text), holding)``.
+
+    Raises:
+        CommandError: the command, or one part of it, cannot be read (see ``parse_steps``).
+    """
+    return make_plan(parser.parse_steps(text), holding=holding, command=text)
+
+
+# --------------------------------------------------------------------------- grounding
+def ground_step(pipeline: "VLAPipeline", frame: Frame, step: PlanStep, camera_to_base: Any = None) -> GroundedStep:
+    """Ground one step on ``frame`` through the pipeline, then build its chunk.
+
+    Never raises for a step that cannot be executed: the refusal is the result, with the
+    pipeline's reason, or ``no_motion`` / ``outside_workspace`` from the chunk.
+    """
+    prepared = pipeline.prepare_parsed(step.parsed())
+    if isinstance(prepared, NoAction):
+        prepared.stamp = frame.stamp
+        return GroundedStep(step, prepared)
+    result = pipeline.run(frame, prepared, camera_to_base)
+    if not isinstance(result, ActionGoal):
+        return GroundedStep(step, result)
+    config = pipeline.config
+    try:
+        chunk = build_chunk(result.cmd, result.cmd_token, result.xyz_base, result.theta, config.motion,
+                            pipeline.tokenizer, table_z=config.geometry.table_height)
+    except ChunkError as exc:
+        refusal = NoAction(exc.reason, f"step {step.index} ({step.text}): {exc}", command=step.text,
+                           skill=step.skill, object_phrase=step.object, stamp=frame.stamp)
+        return GroundedStep(step, refusal)
+    return GroundedStep(step, result, chunk)
+
+
+def ground_plan(pipeline: "VLAPipeline", frame: Frame, plan: Plan, camera_to_base: Any = None) -> PlanResult:
+    """Ground every step on one frame, in order, stopping at the first refusal.
+
+    For offline use (CLI, tests, benchmarks). A robot grounds each step on a fresh frame
+    after the executor reports the previous one: call ``ground_step`` per step instead.
+    """
+    grounded: List[GroundedStep] = []
+    for step in plan.steps:
+        grounded.append(ground_step(pipeline, frame, step, camera_to_base))
+        if not grounded[-1].accepted:
+            break
+    return PlanResult(plan, tuple(grounded))
+
+
+# --------------------------------------------------------------------------- record
+def plan_record(command_id: Any, stamp: float, plan: Plan, grounded: Sequence[GroundedStep] = (),
+                goal_records: Sequence[Optional[Dict[str, Any]]] = ()) -> Dict[str, Any]:
+    """The ``~/plan`` JSON: every step, with goal, tokens, chunk tokens and decoded waypoints once grounded.
+
+    ``grounded`` are the steps grounded so far, in order; ``goal_records[i]`` is the ``~/goal``
+    record the caller built for ``grounded[i]`` (the node's and replay's shared record code),
+    None for a refused step. Steps not grounded yet carry ``None`` in those fields.
+
+    Raises:
+        ValueError: more grounded steps than the plan has, or goal records that do not line up.
+    """
+    if len(grounded) > len(plan.steps) or len(goal_records) not in (0, len(grounded)):
+        raise ValueError(f"plan_record: {len(grounded)} grounded steps and {len(goal_records)} goal records "
+                         f"for a plan of {len(plan.steps)} steps")
+    steps = []
+    for i, step in enumerate(plan.steps):
+        entry: Dict[str, Any] = {**step.to_full_dict(), "goal": None, "tokens": None, "chunk_tokens": None,
+                                 "chunk_text": None, "waypoints": None, "refusal": None}
+        if i < len(grounded):
+            entry.update(_grounded_fields(grounded[i], goal_records[i] if goal_records else None))
+        steps.append(entry)
+    return {"command_id": command_id, "stamp": stamp, "command": plan.command, "holding": plan.holding,
+            "steps": steps}
+
+
+def _grounded_fields(g: GroundedStep, goal_record: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    if not g.accepted:
+        return {"refusal": {"reason": g.reason, "message": g.result.message}}  # type: ignore[union-attr]
+    chunk = g.chunk.to_dict()  # type: ignore[union-attr]
+    return {"goal": goal_record, "tokens": list(g.result.tokens),  # type: ignore[union-attr]
+            "chunk_tokens": chunk["tokens"], "chunk_text": chunk["text"], "waypoints": chunk["waypoints"]}

@@ -19,7 +19,7 @@ import re
 import sys
 import types
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Set
 
 import pytest
 import yaml
@@ -330,8 +330,8 @@ def test_sim_defaults_are_the_bridged_topics_and_sim_time_reaches_every_node(loa
     assert declared["use_sim_time"] == "true"
     for node in _find(entities, "Node"):
         values = [p["use_sim_time"] for p in node.kwargs["parameters"] if "use_sim_time" in p]
-        assert values and all(_find(v, "LaunchConfiguration")[0].args[0] == "use_sim_time" for v in values), \
-            f"{node.kwargs['name']} ignores use_sim_time"
+        follows = [[c.args[0] for c in _find(v, "LaunchConfiguration")] == ["use_sim_time"] for v in values]
+        assert follows and all(follows), f"{node.kwargs['name']} ignores use_sim_time"
 
 
 def test_replay_passes_image_reliability_with_best_effort_by_default(load):

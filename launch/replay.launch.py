@@ -52,6 +52,10 @@ def _stop_when_done(tool: str, on_success: Callable[[], list]) -> ExitCallback:
 
 
 def _record(context: LaunchContext, *args, **kwargs) -> List:
+    """``ros2 bag record`` of the node's outputs, and what its exit means.
+
+    An opaque function because the topic names depend on the namespace's value.
+    """
     namespace = LaunchConfiguration("namespace").perform(context).strip("/")
     prefix = f"/{namespace}/clip_vla" if namespace else "/clip_vla"
     topics = [f"{prefix}/{name}" for name in OUTPUTS] + ["/diagnostics"]

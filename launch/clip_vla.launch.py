@@ -6,8 +6,16 @@
         camera_info_topic:=/camera/camera/color/camera_info device:=cuda
 
 Every parameter not set here comes from ``params_file`` (default: the package's
-config/clip_vla.yaml). With ``autostart:=false`` the node waits in 'unconfigured' for a
-lifecycle manager (``ros2 lifecycle set /clip_vla configure`` then ``activate``).
+config/clip_vla.yaml). Key your own file ``/**/clip_vla: ros__parameters:``: a file keyed
+``clip_vla:`` matches only the node without a namespace, and is silently ignored once
+``namespace`` is set.
+
+With ``autostart:=false`` the node waits in 'unconfigured' for a lifecycle manager. The
+node's full name includes the namespace:
+
+    ros2 lifecycle set /clip_vla configure                 # namespace unset
+    ros2 lifecycle set /robot1/clip_vla configure          # namespace:=robot1
+    ros2 lifecycle set /robot1/clip_vla activate
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -19,7 +27,8 @@ from launch_ros.substitutions import FindPackageShare
 ARGUMENTS = [
     ("namespace", "", "namespace of the node and of its relative topics"),
     ("params_file", PathJoinSubstitution([FindPackageShare("clip_vla"), "config", "clip_vla.yaml"]),
-     "parameter file (clip_vla: ros__parameters:)"),
+     "parameter file, keyed '/**/clip_vla: ros__parameters:' (a plain 'clip_vla:' key is ignored "
+     "once namespace is set)"),
     ("image_topic", "camera/color/image_raw", "colour image (rgb8, bgr8, rgba8, bgra8, mono8)"),
     ("depth_topic", "camera/aligned_depth_to_color/image_raw",
      "depth registered to the colour camera (16UC1 mm or 32FC1 m)"),

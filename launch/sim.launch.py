@@ -7,12 +7,18 @@ Starts: gz sim on config/tabletop.sdf (ros_gz_sim), the ros_gz_bridge parameter_
 config/gz_bridge.yaml (camera image, depth, camera_info, /clock), a static TF base_link ->
 camera_color_optical_frame equal to the default geometry.camera_to_base_* parameters, and
 vla_node (clip_vla.launch.py) on the bridged topics with simulation time.
+
+The camera topics and ``use_sim_time`` are arguments of this file, passed on to
+clip_vla.launch.py: ``ros2 launch -s`` lists the included file's arguments too, so a value
+fixed in the include would be listed yet silently dropped. Their defaults are the topics
+config/gz_bridge.yaml bridges.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
@@ -30,7 +36,16 @@ def generate_launch_description():
         DeclareLaunchArgument("mode", default_value="on_command", description="on_command | continuous"),
         DeclareLaunchArgument("gz_args", default_value="-r -s",
                               description="gz sim arguments before the world (-r: run, -s: server only, no GUI)"),
+        DeclareLaunchArgument("image_topic", default_value="camera/color/image_raw",
+                              description="colour image, as bridged by bridge_config"),
+        DeclareLaunchArgument("depth_topic", default_value="camera/depth/image_raw",
+                              description="depth registered to the colour camera, as bridged"),
+        DeclareLaunchArgument("camera_info_topic", default_value="camera/color/camera_info",
+                              description="CameraInfo of the colour camera, as bridged"),
+        DeclareLaunchArgument("use_sim_time", default_value="true",
+                              description="every node uses /clock (bridged from gz sim)"),
     ]
+    sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     gz_sim = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare("ros_gz_sim"), "launch",
                                                             "gz_sim.launch.py"])),
@@ -41,7 +56,7 @@ def generate_launch_description():
         executable="parameter_bridge",
         name="clip_vla_gz_bridge",
         namespace=LaunchConfiguration("namespace"),
-        parameters=[{"config_file": LaunchConfiguration("bridge_config"), "use_sim_time": True}],
+        parameters=[{"config_file": LaunchConfiguration("bridge_config"), "use_sim_time": sim_time}],
         output="screen",
     )
     # The camera pose of tabletop.sdf, as the default static extrinsics of config/clip_vla.yaml.
@@ -52,19 +67,19 @@ def generate_launch_description():
         arguments=["--x", "0.5", "--y", "0.0", "--z", "0.8",
                    "--roll", "3.141592653589793", "--pitch", "0.0", "--yaw", "-1.5707963267948966",
                    "--frame-id", "base_link", "--child-frame-id", "camera_color_optical_frame"],
-        parameters=[{"use_sim_time": True}],
+        parameters=[{"use_sim_time": sim_time}],
     )
     vla = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", "clip_vla.launch.py"])),
         launch_arguments={
             "namespace": LaunchConfiguration("namespace"),
             "params_file": LaunchConfiguration("params_file"),
-            "image_topic": "camera/color/image_raw",
-            "depth_topic": "camera/depth/image_raw",
-            "camera_info_topic": "camera/color/camera_info",
+            "image_topic": LaunchConfiguration("image_topic"),
+            "depth_topic": LaunchConfiguration("depth_topic"),
+            "camera_info_topic": LaunchConfiguration("camera_info_topic"),
             "device": LaunchConfiguration("device"),
             "mode": LaunchConfiguration("mode"),
-            "use_sim_time": "true",
+            "use_sim_time": LaunchConfiguration("use_sim_time"),
         }.items(),
     )
     return LaunchDescription(declared + [gz_sim, bridge, camera_tf, vla])

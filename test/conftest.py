@@ -14,6 +14,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("MUJOCO_GL", "egl")
+# DDS participants (the node tests, the harness's node processes, which inherit this
+# environment) discover peers on this machine only: otherwise Fast DDS joins multicast on
+# the external interface, where CI machines see each other's test graphs. (The harness's
+# large-data mode keeps the default range: LARGE_DATA transports lose 640x480 frames under it.)
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,11 +7,13 @@ publishes, so the node under test cannot tell it from a robot:
                camera/color/camera_info, ~/task (the episode's command and truth, JSON),
                ~/result (one JSON per executed goal: success (the skill worked on the object
                nearest the goal), task_success (the episode's command is carried out on its
-               target), holding_target, reason, details)
+               target), failure (why the goal failed the task: a clip_vla.sim.tasks.FAILURE_LABELS
+               string, null when it did not), holding_target, reason, details)
                ~/task and ~/result carry "stamp" (s): every camera frame stamped later shows
                the scene after that reset or goal
     subscribes goal (std_msgs/String JSON from vla_node's ~/goal; remap it there),
-               ~/reset (std_msgs/String JSON {"seed": int, "skill": str, "destination": "bowl"|"tray"},
+               ~/reset (std_msgs/String JSON {"seed": int, "skill": str, "destination": "bowl"|"tray",
+               "direction": "left"|"right"|... (push/pull commands that name one)},
                every key optional: a new episode)
 
 The world is owned by one worker thread: rendering, physics and resets never race, and the
@@ -116,11 +118,12 @@ class SimBridge:
         self._publish_result({"command_id": goal.get("command_id"), "command": goal.get("command"), "cmd": cmd,
                               "success": bool(result.success), "reason": result.reason,
                               "task_success": self.world.check_success(task) if task is not None else False,
+                              "failure": result.failure,
                               "holding_target": holding, "details": _jsonable(result.details)})
 
     def _reset(self, request: Dict[str, Any]) -> None:
         task = self.world.reset(seed=request.get("seed"), skill=request.get("skill"),
-                                destination=request.get("destination"))
+                                destination=request.get("destination"), direction=request.get("direction"))
         self.world.go_home()
         task_msg = dict(_jsonable(task.to_dict()), stamp=self._now())
         self.pub_task.publish(self._string(json.dumps(task_msg)))

@@ -6,7 +6,7 @@
     task = world.reset(seed=7, skill="pick")
     obs = world.observe()                      # rgb, depth (m), segmentation, intrinsics, camera_to_base
     xyz, yaw = world.object_pose(task.object)
-    result = world.execute("pick", xyz, yaw)   # ExecutionResult(success, reason, details)
+    result = world.execute("pick", xyz, yaw)   # ExecutionResult(success, reason, details, failure)
     world.check_success(task)
 
 Names are resolved lazily so ``import clip_vla.sim`` works (and ``clip_vla.sim.objects`` /

@@ -4,6 +4,9 @@ Sampling is numpy-only (no MuJoCo) and driven by one ``numpy.random.Generator``,
 fixes the scene, the command and therefore the physics outcome. Distractors are chosen to
 be confusable with the target (same colour or same shape), which is what a grounding model
 must get right.
+
+A failed goal gets one of the ``FAILURE_LABELS`` (decided by ``TabletopWorld``), so that a
+benchmark counts why episodes fail: a goal on a look-alike is not a drop beside the bowl.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from clip_vla.pipeline import DIRECTION_YAW
 from clip_vla.sim.camera import project
 from clip_vla.sim.executor import SkillParams
 from clip_vla.sim.gripper import FINGER_OPEN_Y, PAD_HALF
@@ -28,6 +32,30 @@ PICK_MIN_LIFT = 0.05
 PUSH_MIN_DISPLACEMENT = 0.03
 POINT_MAX_XY_ERROR = 0.03
 REST_MAX_SPEED = 0.05
+GOAL_ON_TOLERANCE = 0.02  # a goal this far outside an object's footprint circle is still on it
+
+# Why a goal failed the episode's task: stable strings, counted by `clip-vla sim` (README, "Simulation").
+WRONG_SKILL = "wrong skill"  # a skill the task does not need (pick/place for place tasks)
+WRONG_OBJECT = "wrong object"  # the goal was on another object (or, for pick/push, on a fixture)
+EMPTY_TABLE = "goal on empty table"  # on no object, and the skill did not reach the target
+NOT_GRASPED = "not grasped"  # pick on the target: the fingers do not hold it
+NOT_LIFTED = "not lifted"  # held, but not 5 cm above where it rested
+WRONG_DIRECTION = "wrong direction"  # push/pull moved the target, not along the named (or goal's) direction
+MOVED_TOO_LITTLE = "moved too little"  # push/pull: the target moved less than 3 cm
+OFF_TARGET = "pointed off target"  # point_at ended more than 3 cm from the target
+NOTHING_HELD = "nothing held"  # place without a held object
+WRONG_DESTINATION = "wrong destination"  # place goal on the other fixture
+BESIDE_DESTINATION = "dropped beside destination"  # place goal on the bare table (or on the held object)
+NOT_IN_DESTINATION = "not in destination"  # goal on the destination, but the object is not resting inside
+INVALID_GOAL = "invalid goal"  # no finite xyz
+UNSUPPORTED = "unsupported skill"  # open/close: this scene has no articulated object
+FAILURE_LABELS: Tuple[str, ...] = (
+    WRONG_SKILL, WRONG_OBJECT, EMPTY_TABLE, NOT_GRASPED, NOT_LIFTED, WRONG_DIRECTION, MOVED_TOO_LITTLE, OFF_TARGET,
+    NOTHING_HELD, WRONG_DESTINATION, BESIDE_DESTINATION, NOT_IN_DESTINATION, INVALID_GOAL, UNSUPPORTED)
+
+# Directions a sampled push/pull command may name (as the parser normalises them), and how.
+DIRECTION_PHRASES: Dict[str, str] = {"left": "to the left", "right": "to the right", "forward": "forward",
+                                     "backward": "backward", "away": "away", "closer": "closer"}
 
 _TEMPLATES: Dict[str, Tuple[str, ...]] = {
     "pick": ("pick up the {o}", "grab the {o}", "lift the {o}"),
@@ -46,8 +74,12 @@ class Task:
 
     ``theta`` is the yaw an oracle sends with the goal: the object's major axis for pick and
     point_at, the destination's major axis for place, and for push/pull the direction the
-    object moves (the package-wide convention): radially away from the robot base for push,
-    towards it for pull.
+    object moves (the package-wide convention): the direction the command named, else
+    radially away from the robot base for push, towards it for pull.
+
+    ``direction`` is the direction word a push/pull command named ("push the cup to the left":
+    "left"), None when it named none. Success is then judged along it, not along the goal's own
+    theta: pushing the wrong way is a failure.
     """
 
     command: str
@@ -61,11 +93,22 @@ class Task:
     layout: SceneLayout
     seed: Optional[int] = None
     distractors: Tuple[str, ...] = field(default_factory=tuple)
+    direction: Optional[str] = None
 
     @property
     def goal_xyz(self) -> Optional[Tuple[float, float, float]]:
         """Where the (first) action goes: the object (pick/push/...)."""
         return self.object_xyz
+
+    @property
+    def named_yaw(self) -> Optional[float]:
+        """Yaw (base frame) of the motion the command named, as vla_node reads it; None when it named none."""
+        return None if self.direction is None else DIRECTION_YAW[self.direction]
+
+    @property
+    def step_skills(self) -> Tuple[str, ...]:
+        """The skills of the goals this task needs: "put X in Y" is a pick, then a place."""
+        return ("pick", "place") if self.skill == "place" else (self.skill,)
 
     def to_dict(self) -> Dict[str, object]:
         r = (lambda v: None if v is None else [round(float(x), 4) for x in v])
@@ -74,7 +117,7 @@ class Task:
             "object_xyz": r(self.object_xyz), "object_yaw": None if self.object_yaw is None else round(self.object_yaw, 4),
             "destination_xyz": r(self.destination_xyz), "theta": round(self.theta, 4), "seed": self.seed,
             "object_shape": self.layout.object(self.object).shape if self.object else None,
-            "distractors": list(self.distractors),
+            "distractors": list(self.distractors), "direction": self.direction,
         }
 
 
@@ -186,16 +229,28 @@ def sample_task(
     config: Optional[SceneConfig] = None,
     seed: Optional[int] = None,
     destinations: Sequence[str] = DESTINATIONS,
+    direction: Optional[str] = None,
 ) -> Task:
-    """A random scene and a command about its first object (the target); place goes to one of ``destinations``."""
+    """A random scene and a command about its first object (the target); place goes to one of ``destinations``.
+
+    ``direction`` (a key of ``DIRECTION_PHRASES``, push/pull only) makes the command name the
+    direction ("push the red block to the left"); without one the random draws are exactly
+    those of a command that names none, so seeds keep their scenes.
+    """
     config = config or SceneConfig()
     for s in skills:
         if s not in SAMPLED_SKILLS:
             raise ValueError(f"cannot sample a '{s}' task (this scene has no articulated object); use one of {SAMPLED_SKILLS}")
+    if direction is not None:
+        if direction not in DIRECTION_PHRASES:
+            raise ValueError(f"unknown direction '{direction}' (known: {sorted(DIRECTION_PHRASES)})")
+        if any(s not in ("push", "pull") for s in skills):
+            raise ValueError(f"only push and pull commands name a direction, not {list(skills)}")
     skill = str(rng.choice(list(skills)))
     layout = sample_layout(rng, n_distractors, config)
     for _ in range(50):  # push/pull: room to push the target along the oracle axis
-        if skill not in ("push", "pull") or _push_clear(layout, skill):
+        target = layout.objects[0]
+        if skill not in ("push", "pull") or _push_clear(layout, motion_yaw(skill, (target.x, target.y), direction)):
             break
         layout = sample_layout(rng, n_distractors, config)
     target = layout.objects[0]
@@ -210,6 +265,8 @@ def sample_task(
         key = skill
     templates = _TEMPLATES[key]
     command = templates[int(rng.integers(len(templates)))].format(o=target.name)
+    if direction is not None:
+        command = f"{command} {DIRECTION_PHRASES[direction]}"
     task = Task(
         command=command,
         skill=skill,
@@ -222,15 +279,23 @@ def sample_task(
         layout=layout,
         seed=seed,
         distractors=tuple(o.name for o in layout.objects[1:]),
+        direction=direction,
     )
     return replace(task, theta=oracle_theta(task))
 
 
-def _push_clear(layout: SceneLayout, skill: str, standoff: float = SkillParams().push_standoff,
+def motion_yaw(skill: str, xy: Sequence[float], direction: Optional[str] = None) -> float:
+    """push/pull: the yaw the object should move along: the named direction, else radially away
+    from the robot base (push) or towards it (pull)."""
+    if direction is not None:
+        return DIRECTION_YAW[direction]
+    return math.atan2(xy[1], xy[0]) + (math.pi if skill == "pull" else 0.0)
+
+
+def _push_clear(layout: SceneLayout, theta: float, standoff: float = SkillParams().push_standoff,
                 travel: float = 0.12, pusher_radius: float = 0.025, gap: float = 0.01) -> bool:
-    """Along the radial axis: the fingers' landing point behind the target and the target's path are free."""
+    """Along ``theta``: the fingers' landing point behind the target and the target's path are free."""
     o = layout.objects[0]
-    theta = math.atan2(o.y, o.x) + (math.pi if skill == "pull" else 0.0)
     c, s = math.cos(theta), math.sin(theta)
     circles = [(o.x - standoff * c, o.y - standoff * s, pusher_radius)]
     circles += [(o.x + k * c, o.y + k * s, o.radius) for k in np.linspace(0.02, travel, 6)]
@@ -245,8 +310,7 @@ def _push_clear(layout: SceneLayout, skill: str, standoff: float = SkillParams()
 def oracle_theta(task: Task) -> float:
     """The theta a perfect perception stack would send with the task's (first) goal."""
     if task.skill in ("push", "pull") and task.object_xyz is not None:
-        radial = math.atan2(task.object_xyz[1], task.object_xyz[0])
-        return radial + (math.pi if task.skill == "pull" else 0.0)
+        return motion_yaw(task.skill, task.object_xyz, task.direction)
     if task.skill == "place" and task.destination is not None:
         return task.layout.fixture(task.destination).yaw
     return 0.0 if task.object_yaw is None else float(task.object_yaw)
@@ -270,7 +334,11 @@ def placed(fixture: FixtureSpec, xyz: Sequence[float], speed: float, touching_gr
 
 
 def pushed(start_xy: Sequence[float], end_xy: Sequence[float], direction: float) -> Tuple[bool, float]:
-    """push/pull: displacement along ``direction`` (radians) > 3 cm; returns (ok, displacement)."""
+    """push/pull: displacement along ``direction`` (radians) > 3 cm; returns (ok, displacement).
+
+    ``direction`` is the one the command named when it named one (``Task.named_yaw``): judged
+    along the goal's own theta, a push the wrong way would count as done.
+    """
     d = np.asarray(end_xy[:2], dtype=np.float64) - np.asarray(start_xy[:2], dtype=np.float64)
     along = float(d @ np.array([math.cos(direction), math.sin(direction)]))
     return along > PUSH_MIN_DISPLACEMENT, along
@@ -280,3 +348,24 @@ def pointed(tcp_xyz: Sequence[float], object_xyz: Sequence[float]) -> Tuple[bool
     """point_at: the gripper ended within 3 cm (xy) of the object; returns (ok, xy error)."""
     err = math.hypot(tcp_xyz[0] - object_xyz[0], tcp_xyz[1] - object_xyz[1])
     return err < POINT_MAX_XY_ERROR, err
+
+
+def entity_at(xy: Sequence[float], objects: Sequence[Tuple[str, float, float, float]],
+              fixtures: Sequence[FixtureSpec]) -> Optional[str]:
+    """What a goal at ``xy`` is on: an object, a fixture, or None for the bare table.
+
+    ``objects`` are (name, x, y, footprint radius) where they are now. An object counts when the
+    goal is within its footprint circle plus ``GOAL_ON_TOLERANCE`` (the nearest edge wins, so a
+    goal between two objects is on the closer one); objects stand on the table beside the
+    fixtures, so they are asked first. This, not the executor's 8 cm reach, decides "wrong
+    object": a goal in empty space that happens to push a neighbour is not a goal on it.
+    """
+    x, y = float(xy[0]), float(xy[1])
+    gaps = [(math.hypot(x - ox, y - oy) - r, name) for name, ox, oy, r in objects]
+    near = [(gap, name) for gap, name in gaps if gap <= GOAL_ON_TOLERANCE]
+    if near:
+        return min(near)[1]
+    for f in fixtures:
+        if f.footprint_distance(x, y) <= 0.0:
+            return f.name
+    return None

@@ -22,7 +22,9 @@ from clip_vla.sim.executor import SkillExecutor, SkillParams
 from clip_vla.sim.gripper import FINGER_BODIES, GRIPPER_BODY, HOME, Gripper, MotionLimits
 from clip_vla.sim.objects import body_name, phrase_of
 from clip_vla.sim.scene import FixtureSpec, SceneConfig, build_mjcf
-from clip_vla.sim.tasks import DESTINATIONS, SKILLS, Task, lifted, oracle_theta, placed, pointed, pushed, sample_task
+from clip_vla.sim import tasks
+from clip_vla.sim.tasks import (DESTINATIONS, PUSH_MIN_DISPLACEMENT, SKILLS, Task, entity_at, lifted, oracle_theta,
+                                placed, pointed, pushed, sample_task)
 
 FRAME_ID = "camera_color_optical_frame"
 
@@ -61,11 +63,18 @@ class Observation:
 
 @dataclass
 class ExecutionResult:
-    """What executing one goal did: a physical success check of the acted-on object, and why."""
+    """What executing one goal did: a physical success check of the acted-on object, and why.
+
+    ``success`` judges the skill on whatever object it acted on (the nearest to the goal);
+    ``failure`` judges the goal against the episode's task: one of ``tasks.FAILURE_LABELS``
+    when the goal did not do what the task needs of it, None when it did (or no task is set).
+    A pick of a look-alike is a ``success`` and a "wrong object" failure.
+    """
 
     success: bool
     reason: str
     details: Dict[str, Any] = field(default_factory=dict)
+    failure: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.success = bool(self.success)  # never a numpy bool: results are serialised to JSON
@@ -109,11 +118,12 @@ class TabletopWorld:
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: Optional[int] = None, skill: Optional[str] = None, task: Optional[Task] = None,
-              destination: Optional[str] = None) -> Task:
+              destination: Optional[str] = None, direction: Optional[str] = None) -> Task:
         """A new random scene (or ``task``'s scene), settled under gravity; returns its task.
 
         ``skill`` fixes the task's skill (else one of the world's ``skills``), ``destination``
-        ("bowl"/"tray") where a place task goes. Same seed and arguments, same episode.
+        ("bowl"/"tray") where a place task goes, ``direction`` ("left", ...: push/pull only) the
+        direction the command names. Same seed and arguments, same episode.
         """
         if task is None:
             if seed is None:
@@ -121,7 +131,7 @@ class TabletopWorld:
             rng = np.random.default_rng(seed)
             task = sample_task(rng, skills=(skill,) if skill else self.skills, n_distractors=self.n_distractors,
                                config=self.config, seed=seed,
-                               destinations=(destination,) if destination else DESTINATIONS)
+                               destinations=(destination,) if destination else DESTINATIONS, direction=direction)
         self.close()
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(task.layout, self.config))
         self.data = mujoco.MjData(self.model)
@@ -155,6 +165,7 @@ class TabletopWorld:
         for gid in range(m.ngeom):
             lut[gid] = label_of_body.get(int(m.geom_bodyid[gid]), 0)
         self._geom_label = lut
+        self._radius: Dict[str, float] = {o.name: o.radius for o in task.layout.objects}
         self._qadr = {n: int(m.jnt_qposadr[m.body_jntadr[self._body[n]]]) for n in self.object_names}
         self._vadr = {n: int(m.jnt_dofadr[m.body_jntadr[self._body[n]]]) for n in self.object_names}
 
@@ -247,6 +258,18 @@ class TabletopWorld:
                 best, best_d = n, dist
         return best
 
+    def goal_on(self, xy: Sequence[float], exclude: Optional[str] = None) -> Optional[str]:
+        """The object or fixture a goal at ``xy`` is on now, None for the bare table (``tasks.entity_at``).
+
+        ``exclude``: an object that cannot be the goal's, the one held by a place.
+        """
+        objects = []
+        for name in self.object_names:
+            if name != exclude:
+                xyz, _ = self.object_pose(name)
+                objects.append((name, float(xyz[0]), float(xyz[1]), self._radius[name]))
+        return entity_at(xy, objects, list(self.fixtures.values()))
+
     def destination_at(self, xy: Sequence[float]) -> Optional[FixtureSpec]:
         for f in self.fixtures.values():
             if f.footprint_distance(xy[0], xy[1]) <= 0.0:
@@ -273,9 +296,11 @@ class TabletopWorld:
             obj = self.held_object()
             if obj is None:
                 return self._done(ExecutionResult(False, "nothing is held: pick something first", details))
+            details["goal_on"] = self.goal_on((x, y), exclude=obj)  # before the object moves under it
             self.executor.place(x, y, z, theta)
             result = self._judge_place(obj, (x, y, z), details)
         else:
+            details["goal_on"] = self.goal_on((x, y))
             obj = self.nearest_object((x, y))
             start = self.object_pose(obj)[0] if obj else None
             getattr(self.executor, skill)(x, y, z, theta)
@@ -322,8 +347,54 @@ class TabletopWorld:
                                details)
 
     def _done(self, result: ExecutionResult) -> ExecutionResult:
+        result.failure = self.failure_label(result)
         self.last = result
         return result
+
+    def failure_label(self, result: ExecutionResult, task: Optional[Task] = None) -> Optional[str]:
+        """Why the goal behind ``result`` did not do what ``task`` (default: the episode's) needs of it.
+
+        One of ``tasks.FAILURE_LABELS``, or None when it did (a pick of the target that lifts it,
+        in a place task too) or when there is no task. Judged on the world as it is now, right
+        after the goal; what the goal was on comes from ``details["goal_on"]``, taken before it.
+        """
+        task = task or self.task
+        if task is None:
+            return None
+        details = result.details
+        skill = details.get("skill")
+        if skill not in task.step_skills:
+            return tasks.WRONG_SKILL
+        if skill in ("open", "close"):
+            return tasks.UNSUPPORTED
+        if skill == "none":
+            return None  # a no-op cannot undo the task; its success is the task's own check
+        if "goal" not in details:
+            return tasks.INVALID_GOAL
+        if self._achieved(skill, task):
+            return None
+        on = details.get("goal_on")
+        if skill == "place":
+            held = details.get("object")
+            if held is None:
+                return tasks.NOTHING_HELD
+            if held != task.object:
+                return tasks.WRONG_OBJECT
+            if on == task.destination:
+                return tasks.NOT_IN_DESTINATION
+            if on in self.fixtures:
+                return tasks.WRONG_DESTINATION
+            return tasks.BESIDE_DESTINATION if on is None else tasks.WRONG_OBJECT
+        if on is not None and on != task.object:
+            return tasks.WRONG_OBJECT
+        if on is None and details.get("object") != task.object:
+            return tasks.EMPTY_TABLE
+        if skill == "pick":
+            return tasks.NOT_LIFTED if self.held(task.object) else tasks.NOT_GRASPED
+        if skill in ("push", "pull"):
+            moved = float(np.linalg.norm((self.object_pose(task.object)[0] - self.rest[task.object][0])[:2]))
+            return tasks.WRONG_DIRECTION if moved > PUSH_MIN_DISPLACEMENT else tasks.MOVED_TOO_LITTLE
+        return tasks.OFF_TARGET
 
     @property
     def time(self) -> float:
@@ -346,29 +417,40 @@ class TabletopWorld:
 
     def _check_success(self, task: Optional[Task]) -> bool:
         task = task or self.task
-        if task is None:
-            return False
-        if task.skill == "none":
+        return task is not None and self._achieved(task.skill, task)
+
+    def _achieved(self, skill: str, task: Task) -> bool:
+        """Is ``skill`` carried out on the task's target now (into its destination, for place)?
+
+        The one success rule: the whole task's (``check_success``) and each goal's (no
+        ``failure_label``), so a step is never counted a success one way and a failure the other.
+        """
+        if skill == "none":
             return all(np.linalg.norm(self.object_pose(n)[0] - self.rest[n][0]) < 0.01 for n in self.object_names)
-        if task.skill in ("open", "close") or task.object is None:
+        if skill in ("open", "close") or task.object is None:
             return False
         obj = task.object
         pos, _ = self.object_pose(obj)
         rest = self.rest[obj][0]
-        if task.skill == "pick":
+        if skill == "pick":
             return lifted(rest[2], pos[2], self.held(obj))
-        if task.skill == "place":
+        if skill == "place":
             f = self.fixtures.get(task.destination or "")
             return f is not None and placed(f, pos, self.object_speed(obj), self.touching_gripper(obj))
-        if task.skill in ("push", "pull"):
-            if self._last_push is not None and self._last_push[0] == obj:
-                direction = self._last_push[1]
-            else:
-                direction = task.theta
-            return pushed(rest, pos, direction)[0]
-        if task.skill == "point_at":
+        if skill in ("push", "pull"):
+            return pushed(rest, pos, self._push_direction(task))[0]
+        if skill == "point_at":
             return pointed(self.gripper.position, pos)[0]
         return False
+
+    def _push_direction(self, task: Task) -> float:
+        """The direction a push/pull of the target is judged along: the one the command named,
+        else the last push's own theta (when it acted on the target), else the oracle's."""
+        if task.named_yaw is not None:
+            return task.named_yaw
+        if self._last_push is not None and self._last_push[0] == task.object:
+            return self._last_push[1]
+        return task.theta
 
     def run_oracle(self, task: Optional[Task] = None) -> Tuple[bool, List[ExecutionResult]]:
         """Execute the task with ground-truth goals (pick then place for "put X in Y"); for baselines."""

@@ -34,7 +34,9 @@ READY_TIMEOUT = 60.0
 # Fast DDS's default shared-memory segment (512 KB) loses best-effort 640x480 frames between
 # processes; its LARGE_DATA builtin transports (Fast DDS >= 2.12: Iron, Jazzy) carry them over
 # SHM/TCP instead. Older Fast DDS ignores the variable (use an XML profile with a larger segment).
-LARGE_DATA_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+# LARGE_DATA needs the default discovery: with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (set for
+# every other test) the node still answers, but no 640x480 frame arrives.
+LARGE_DATA_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}
 DOMAIN_ID_RANGE = (1, 101)  # inclusive; 0 is the default domain a developer's own nodes use
 
 

@@ -47,6 +47,7 @@ class StepRecord:
     success: bool = False  # the skill worked on the object nearest the goal
     task_success: bool = False  # the episode's command is carried out on its target
     holding_target: bool = False
+    failure: Optional[str] = None  # why the goal failed the task (clip_vla.sim.tasks.FAILURE_LABELS)
     reason: str = ""
     latency_ms: float = 0.0
     tokens: Optional[List[int]] = None
@@ -199,6 +200,7 @@ def _step(driver: GraphDriver, text: str, skill: str, truth_xyz, truth_yaw) -> S
         record.success = bool(result.get("success"))
         record.task_success = bool(result.get("task_success"))
         record.holding_target = bool(result.get("holding_target"))
+        record.failure = result.get("failure")
         record.reason = result.get("reason", "")
     return record
 
@@ -251,11 +253,15 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
 
 
 def _failure(step: StepRecord) -> str:
+    """Why a step failed: vla_node's status when it sent no goal, else the simulator's label.
+
+    The label is the world's (``TabletopWorld.failure_label``), which knows where the objects
+    were: a goal that worked on *some* object is not thereby on the wrong one (a drop beside
+    the bowl also "works").
+    """
     if step.status != "accepted":
         return step.status
-    if step.success:
-        return "wrong object"
-    return step.reason or "not executed"
+    return step.failure or step.reason or "not executed"
 
 
 def _count(items: List[str]) -> Dict[str, int]:

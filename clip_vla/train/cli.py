@@ -25,6 +25,7 @@ TASKS = ("segment", "skills", "generate")
 
 def build_parser() -> argparse.ArgumentParser:
     from clip_vla.train.methods import METHODS
+    from clip_vla.train.simdata import PIPELINE_SEED_BASE
 
     p = argparse.ArgumentParser(prog="clip-vla train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-samples", type=int, default=100, help="frames in the final eval")
     p.add_argument("--pipeline-seeds", type=int, default=0,
                    help="segment: also run VLAPipeline on this many held-out sim seeds")
-    p.add_argument("--pipeline-seed-base", type=int, default=1000,
-                   help="first of the --pipeline-seeds (1000..: the sim benchmark's; choose models on "
-                        "another range, e.g. 2000.., and report on 1000..)")
+    p.add_argument("--pipeline-seed-base", type=int, default=PIPELINE_SEED_BASE,
+                   help="first of the --pipeline-seeds (default %(default)s: validation scenes for choosing a "
+                        "model, apart from every range figures are measured on; see clip_vla/train/__init__.py)")
     p.add_argument("--eval-only", action="store_true", help="evaluate --base on --val/--data, train nothing")
     p.add_argument("--vocabulary", default=None, help="skills: vocabulary.yaml (default: the package's)")
     p.add_argument("--count", type=int, default=2000, help="generate: frames to render")

@@ -1,9 +1,10 @@
 """Pipeline-level check of a trained CLIPSeg: does ``VLAPipeline``'s goal pixel land on the true target?
 
-For held-out simulator seeds (the benchmark's, 1000..; training uses 5,000,000..), render the
-episode's first frame with the default camera and lighting, run the full pipeline with the
-given model directories, and count goals whose pixel lies inside the ground-truth mask of the
-object (pick, push, ...) or the destination (place).
+For held-out simulator seeds (``clip-vla train`` uses the validation range 50,000..; the
+benchmark's are 1000..; see clip_vla/train/__init__.py), render the episode's first frame with
+the default camera and lighting, run the full pipeline with the given model directories, and
+count goals whose pixel lies inside the ground-truth mask of the object (pick, push, ...) or
+the destination (place).
 """
 from __future__ import annotations
 

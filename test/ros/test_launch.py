@@ -1,16 +1,28 @@
-"""Launch files: they compile, and every parameter/argument they set exists where it is set.
+"""Launch files: they compile, every parameter/argument they set exists where it is set, and
+they do what their arguments and docstrings say.
 
-launch/launch_ros are not installed here, so the files are inspected as source (ast); where
+launch/launch_ros cannot be installed here (they come with a ROS distribution, not from PyPI),
+so the files are checked two ways: as source (ast), and by running ``generate_launch_description``
+against a stand-in of the launch API (``StandIn`` below) whose classes only record how they were
+built. The stand-in has behaviour in three places only, each what launch itself does:
+``LaunchConfiguration.perform`` reads the context's value, ``IfCondition``/``UnlessCondition``
+read it as launch reads booleans (true/false/1/0, any case), and the context says whether the
+launch is shutting down. Event callbacks and opaque functions are then called with that context,
+so what happens when ``ros2 bag play`` exits is tested, not only that a handler exists. Where
 launch_ros is importable the launch descriptions are also built for real.
 """
 from __future__ import annotations
 
 import ast
 import importlib.util
+import re
+import sys
+import types
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Any, Dict, Iterator, List, Set
 
 import pytest
+import yaml
 
 from clip_vla.ros.params import declared_parameter_names
 
@@ -154,3 +166,213 @@ def test_builds_with_launch_ros(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert isinstance(module.generate_launch_description(), LaunchDescription)
+
+
+# --------------------------------------------------------------------------- the launch API stand-in
+class Recorded:
+    """Any launch/launch_ros class: keeps its constructor arguments, does nothing else."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{self.args}"
+
+
+class LaunchConfiguration(Recorded):
+    def perform(self, context: "Context") -> str:
+        return context.launch_configurations[self.args[0]]
+
+
+class IfCondition(Recorded):
+    """launch.conditions.IfCondition: the spellings of launch's evaluate_condition_expression."""
+
+    def evaluate(self, context: "Context") -> bool:
+        value = self.args[0].perform(context).strip().lower()
+        if value not in ("true", "1", "false", "0"):
+            raise ValueError(f"not a launch boolean: {value!r}")
+        return value in ("true", "1")
+
+
+class UnlessCondition(IfCondition):
+    def evaluate(self, context: "Context") -> bool:
+        return not super().evaluate(context)
+
+
+class Context:
+    """The part of launch.LaunchContext the launch files read."""
+
+    def __init__(self, is_shutdown: bool = False, **configurations: str) -> None:
+        self.launch_configurations = dict(configurations)
+        self.is_shutdown = is_shutdown
+
+
+SPECIAL = {cls.__name__: cls for cls in (LaunchConfiguration, IfCondition, UnlessCondition)}
+MODULES = ("launch", "launch.actions", "launch.conditions", "launch.event_handlers", "launch.events",
+           "launch.events.process", "launch.launch_description_sources", "launch.substitutions",
+           "launch_ros", "launch_ros.actions", "launch_ros.parameter_descriptions", "launch_ros.substitutions")
+
+
+def _stand_in_module(name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__path__ = []  # a package, so "launch.actions" imports through it
+    classes: Dict[str, type] = {}
+
+    def getattr_(attr: str) -> type:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return SPECIAL.get(attr) or classes.setdefault(attr, type(attr, (Recorded,), {}))
+
+    module.__getattr__ = getattr_
+    return module
+
+
+@pytest.fixture()
+def load(monkeypatch):
+    """``load("replay")`` -> (the launch file as a module, its LaunchDescription's entities)."""
+    for name in MODULES:
+        monkeypatch.setitem(sys.modules, name, _stand_in_module(name))
+
+    def _load(stem: str):
+        path = REPO / "launch" / f"{stem}.launch.py"
+        spec = importlib.util.spec_from_file_location(f"stand_in_{stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        description = module.generate_launch_description()
+        assert type(description).__name__ == "LaunchDescription"
+        return module, list(description.args[0])
+
+    return _load
+
+
+def _walk(value: Any) -> Iterator[Recorded]:
+    """Every recorded entity in a tree of entities, lists, tuples, dicts and dict items."""
+    if isinstance(value, Recorded):
+        yield value
+        for item in list(value.args) + list(value.kwargs.values()):
+            yield from _walk(item)
+    elif isinstance(value, dict):
+        for item in value.items():
+            yield from _walk(item)
+    elif isinstance(value, (list, tuple, type({}.items()))):
+        for item in value:
+            yield from _walk(item)
+
+
+def _find(entities: Any, kind: str) -> List[Recorded]:
+    """Each entity of a kind once (a handler's target_action is also reached through the handler)."""
+    unique = {id(e): e for e in _walk(entities) if type(e).__name__ == kind}
+    return list(unique.values())
+
+
+def _declared(entities: Any) -> Dict[str, Any]:
+    """name -> default of every DeclareLaunchArgument."""
+    return {d.args[0]: d.kwargs.get("default_value") for d in _find(entities, "DeclareLaunchArgument")}
+
+
+def _include_of_main(entities: Any) -> Recorded:
+    includes = [i for i in _find(entities, "IncludeLaunchDescription") if "clip_vla.launch.py" in repr(i.args)]
+    assert len(includes) == 1
+    return includes[0]
+
+
+def _bag_process(entities: Any, verb: str) -> Recorded:
+    found = [p for p in _find(entities, "ExecuteProcess") if p.kwargs["cmd"][:3] == ["ros2", "bag", verb]]
+    assert len(found) == 1, f"one 'ros2 bag {verb}' process, found {found}"
+    return found[0]
+
+
+def _exit_handler(entities: Any, target: Recorded):
+    """The on_exit callback registered for ``target``'s exit (OnProcessExit inside RegisterEventHandler)."""
+    handlers = [h for r in _find(entities, "RegisterEventHandler") for h in _find(r, "OnProcessExit")
+                if h.kwargs.get("target_action") is target]
+    assert len(handlers) == 1, "one OnProcessExit handler per ros2 bag process"
+    return handlers[0].kwargs["on_exit"]
+
+
+def _exited(code: int) -> types.SimpleNamespace:
+    return types.SimpleNamespace(returncode=code)  # launch.events.process.ProcessExited, as read
+
+
+# --------------------------------------------------------------------------- clip_vla.launch.py
+def test_params_file_key_applies_under_a_namespace(load):
+    module, _ = load("clip_vla")
+    doc = next(d for name, _, d in module.ARGUMENTS if name == "params_file")
+    assert "/**/clip_vla:" in doc, "a file keyed 'clip_vla:' is ignored once namespace is set"
+    assert "clip_vla: ros__parameters" not in doc.replace("/**/clip_vla:", "")
+    shipped = yaml.safe_load((REPO / "config" / "clip_vla.yaml").read_text(encoding="utf-8"))
+    assert list(shipped) == ["/**/clip_vla"], "the description names the key the shipped file uses"
+
+
+def test_lifecycle_command_in_the_docstring_shows_the_namespace(load):
+    module, _ = load("clip_vla")
+    assert re.search(r"ros2 lifecycle set /\w+/clip_vla (configure|activate)", module.__doc__), \
+        "the node's lifecycle name includes the namespace when one is set"
+
+
+# --------------------------------------------------------------------------- included arguments
+@pytest.mark.parametrize("stem", ["sim", "replay"])
+def test_arguments_given_to_the_node_launch_file_are_settable(load, stem):
+    """``ros2 launch -s`` lists the included file's arguments: a literal in the include drops the user's value."""
+    _, entities = load(stem)
+    declared = _declared(entities)
+    for name, value in _include_of_main(entities).kwargs["launch_arguments"]:
+        assert isinstance(value, LaunchConfiguration), f"{stem}.launch.py fixes '{name}' to {value!r}"
+        assert value.args[0] in declared, f"{stem}.launch.py passes undeclared '{value.args[0]}'"
+
+
+def test_sim_defaults_are_the_bridged_topics_and_sim_time_reaches_every_node(load):
+    _, entities = load("sim")
+    declared = _declared(entities)
+    bridged = {t["ros_topic_name"] for t in yaml.safe_load((REPO / "config" / "gz_bridge.yaml").read_text())}
+    for name in ("image_topic", "depth_topic", "camera_info_topic"):
+        assert declared[name] in bridged, f"sim.launch.py's {name} default is not a bridged topic"
+    assert declared["use_sim_time"] == "true"
+    for node in _find(entities, "Node"):
+        values = [p["use_sim_time"] for p in node.kwargs["parameters"] if "use_sim_time" in p]
+        follows = [[c.args[0] for c in _find(v, "LaunchConfiguration")] == ["use_sim_time"] for v in values]
+        assert follows and all(follows), f"{node.kwargs['name']} ignores use_sim_time"
+
+
+def test_replay_passes_image_reliability_with_best_effort_by_default(load):
+    _, entities = load("replay")
+    assert _declared(entities)["image_reliability"] == "best_effort"
+    arguments = dict(_include_of_main(entities).kwargs["launch_arguments"])
+    assert arguments["image_reliability"].args == ("image_reliability",)
+
+
+# --------------------------------------------------------------------------- replay: the bag processes
+def test_replay_ends_after_playback_and_fails_with_the_player(load):
+    module, entities = load("replay")
+    on_exit = _exit_handler(entities, _bag_process(entities, "play"))
+    # Playback finished: shut down after stop_delay, so the node answers the last commands.
+    actions = on_exit(_exited(0), Context())
+    timers = _find(actions, "TimerAction")
+    assert len(timers) == 1 and timers[0].kwargs["period"].args == ("stop_delay",)
+    assert _find(timers[0].kwargs["actions"], "Shutdown")
+    assert "stop_delay" in _declared(entities)
+    # The player failed: launch-level error (ros2 launch exits 1), naming the player's code.
+    with pytest.raises(module.BagToolFailed, match="ros2 bag play exited with code 3"):
+        on_exit(_exited(3), Context())
+    # Exits caused by our own shutdown mean nothing.
+    assert on_exit(_exited(-2), Context(is_shutdown=True)) is None
+
+
+@pytest.mark.parametrize("debug, recorded", [("1", True), ("True", True), ("true", True), ("0", False),
+                                             ("FALSE", False)])
+def test_replay_records_the_namespaced_outputs_and_stops_with_the_recorder(load, debug, recorded):
+    module, entities = load("replay")
+    opaque = _find(entities, "OpaqueFunction")
+    assert len(opaque) == 1 and opaque[0].kwargs["condition"].args[0].args == ("record",)
+    context = Context(namespace="/robot1", output="out", record_debug_image=debug)
+    actions = opaque[0].kwargs["function"](context)
+    record = _bag_process(actions, "record")
+    topics = record.kwargs["cmd"][5:]
+    assert record.kwargs["cmd"][3:5] == ["--output", "out"]
+    assert "/robot1/clip_vla/status" in topics and "/diagnostics" in topics
+    assert ("/robot1/clip_vla/debug_image" in topics) is recorded
+    on_exit = _exit_handler(actions, record)
+    assert _find(on_exit(_exited(0), Context()), "Shutdown"), "a recorder that stops ends the replay"
+    with pytest.raises(module.BagToolFailed, match="ros2 bag record exited with code 1"):
+        on_exit(_exited(1), Context())
+    assert on_exit(_exited(0), Context(is_shutdown=True)) is None

@@ -311,3 +311,92 @@ def test_point_at_and_unsupported_skills(world):
     assert not res.success and "unsupported" in res.reason
     assert not world.execute("fly", xyz).success
     assert world.execute("none").success
+
+
+# --------------------------------------------------------------------------- failure labels
+def _bare_table_spot(world, centre, distance: float, exclude=None) -> np.ndarray:
+    """A point ``distance`` from ``centre`` on the bare table (no object or fixture under it), in the object region."""
+    cfg = world.config
+    for k in range(24):
+        a = 2 * math.pi * k / 24
+        p = np.array([centre[0] + distance * math.cos(a), centre[1] + distance * math.sin(a)])
+        inside = cfg.object_x[0] <= p[0] <= cfg.object_x[1] and cfg.object_y[0] <= p[1] <= cfg.object_y[1]
+        if inside and world.goal_on(p, exclude=exclude) is None:
+            return p
+    raise AssertionError(f"no bare table {distance} m from {centre}")
+
+
+def _step(res, skill: str):
+    """The step record `clip-vla sim` makes of a simulator result (as sim_node publishes it)."""
+    from clip_vla.tools.sim_eval import StepRecord
+
+    return StepRecord(command="", expected_skill=skill, status="accepted", executed=True, success=res.success,
+                      failure=res.failure, reason=res.reason)
+
+
+def test_goal_on_picks_objects_then_fixtures_then_the_bare_table():
+    from clip_vla.sim.scene import FixtureSpec
+    from clip_vla.sim.tasks import GOAL_ON_TOLERANCE, entity_at
+
+    bowl = FixtureSpec("bowl", 0.6, 0.2, 0.0)
+    objects = [("red cup", 0.5, 0.0, 0.025), ("red ball", 0.5, 0.085, 0.025)]
+    assert entity_at((0.5, 0.03), objects, [bowl]) == "red cup"
+    assert entity_at((0.5, -(0.025 + GOAL_ON_TOLERANCE - 0.001)), objects, [bowl]) == "red cup"
+    assert entity_at((0.5, -(0.025 + GOAL_ON_TOLERANCE + 0.001)), objects, [bowl]) is None
+    assert entity_at((0.5, 0.0435), objects, [bowl]) == "red ball"  # near both: the nearer edge
+    assert entity_at((0.6, 0.2), objects, [bowl]) == "bowl"
+    assert entity_at((0.4, -0.2), objects, [bowl]) is None
+
+
+def test_push_the_wrong_way_fails_when_the_command_named_a_direction(world):
+    from clip_vla.tools.sim_eval import _failure
+
+    task = world.reset(seed=2, skill="push", direction="left")
+    assert task.command.endswith(" to the left") and task.direction == "left"
+    assert task.theta == pytest.approx(math.pi / 2)  # the oracle pushes the way the command says
+    xyz, _ = world.object_pose(task.object)
+    res = world.execute("push", xyz, -math.pi / 2)  # to the right: the skill works, the task does not
+    moved = world.object_pose(task.object)[0] - xyz
+    assert moved[1] < -0.03, moved
+    assert res.success  # along the goal's own theta, which is all the executor knows
+    assert not world.check_success(task)
+    assert res.failure == "wrong direction" and _failure(_step(res, "push")) == "wrong direction"
+    task = world.reset(seed=2, skill="push", direction="left")
+    ok, results = world.run_oracle(task)
+    assert ok and results[-1].failure is None
+
+
+def test_a_drop_beside_the_bowl_is_not_a_placement_nor_a_wrong_object(world):
+    from clip_vla.tools.sim_eval import _failure
+
+    seed = _seed_where(lambda t: True, "place", start=40, destination="bowl")
+    task = world.reset(seed=seed, skill="place", destination="bowl")
+    xyz, yaw = world.object_pose(task.object)
+    pick = world.execute("pick", xyz, yaw)
+    assert pick.success and pick.failure is None  # the first step of a place task, done
+    bowl = task.layout.fixture("bowl")
+    spot = _bare_table_spot(world, (bowl.x, bowl.y), bowl.radius + 0.06, exclude=task.object)
+    res = world.execute("place", (spot[0], spot[1], 0.05), 0.0)
+    assert res.success, res  # released at rest where the goal was: the skill itself worked
+    assert not world.check_success(task)
+    assert res.failure == "dropped beside destination"
+    assert _failure(_step(res, "place")) == "dropped beside destination"
+
+
+def test_wrong_object_only_when_the_goal_was_on_another_object(world):
+    from clip_vla.tools.sim_eval import _failure
+
+    task = world.reset(seed=5, skill="pick")
+    distractor = task.distractors[0]
+    dxyz, dyaw = world.object_pose(distractor)
+    res = world.execute("pick", dxyz, dyaw)
+    assert res.details["goal_on"] == distractor and not world.check_success(task)
+    assert res.failure == "wrong object" and _failure(_step(res, "pick")) == "wrong object"
+
+    task = world.reset(seed=5, skill="pick")
+    xyz, _ = world.object_pose(task.object)
+    spot = _bare_table_spot(world, xyz, 0.15)
+    res = world.execute("pick", (spot[0], spot[1], xyz[2]), 0.0)
+    assert res.details["goal_on"] is None and not world.check_success(task)
+    assert res.failure == "goal on empty table"
+    assert _failure(_step(res, "pick")) == "goal on empty table"

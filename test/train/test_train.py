@@ -259,3 +259,20 @@ def test_a_model_saved_at_another_size_reloads_with_the_same_outputs(tmp_path, a
     a, b = (getattr(t, "pooler_output", t) for t in (a, b))
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert model.config.vision_config.image_size == 32  # the model being trained is left as it was
+
+
+# --------------------------------------------------------------------------- seed ranges
+def test_pipeline_validation_seeds_default_outside_every_range_figures_use():
+    """A model chosen on the scenes its figures are measured on reports too high (issue 15)."""
+    from clip_vla.train.cli import build_parser
+    from clip_vla.train import simdata
+
+    first = build_parser().parse_args(["--task", "segment", "--out", "x"]).pipeline_seed_base
+    assert first == simdata.PIPELINE_SEED_BASE
+    chosen = range(first, first + 1000)
+    figures = [range(simdata.BENCHMARK_SEED_BASE, simdata.BENCHMARK_SEED_BASE + 10_000),  # the benchmark's
+               range(2000, 2100), range(7300, 7400)]  # seeds earlier figures were measured or chosen on
+    frames = [range(simdata.TRAIN_SEED_BASE, simdata.TRAIN_SEED_BASE + 1_000_000),
+              range(simdata.VALIDATION_SEED_BASE, simdata.VALIDATION_SEED_BASE + 1_000_000)]
+    for used in figures + frames:
+        assert max(chosen.start, used.start) >= min(chosen.stop, used.stop), f"{chosen} overlaps {used}"

@@ -221,8 +221,24 @@ def _quaternion(r: np.ndarray) -> Tuple[float, float, float, float]:
 
 
 # --------------------------------------------------------------------------- message -> numpy
+# Single-channel encodings wider than 8 bits: depth or raw sensor values, never a colour image
+# (as a raw Image they are refused as colour too).
+_NOT_COLOUR = frozenset({"16UC1", "16SC1", "32FC1", "32SC1", "64FC1", "mono16"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """A colour CompressedImage (JPEG/PNG; any format OpenCV decodes) as HxWx3 uint8 RGB."""
+    """A colour CompressedImage (JPEG/PNG; any format OpenCV decodes) as HxWx3 uint8 RGB.
+
+    Refused, as the same data in a raw Image is: compressed depth, a format whose declared
+    encoding is depth or 16-bit mono (``"16UC1; png compressed"``), and 16-bit single-channel
+    PNGs. A 16-bit colour PNG is brought to 8 bits by its significant bits (``_significant_bits``):
+    cameras store 10- or 12-bit data in 16-bit PNGs, which a plain 16 -> 8 bit conversion turns
+    near-black.
+
+    Raises:
+        ConversionError: no data, not a colour image, or not decodable.
+    """
     import cv2
 
     data = np.frombuffer(bytes(msg.data), np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
@@ -231,12 +247,67 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     fmt = str(getattr(msg, "format", ""))
     if "compresseddepth" in fmt.lower().replace(" ", ""):
         raise ConversionError(f"'{fmt}' is a compressed depth image, not a colour image")
-    bgr = cv2.imdecode(np.ascontiguousarray(data, np.uint8), cv2.IMREAD_COLOR)
+    declared = fmt.split(";")[0].strip() if ";" in fmt else ""
+    if declared in _NOT_COLOUR:
+        raise ConversionError(f"'{fmt.strip()}' holds {declared} data (depth or 16-bit mono), not a colour image")
+    data = np.ascontiguousarray(data, np.uint8)
+    png = _png_header(data)
+    if png is not None and png[0] == 16:
+        bgr = _png16_to_bgr8(data, png)
+    else:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ConversionError(f"cannot decode compressed image (format '{fmt}')")
     if "rgb" in fmt.split(";")[-1].lower():  # "...; jpeg compressed rgb8": the codec holds RGB bytes
         return np.ascontiguousarray(bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _png_header(data: np.ndarray) -> Optional[Tuple[int, int, Optional[int]]]:
+    """``(bit depth, colour type, significant bits from sBIT or None)`` of a PNG; None when not a PNG."""
+    raw = data[:65536].tobytes()  # sBIT precedes the image data, near the start
+    if not raw.startswith(_PNG_SIGNATURE) or len(raw) < 26 or raw[12:16] != b"IHDR":
+        return None
+    depth, colour_type = raw[24], raw[25]
+    pos, sbit = 8, None
+    while pos + 8 <= len(raw):
+        length, kind = struct.unpack_from(">I4s", raw, pos)
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"sBIT" and length and pos + 8 + length <= len(raw):
+            channels = raw[pos + 8: pos + 8 + length]
+            sbit = max(channels[:3]) if colour_type in (2, 6) else channels[0]
+            break
+        pos += 12 + length
+    return int(depth), int(colour_type), sbit
+
+
+def _significant_bits(image: np.ndarray, sbit: Optional[int]) -> int:
+    """The bits a 16-bit image's values use: the PNG's sBIT when it has one, else the smallest
+    common sensor depth (10, 12, 14, 16 bits) that holds its largest value."""
+    if sbit and 8 <= sbit <= 16:
+        return int(sbit)
+    peak = int(image.max()) if image.size else 0
+    return next(bits for bits in (10, 12, 14, 16) if peak < (1 << bits))
+
+
+def _png16_to_bgr8(data: np.ndarray, png: Tuple[int, int, Optional[int]]) -> np.ndarray:
+    """A 16-bit colour PNG as 8-bit BGR, scaled by its significant bits.
+
+    Raises:
+        ConversionError: a grey (single-channel) 16-bit PNG, or undecodable bytes.
+    """
+    import cv2
+
+    _depth, colour_type, sbit = png
+    if colour_type in (0, 4):  # grey, grey + alpha
+        raise ConversionError("a 16-bit single-channel PNG is depth or 16-bit mono, not a colour image")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint16 or image.ndim != 3:
+        raise ConversionError("cannot decode the 16-bit colour PNG")
+    shift = _significant_bits(image[:, :, :3], sbit) - 8
+    bgr = np.minimum(image[:, :, :3] >> shift, 255).astype(np.uint8)
+    return np.ascontiguousarray(bgr)
 
 
 def color_to_rgb(msg: Any, msgtype: str = IMAGE) -> np.ndarray:

@@ -1,6 +1,7 @@
 """`clip-vla replay`: run the pipeline on every command of a rosbag2 bag, report, compare, re-record.
 
     clip-vla replay BAG [--expect EXPECTED.json] [--out REPORT.json] [--write-bag OUT]
+                    [--command TEXT [--command-at SECONDS] | --commands-file FILE]   (camera-only bags)
 
 The bag may come from ``clip-vla record`` or from ``ros2 bag record`` on a robot (sqlite3 or
 mcap; topics configurable). Each command gets exactly one result record, with the node's

@@ -146,7 +146,8 @@ def check_topics(topics: Mapping[str, Tuple[str, int]], options: Any) -> None:
         return
     topic = options.command_topic
     if topic not in topics:
-        raise CommandSourceError(f"no command topic '{topic}' in the bag; topics: {', '.join(sorted(topics)) or 'none'} "
+        names = ", ".join(sorted(topics)) or "none"
+        raise CommandSourceError(f"no command topic '{topic}' in the bag; topics: {names} "
                                  "(set --command-topic, or give --command / --commands-file)")
     msgtype, count = topics[topic]
     if msgtype != bags.STRING:

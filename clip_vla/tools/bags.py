@@ -4,7 +4,7 @@ This is the ROS-free layer under ``clip-vla record`` and ``clip-vla replay``: it
 rclpy, so a CI runner can replay a bag that ``ros2 bag record`` wrote on a robot, and write
 bags that ``ros2 bag play`` publishes.
 
-- **Reading** goes through ``rosbags.highlevel.AnyReader`` (sqlite3 and mcap, message
+- **Reading** goes through ``BagReader`` on rosbags' storage readers (sqlite3 and mcap, message
   definitions from the bag, or the Humble typestore for old bags that carry none).
   ``scan_bag`` makes one cheap pass that keeps only timestamps, header stamps, commands and
   transforms (images are not decoded: their header stamp is read from the CDR bytes);
@@ -21,9 +21,11 @@ module; ``ns_to_seconds`` converts for JSON.
 """
 from __future__ import annotations
 
+import heapq
 import struct
 from bisect import bisect_right
 from collections import defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
@@ -47,7 +49,7 @@ __all__ = [
     "BagError", "ConversionError", "BagWriter", "BagIndex", "TopicMessage", "Transforms",
     "COLOR_TOPIC", "DEPTH_TOPIC", "CAMERA_INFO_TOPIC", "COMMAND_TOPIC", "TF_TOPIC", "TF_STATIC_TOPIC",
     "IMAGE", "COMPRESSED_IMAGE", "CAMERA_INFO", "STRING", "POSE_STAMPED", "TF_MESSAGE",
-    "typestore", "open_reader", "scan_bag", "iter_messages", "read_messages", "bag_topics",
+    "TopicInfo", "BagReader", "typestore", "open_reader", "scan_bag", "iter_messages", "read_messages", "bag_topics",
     "color_to_rgb", "image_to_rgb", "compressed_to_rgb", "depth_to_array", "camera_info_to_intrinsics",
     "resize_depth", "image_msg", "camera_info_msg", "string_msg", "pose_stamped_msg", "transform_msg",
     "tf_message", "header", "ns_to_seconds", "seconds_to_ns", "stamp_to_ns",
@@ -197,8 +199,24 @@ def tf_message(transforms: Sequence[Any]):
 
 
 # --------------------------------------------------------------------------- message -> numpy
+# Single-channel encodings wider than 8 bits: depth or raw sensor values, never a colour image
+# (as a raw Image they are refused as colour too).
+_NOT_COLOUR = frozenset({"16UC1", "16SC1", "32FC1", "32SC1", "64FC1", "mono16"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """A colour CompressedImage (JPEG/PNG; any format OpenCV decodes) as HxWx3 uint8 RGB."""
+    """A colour CompressedImage (JPEG/PNG; any format OpenCV decodes) as HxWx3 uint8 RGB.
+
+    Refused, as the same data in a raw Image is: compressed depth, a format whose declared
+    encoding is depth or 16-bit mono (``"16UC1; png compressed"``), and 16-bit single-channel
+    PNGs. A 16-bit colour PNG is brought to 8 bits by its significant bits (``_significant_bits``):
+    cameras store 10- or 12-bit data in 16-bit PNGs, which a plain 16 -> 8 bit conversion turns
+    near-black.
+
+    Raises:
+        ConversionError: no data, not a colour image, or not decodable.
+    """
     import cv2
 
     data = np.frombuffer(bytes(msg.data), np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data
@@ -207,12 +225,67 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     fmt = str(getattr(msg, "format", ""))
     if "compresseddepth" in fmt.lower().replace(" ", ""):
         raise ConversionError(f"'{fmt}' is a compressed depth image, not a colour image")
-    bgr = cv2.imdecode(np.ascontiguousarray(data, np.uint8), cv2.IMREAD_COLOR)
+    declared = fmt.split(";")[0].strip() if ";" in fmt else ""
+    if declared in _NOT_COLOUR:
+        raise ConversionError(f"'{fmt.strip()}' holds {declared} data (depth or 16-bit mono), not a colour image")
+    data = np.ascontiguousarray(data, np.uint8)
+    png = _png_header(data)
+    if png is not None and png[0] == 16:
+        bgr = _png16_to_bgr8(data, png)
+    else:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ConversionError(f"cannot decode compressed image (format '{fmt}')")
     if "rgb" in fmt.split(";")[-1].lower():  # "...; jpeg compressed rgb8": the codec holds RGB bytes
         return np.ascontiguousarray(bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _png_header(data: np.ndarray) -> Optional[Tuple[int, int, Optional[int]]]:
+    """``(bit depth, colour type, significant bits from sBIT or None)`` of a PNG; None when not a PNG."""
+    raw = data[:65536].tobytes()  # sBIT precedes the image data, near the start
+    if not raw.startswith(_PNG_SIGNATURE) or len(raw) < 26 or raw[12:16] != b"IHDR":
+        return None
+    depth, colour_type = raw[24], raw[25]
+    pos, sbit = 8, None
+    while pos + 8 <= len(raw):
+        length, kind = struct.unpack_from(">I4s", raw, pos)
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"sBIT" and length and pos + 8 + length <= len(raw):
+            channels = raw[pos + 8: pos + 8 + length]
+            sbit = max(channels[:3]) if colour_type in (2, 6) else channels[0]
+            break
+        pos += 12 + length
+    return int(depth), int(colour_type), sbit
+
+
+def _significant_bits(image: np.ndarray, sbit: Optional[int]) -> int:
+    """The bits a 16-bit image's values use: the PNG's sBIT when it has one, else the smallest
+    common sensor depth (10, 12, 14, 16 bits) that holds its largest value."""
+    if sbit and 8 <= sbit <= 16:
+        return int(sbit)
+    peak = int(image.max()) if image.size else 0
+    return next(bits for bits in (10, 12, 14, 16) if peak < (1 << bits))
+
+
+def _png16_to_bgr8(data: np.ndarray, png: Tuple[int, int, Optional[int]]) -> np.ndarray:
+    """A 16-bit colour PNG as 8-bit BGR, scaled by its significant bits.
+
+    Raises:
+        ConversionError: a grey (single-channel) 16-bit PNG, or undecodable bytes.
+    """
+    import cv2
+
+    _depth, colour_type, sbit = png
+    if colour_type in (0, 4):  # grey, grey + alpha
+        raise ConversionError("a 16-bit single-channel PNG is depth or 16-bit mono, not a colour image")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint16 or image.ndim != 3:
+        raise ConversionError("cannot decode the 16-bit colour PNG")
+    shift = _significant_bits(image[:, :, :3], sbit) - 8
+    bgr = np.minimum(image[:, :, :3] >> shift, 255).astype(np.uint8)
+    return np.ascontiguousarray(bgr)
 
 
 def color_to_rgb(msg: Any, msgtype: str = IMAGE) -> np.ndarray:
@@ -223,46 +296,253 @@ def color_to_rgb(msg: Any, msgtype: str = IMAGE) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- reading
-def open_reader(path: Union[str, Path]):
-    """An ``AnyReader`` on a rosbag2 directory (or its single .mcap/.db3 file); the Humble typestore
-    decodes bags without embedded definitions. Use as a context manager."""
-    from rosbags.highlevel import AnyReader
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of a bag: its type, how many messages the bag states and holds, and whether its
+    messages can be decoded (``unreadable`` says why not; empty when they can)."""
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"bag not found: {p}")
-    if p.is_file() and p.suffix in (".mcap", ".db3") and (p.parent / "metadata.yaml").is_file():
-        p = p.parent
-    if p.is_dir() and not (p / "metadata.yaml").is_file():
-        raise BagError(f"{p} is not a rosbag2 directory (no metadata.yaml)")
-    try:
-        return _Reading(AnyReader([p], default_typestore=typestore()), p)
-    except Exception as exc:  # noqa: BLE001 - rosbags' own error types: report them as BagError
-        raise BagError(f"cannot read bag {p}: {exc}") from exc
+    msgtype: str
+    expected: int  # metadata.yaml's count; for a bare storage file, that file's own index
+    stored: int  # what the storage files' indexes hold, i.e. what reading yields
+    unreadable: str = ""
 
 
-class _Reading:
-    """``AnyReader`` as a context manager whose rosbags errors surface as ``BagError``."""
+class BagReader:
+    """A rosbag2 bag (a directory with ``metadata.yaml``, or one bare ``.mcap``/``.db3`` file), read
+    topic by topic with rosbags' own storage readers. Use as a context manager.
 
-    def __init__(self, reader: Any, path: Path) -> None:
-        self.reader, self.path = reader, path
+    Why not ``rosbags.highlevel.AnyReader`` on the directory: rosbags pairs the topics of
+    ``metadata.yaml`` with the storage's connections only when their QoS text is identical, and in
+    bags written by ``ros2 bag record`` it is not (the storage keeps the offered deadline, the YAML
+    zeroes it), so whole topics read as empty without a word; and AnyReader refuses the whole bag
+    when one type definition cannot be parsed (service-event topics). So every storage file is
+    opened with ``rosbags.rosbag2.Reader`` (its own index: every message it holds), each topic's
+    type is registered on its own (a topic whose definition fails is listed as unreadable, with the
+    reason), and ``metadata.yaml`` is used for what it is authoritative for: which files make the
+    bag and how many messages each topic has. Compressed bags are read through rosbags' directory
+    reader (it decompresses them); a shortfall against ``metadata.yaml`` is then reported by
+    ``scan_bag``.
+    """
 
-    def __enter__(self):
+    def __init__(self, path: Union[str, Path]) -> None:
+        """Raises:
+            FileNotFoundError: ``path`` does not exist.
+            BagError: a directory without ``metadata.yaml``.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"bag not found: {p}")
+        if p.is_file() and p.suffix in (".mcap", ".db3") and (p.parent / "metadata.yaml").is_file():
+            p = p.parent
+        if p.is_dir() and not (p / "metadata.yaml").is_file():
+            files = sorted(f.name for f in p.iterdir() if f.suffix in (".mcap", ".db3"))
+            hint = f"; give one of its storage files: {', '.join(files)}" if files else ""
+            raise BagError(f"{p} is not a rosbag2 directory (no metadata.yaml){hint}")
+        self.path = p
+        self.counted_by = "metadata.yaml" if p.is_dir() else "the storage file's index"
+        self.storage = ""
+        self.topics: Dict[str, TopicInfo] = {}
+        self.connections: List[Any] = []  # readable connections of every storage file
+        self.start_time = self.end_time = 0
+        self._readers: List[Tuple[Any, List[Any]]] = []  # (rosbags Reader, its readable connections)
+        self._decoders: Dict[str, Any] = {}  # msgtype -> the typestore that decodes it
+        self._stack: Optional[ExitStack] = None
+
+    def __enter__(self) -> "BagReader":
+        """Open the storage files and register the types.
+
+        Raises:
+            BagError: the metadata or a storage file cannot be read (damaged, truncated, missing).
+        """
+        from rosbags.rosbag2 import Reader
+
+        self._stack = ExitStack()
         try:
-            return self.reader.__enter__()
-        except Exception as exc:  # noqa: BLE001
-            raise BagError(f"cannot open bag {self.path}: {exc}") from exc
+            catalog = self._stack.enter_context(Reader(self.path))
+            if self.path.is_dir():
+                info = _metadata(self.path)
+                self.storage = str(info.get("storage_identifier", ""))
+                files = [self.path / Path(str(f)).name for f in info.get("relative_file_paths", [])]
+                compressed = bool(catalog.compression_mode)
+                data = [catalog] if compressed else [self._stack.enter_context(Reader(f)) for f in files]
+            else:
+                self.storage = {".mcap": "mcap", ".db3": "sqlite3"}.get(self.path.suffix, "")
+                data = [catalog]
+            self._register(catalog, data)
+        except BagError:
+            self.__exit__(None, None, None)
+            raise
+        except Exception as exc:  # noqa: BLE001 - rosbags' and the storage's errors: one BagError
+            self.__exit__(None, None, None)
+            raise BagError(f"cannot open bag {self.path}: {_why(exc)}") from exc
+        return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.reader.__exit__(exc_type, exc, tb)
-        if exc is not None and type(exc).__module__.startswith("rosbags"):
-            raise BagError(f"cannot read bag {self.path}: {exc}") from exc
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def _register(self, catalog: Any, data: Sequence[Any]) -> None:
+        """Decide per connection whether its type can be decoded; fill ``topics`` and ``connections``."""
+        from rosbags.typesys import Stores, get_typestore
+
+        embedded = get_typestore(Stores.EMPTY)
+        why_not: Dict[str, str] = {}  # topic -> why its type cannot be decoded
+        stored: Dict[str, int] = defaultdict(int)
+        types: Dict[str, str] = {}
+        for reader in data:
+            readable = []
+            for conn in reader.connections:
+                types.setdefault(conn.topic, conn.msgtype)
+                stored[conn.topic] += int(conn.msgcount)
+                why = self._decoder(conn, embedded)
+                if why:
+                    why_not[conn.topic] = why
+                else:
+                    readable.append(conn)
+            self._readers.append((reader, readable))
+            self.connections.extend(readable)
+        expected = {name: int(t.msgcount) for name, t in catalog.topics.items()}
+        for name, t in catalog.topics.items():
+            types.setdefault(name, t.msgtype or "")
+        self.topics = {name: TopicInfo(types[name], expected.get(name, stored.get(name, 0)), stored.get(name, 0),
+                                       why_not.get(name, "")) for name in sorted(types)}
+        with_messages = [r for r in data if r.message_count]
+        if with_messages:
+            self.start_time = min(int(r.start_time) for r in with_messages)
+            self.end_time = max(int(r.end_time) for r in with_messages)
+
+    def _decoder(self, conn: Any, embedded: Any) -> str:
+        """Register ``conn``'s type (from the bag's definition, else ROS 2 Humble's); "" or why it fails."""
+        msgtype = conn.msgtype
+        if msgtype in self._decoders:
+            return ""
+        from rosbags.interfaces import MessageDefinitionFormat
+        from rosbags.typesys import get_types_from_idl, get_types_from_msg
+
+        definition = conn.msgdef
+        if definition.format == MessageDefinitionFormat.NONE:
+            if msgtype in typestore().fielddefs:
+                self._decoders[msgtype] = typestore()
+                return ""
+            return f"the bag has no definition of {msgtype} and ROS 2 Humble has none either"
+        try:
+            if definition.format == MessageDefinitionFormat.MSG:
+                types = get_types_from_msg(definition.data, msgtype)
+            else:  # IDL, possibly several concatenated as rosbag2 writes them
+                sep = "=" * 80 + "\n"
+                parts = definition.data.split(sep)[1:] if definition.data.startswith(sep + "IDL: ") else [
+                    "\n" + definition.data]
+                types = {}
+                for part in parts:
+                    types.update(get_types_from_idl(part.split("\n", 1)[1]))
+            embedded.register(types)
+            if conn.digest and embedded.hash_rihs01(msgtype) != conn.digest:
+                return f"its definition of {msgtype} does not match the type hash the bag records"
+        except Exception as exc:  # noqa: BLE001 - rosbags' parser errors, and whatever a bad definition raises
+            return f"cannot parse the bag's definition of {msgtype} ({_why(exc)})"
+        self._decoders[msgtype] = embedded
+        return ""
+
+    def messages(self, connections: Sequence[Any]) -> Iterator[Tuple[Any, int, bytes]]:
+        """``(connection, bag time ns, CDR bytes)`` of ``connections``, in bag-time order across files.
+
+        Raises:
+            BagError: a storage file is damaged (what was read so far has been yielded).
+        """
+        wanted = {id(c) for c in connections}
+        streams = []
+        for reader, readable in self._readers:
+            mine = [c for c in readable if id(c) in wanted]
+            if mine:  # rosbags reads every connection when given none
+                streams.append(reader.messages(connections=mine))
+        merged = heapq.merge(*streams, key=lambda m: m[1])
+        count, last = 0, None
+        while True:
+            try:
+                item = next(merged)
+            except StopIteration:
+                return
+            except Exception as exc:  # noqa: BLE001 - a damaged file raises anything (OverflowError, MemoryError...)
+                after = "" if last is None else f" at bag time {ns_to_seconds(last)} s"
+                raise BagError(f"bag {self.path} is damaged: reading stopped after {count} messages{after} "
+                               f"({_why(exc)})") from exc
+            count, last = count + 1, item[1]
+            yield item
+
+    def deserialize(self, raw: bytes, msgtype: str) -> Any:
+        """A rosbags message object from CDR bytes.
+
+        Raises:
+            BagError: ``msgtype`` is unreadable, or the bytes are not a valid message of it.
+        """
+        store = self._decoders.get(msgtype)
+        if store is None:
+            raise BagError(f"{self.path}: messages of {msgtype} cannot be decoded")
+        try:
+            return store.deserialize_cdr(raw, msgtype)
+        except Exception as exc:  # noqa: BLE001 - rosbags' SerdeError, or IndexError/struct.error on bad bytes
+            # A bag may carry a placeholder definition (rosbag2's own test bags say "uint8 level" for
+            # rcl_interfaces/msg/Log): when ROS 2 Humble's definition decodes the bytes, use it from now on.
+            humble = typestore()
+            if store is not humble and msgtype in humble.fielddefs:
+                try:
+                    msg = humble.deserialize_cdr(raw, msgtype)
+                except Exception:  # noqa: BLE001 - neither definition fits: the bytes are bad
+                    pass
+                else:
+                    self._decoders[msgtype] = humble
+                    return msg
+            raise BagError(f"{self.path}: a {msgtype} message cannot be decoded ({_why(exc)})") from exc
+
+    def shortfalls(self, read: Mapping[str, int]) -> List[str]:
+        """One line per topic of ``read`` (topic -> messages read) that yielded fewer than the bag states."""
+        notes = []
+        for topic, got in sorted(read.items()):
+            info = self.topics.get(topic)
+            if info is None or got >= info.expected:
+                continue
+            why = (f"its storage files hold only {info.stored}" if info.stored < info.expected
+                   else "the rest could not be read")
+            notes.append(f"{topic}: read {got} of the {info.expected} messages {self.counted_by} states ({why})")
+        return notes
+
+
+def open_reader(path: Union[str, Path]) -> BagReader:
+    """A ``BagReader`` on a rosbag2 directory (or a .mcap/.db3 file). Use as a context manager.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        BagError: not a bag, or (on entering) not readable.
+    """
+    return BagReader(path)
+
+
+def _metadata(directory: Path) -> Dict[str, Any]:
+    """``rosbag2_bagfile_information`` of a bag directory (rosbags has already validated it)."""
+    import yaml
+
+    return yaml.safe_load((directory / "metadata.yaml").read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
+
+
+_DAMAGE = (MemoryError, OverflowError, struct.error, EOFError, UnicodeDecodeError, IndexError)
+
+
+def _why(exc: BaseException) -> str:
+    """One line about ``exc``: its type and first line, marked as damage for what a damaged file raises."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
+    return f"damaged or truncated storage file, {text}" if isinstance(exc, _DAMAGE) else text
 
 
 def bag_topics(path: Union[str, Path]) -> Dict[str, Tuple[str, int]]:
-    """``{topic: (msgtype, message count)}`` of a bag."""
+    """``{topic: (msgtype, message count the bag states)}`` of a bag, unreadable topics included.
+
+    Raises:
+        FileNotFoundError, BagError: as ``open_reader``.
+    """
     with open_reader(path) as reader:
-        return {name: (info.msgtype or "", int(info.msgcount)) for name, info in reader.topics.items()}
+        return {name: (info.msgtype, info.expected) for name, info in reader.topics.items()}
 
 
 def _header_stamp_ns(raw: bytes, msgtype: str, reader: Any) -> int:
@@ -371,6 +651,8 @@ class BagIndex:
     end_ns: int = 0
     storage: str = ""
     read_topics: Set[str] = field(default_factory=set)  # the connections scanned (iter_messages reads the same)
+    infos: Dict[str, TopicInfo] = field(default_factory=dict)  # every topic: counts, readable or why not
+    notes: List[str] = field(default_factory=list)  # topics that yielded fewer messages than the bag states, and why
 
 
 def scan_bag(path: Union[str, Path], topics: Iterable[str], text_topics: Iterable[str] = (),
@@ -379,20 +661,32 @@ def scan_bag(path: Union[str, Path], topics: Iterable[str], text_topics: Iterabl
     the text of std_msgs/String ``text_topics`` and every transform of ``tf_topics``.
 
     Ordinals count messages per topic in the order ``iter_messages`` yields them, so a second
-    pass can pick messages by ``(topic, ordinal)``.
+    pass can pick messages by ``(topic, ordinal)``. A scanned topic that yields fewer messages
+    than the bag states gets a line in ``notes`` (an unreadable TF topic too), never silence.
+
+    Raises:
+        FileNotFoundError: no bag at ``path``.
+        BagError: the bag cannot be read, a wanted topic cannot be decoded or has a type this
+            module does not read, or a storage file is damaged.
     """
     wanted = set(topics) | set(text_topics)
     tf_set = set(tf_topics)
     with open_reader(path) as reader:
-        all_topics = {c.topic: c.msgtype for c in reader.connections}
+        for topic in sorted(wanted):
+            info = reader.topics.get(topic)
+            if info is not None and info.unreadable:
+                raise BagError(f"topic {topic} of {reader.path} cannot be read: {info.unreadable}")
         conns = [c for c in reader.connections if c.topic in wanted or c.topic in tf_set]
-        index = BagIndex(Path(path), all_topics, {t: [] for t in wanted}, Transforms(),
-                         int(reader.start_time) if reader.connections else 0,
-                         int(reader.end_time) if reader.connections else 0,
-                         _storage_of(reader), {c.topic for c in conns})
+        index = BagIndex(Path(path), {name: info.msgtype for name, info in reader.topics.items()},
+                         {t: [] for t in wanted}, Transforms(), reader.start_time, reader.end_time,
+                         reader.storage, {c.topic for c in conns}, dict(reader.topics))
+        index.notes.extend(f"{t}: not used ({reader.topics[t].unreadable})" for t in sorted(tf_set - wanted)
+                           if t in reader.topics and reader.topics[t].unreadable)
         text_set = set(text_topics)
-        for conn, time_ns, raw in _messages(reader, conns):
+        read: Dict[str, int] = defaultdict(int)
+        for conn, time_ns, raw in reader.messages(conns):
             topic, msgtype = conn.topic, conn.msgtype
+            read[topic] += 1
             if topic in tf_set:
                 if msgtype == TF_MESSAGE:
                     index.transforms.add(reader.deserialize(raw, msgtype), static=topic == TF_STATIC_TOPIC)
@@ -413,6 +707,7 @@ def scan_bag(path: Union[str, Path], topics: Iterable[str], text_topics: Iterabl
                 bucket.append(TopicMessage(ordinal, int(time_ns), _header_stamp_ns(raw, msgtype, reader), msgtype))
             else:
                 raise BagError(f"topic {topic} has unsupported type {msgtype}")
+        index.notes.extend(reader.shortfalls({t: read.get(t, 0) for t in index.read_topics}))
     return index
 
 
@@ -421,11 +716,14 @@ def iter_messages(index: BagIndex, wanted: Mapping[str, Set[int]]) -> Iterator[T
     that ``wanted`` names; others are skipped without being deserialised.
 
     It reads the same connections ``scan_bag`` read, so ordinals agree with ``index``.
+
+    Raises:
+        BagError: as ``scan_bag``.
     """
     counters: Dict[str, int] = defaultdict(int)
     with open_reader(index.path) as reader:
         conns = [c for c in reader.connections if c.topic in index.read_topics]
-        for conn, time_ns, raw in _messages(reader, conns):
+        for conn, time_ns, raw in reader.messages(conns):
             topic = conn.topic
             ordinal = counters[topic]
             counters[topic] += 1
@@ -434,29 +732,21 @@ def iter_messages(index: BagIndex, wanted: Mapping[str, Set[int]]) -> Iterator[T
 
 
 def read_messages(path: Union[str, Path], topics: Iterable[str] = ()) -> Iterator[Tuple[str, int, str, Any]]:
-    """``(topic, time_ns, msgtype, message)`` of ``topics`` (all when empty), deserialised, in bag order."""
+    """``(topic, time_ns, msgtype, message)`` of ``topics`` (every readable topic when empty),
+    deserialised, in bag order.
+
+    Raises:
+        BagError: a named topic cannot be decoded, or as ``open_reader`` and ``scan_bag``.
+    """
     topics = set(topics)
     with open_reader(path) as reader:
+        for topic in sorted(topics):
+            info = reader.topics.get(topic)
+            if info is not None and info.unreadable:
+                raise BagError(f"topic {topic} of {reader.path} cannot be read: {info.unreadable}")
         conns = [c for c in reader.connections if not topics or c.topic in topics]
-        for conn, time_ns, raw in _messages(reader, conns):
+        for conn, time_ns, raw in reader.messages(conns):
             yield conn.topic, int(time_ns), conn.msgtype, reader.deserialize(raw, conn.msgtype)
-
-
-def _messages(reader: Any, conns: Sequence[Any]) -> Iterator[Tuple[Any, int, bytes]]:
-    if not conns:
-        return iter(())
-    return reader.messages(connections=conns)
-
-
-def _storage_of(reader: Any) -> str:
-    """"mcap" or "sqlite3", from the files the bag is made of."""
-    suffixes = {Path(str(p)).suffix for r in getattr(reader, "readers", ()) for p in _bag_files(r)}
-    return "mcap" if ".mcap" in suffixes else "sqlite3" if ".db3" in suffixes else ""
-
-
-def _bag_files(reader: Any) -> List[Path]:
-    path = Path(getattr(reader, "path", ""))
-    return sorted(path.glob("*.mcap")) + sorted(path.glob("*.db3")) if path.is_dir() else [path]
 
 
 # --------------------------------------------------------------------------- writing

@@ -1,6 +1,7 @@
 """`clip-vla replay`: run the pipeline on every command of a rosbag2 bag, report, compare, re-record.
 
     clip-vla replay BAG [--expect EXPECTED.json] [--out REPORT.json] [--write-bag OUT]
+                    [--command TEXT [--command-at SECONDS] | --commands-file FILE]   (camera-only bags)
 
 The bag may come from ``clip-vla record`` or from ``ros2 bag record`` on a robot (sqlite3 or
 mcap; topics configurable). Each command gets exactly one result record, with the node's
@@ -43,13 +44,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from clip_vla.core import framesync
-from clip_vla.core.language import DEFAULT_MAX_LENGTH
 from clip_vla.core import records as node_records
 from clip_vla.core.framesync import Refusal
+from clip_vla.core.language import DEFAULT_MAX_LENGTH
 from clip_vla.core.records import echo
 from clip_vla.core.stats import percentile_summary
 from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
-from clip_vla.tools import bags
+from clip_vla.tools import bags, replay_commands
 from clip_vla.tools.bags import TopicMessage
 
 EXIT_OK = 0
@@ -76,6 +77,7 @@ class ReplayOptions:
     depth_registered: bool = False
     max_command_length: int = DEFAULT_MAX_LENGTH  # characters; longer commands answer bad_command
     tf_topics: Tuple[str, ...] = (bags.TF_TOPIC, bags.TF_STATIC_TOPIC)
+    commands: Tuple[replay_commands.ScheduledCommand, ...] = ()  # given: used instead of the command topic
 
     @property
     def image_topics(self) -> List[str]:
@@ -216,11 +218,9 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
     messages and runs each command as soon as its messages are in, so memory holds a few frames.
     """
     options = options or ReplayOptions()
-    index = bags.scan_bag(bag, options.image_topics, [options.command_topic],
+    index = bags.scan_bag(bag, options.image_topics, [] if options.commands else [options.command_topic],
                           options.tf_topics if options.use_tf else ())
-    if options.command_topic not in index.topics:
-        raise bags.BagError(f"no command topic '{options.command_topic}' in {bag}; topics: "
-                            f"{', '.join(sorted(index.topics)) or 'none'} (set --command-topic)")
+    replay_commands.use_commands(index, options)  # checks the topics; places options.commands
     for topic, allowed in ((options.color_topic, (bags.IMAGE, bags.COMPRESSED_IMAGE)),
                            (options.depth_topic, (bags.IMAGE,)), (options.camera_info_topic, (bags.CAMERA_INFO,))):
         msgtype = index.topics.get(topic) if topic else None
@@ -292,6 +292,7 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
         "extrinsics": "tf" if use_tf else "config",
         "models": dict(getattr(pipeline, "model_ids", {}) or {}),
         "device": str(getattr(pipeline, "device", "")),
+        "notes": list(index.notes),  # topics that yielded fewer messages than the bag states, and why
     })
     return ReplayReport(str(bag), done, summary)
 
@@ -666,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tol-theta", type=float, default=0.05, help="radians (angular distance)")
     g.add_argument("--tol-tokens", type=int, default=1, help="bins per dimension (cmd token exact)")
     p.add_argument("--quiet", action="store_true", help="no table, only regressions and errors")
+    replay_commands.add_arguments(p)
     add_config_flags(p)
     return p
 
@@ -681,7 +683,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         options = ReplayOptions(
             color_topic=args.color_topic, depth_topic=args.depth_topic, camera_info_topic=args.camera_info_topic,
             command_topic=args.command_topic, max_frame_age=args.max_frame_age, sync_tolerance=args.sync_tolerance,
-            use_tf=not args.no_tf, depth_registered=args.depth_registered)
+            use_tf=not args.no_tf, depth_registered=args.depth_registered,
+            commands=replay_commands.from_arguments(args))
         expected = load_expectation(args.expect) if args.expect else None
         gt_path = args.ground_truth or (Path(args.bag) / "ground_truth.json")
         ground_truth = load_ground_truth(gt_path) if Path(gt_path).is_file() else None
@@ -689,10 +692,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise FileNotFoundError(f"ground truth not found: {args.ground_truth}")
         if args.write_bag and Path(args.write_bag).exists():
             raise bags.BagError(f"{args.write_bag} exists already: rosbag2 bags are never overwritten")
-        topics = bags.bag_topics(args.bag)  # fail on a bad bag before loading models
-        if options.command_topic not in topics:
-            raise bags.BagError(f"no command topic '{options.command_topic}' in {args.bag}; topics: "
-                                f"{', '.join(sorted(topics)) or 'none'} (set --command-topic)")
+        replay_commands.check_topics(bags.bag_topics(args.bag), options)  # fail on a bad bag before loading models
         from clip_vla.pipeline import VLAPipeline
 
         pipeline = VLAPipeline(cfg)
@@ -700,6 +700,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (bags.BagError, ConfigError, ModelUnavailableError, ValueError, FileNotFoundError) as exc:
         print(f"clip-vla replay: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    for note in report.summary.get("notes", []):
+        print(f"clip-vla replay: warning: {note}", file=sys.stderr)
     if not args.quiet:
         print(format_table(report.records))
         print(format_summary(report.summary))

@@ -142,11 +142,11 @@ def test_motion_section_loads_from_the_parameter_file_and_overrides():
 
 
 @pytest.mark.parametrize("name,value,message", [
-    ("approach_height", 0.0, "motion.approach_height must be > 0"),
-    ("grasp_depth", -0.01, "motion.grasp_depth must be >= 0"),
-    ("push_follow_through", float("nan"), "motion.push_follow_through must be a finite number"),
-    ("lift_height", "high", "motion.lift_height must be a finite number"),
-    ("release_height", True, "motion.release_height must be a finite number"),
+    ("approach_height", 0.0, r"motion.approach_height: expected a number in \[0.001, 1.0\], got 0.0"),
+    ("grasp_depth", -0.01, r"motion.grasp_depth: expected a number in \[0.0, 0.5\], got -0.01"),
+    ("push_follow_through", float("nan"), "motion.push_follow_through: expected a number .* got nan"),
+    ("lift_height", "high", "motion.lift_height: expected a number .* got 'high'"),
+    ("release_height", True, "motion.release_height: expected a number .* got True"),
 ])
 def test_motion_values_are_validated(name, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -406,3 +406,158 @@ def test_record_then_replay(tmp_path, pipeline):
         assert record.get("extrinsics") == "tf" and record.get("intrinsics_source") == "synced"
         assert record["truth"]["skill"] == gt["skill"]
     assert truth["intrinsics"][2] == pytest.approx(79.5)
+
+
+# --------------------------------------------------------------------------- hardening (issue 11, bags)
+def png_with_sbit(array: np.ndarray, bits: int) -> bytes:
+    """A 16-bit PNG of ``array`` (BGR) with an sBIT chunk saying ``bits`` significant bits per channel."""
+    import struct
+    import zlib
+
+    import cv2
+
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    raw = buf.tobytes()
+    body = b"sBIT" + bytes([bits] * 3)
+    chunk = struct.pack(">I", 3) + body + struct.pack(">I", zlib.crc32(body))
+    return raw[:33] + chunk + raw[33:]  # after the signature (8) and IHDR (25)
+
+
+def compressed(data: bytes, fmt: str):
+    return bags._types()[bags.COMPRESSED_IMAGE](header=bags.header(ns(0), FRAME), format=fmt,
+                                                data=np.frombuffer(data, np.uint8).copy())
+
+
+def test_16bit_colour_png_is_scaled_by_its_significant_bits():
+    """Item 6: 12-bit data in a 16-bit colour PNG became near-black (max 15 of 255)."""
+    import cv2
+
+    rgb12 = np.random.default_rng(0).integers(0, 4096, (H // 8, W // 8, 3)).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", rgb12[:, :, ::-1])  # OpenCV writes BGR and no sBIT
+    rgb = bags.compressed_to_rgb(compressed(buf.tobytes(), "rgb16; png compressed bgr16"))
+    np.testing.assert_array_equal(rgb, (rgb12 >> 4).astype(np.uint8))
+    # An sBIT chunk is authoritative: 12 significant bits even when the values stay below 1024.
+    dim = (rgb12 // 4)[:, :, ::-1]
+    rgb = bags.compressed_to_rgb(compressed(png_with_sbit(dim, 12), "bgr16; png compressed"))
+    np.testing.assert_array_equal(rgb, (dim[:, :, ::-1] >> 4).astype(np.uint8))
+    # 16-bit grey is depth or mono16, whatever the format says.
+    ok, grey = cv2.imencode(".png", rgb12[:, :, 0])
+    with pytest.raises(bags.ConversionError, match="16-bit single-channel"):
+        bags.compressed_to_rgb(compressed(grey.tobytes(), "png"))
+    with pytest.raises(bags.ConversionError, match="16UC1"):  # item 4, the declared encoding
+        bags.compressed_to_rgb(compressed(grey.tobytes(), "16UC1; png compressed "))
+    # 8-bit images decode as before.
+    rgb8 = rgb_image(3, 40, 30)
+    png8 = bags.compressed_image_msg(rgb8, ns(0), FRAME, "png")
+    np.testing.assert_array_equal(bags.compressed_to_rgb(png8), rgb8)
+
+
+def camera_only_bag(path, storage="mcap"):
+    with bags.BagWriter(path, storage) as bag:
+        write_frame(bag, 0.5, "rgb8", 1, depth=np.full((H, W), 800, np.uint16), info_t=0.5)
+        write_frame(bag, 1.0, "rgb8", 2, depth=np.full((H, W), 800, np.uint16), info_t=1.0)
+    return path
+
+
+def test_camera_only_bag_replays_commands_of_your_choice(tmp_path, tiny_models, open_vocabulary_file, params_file,
+                                                         capsys):
+    """Item 3: a bag without a command topic could not be replayed (exit 2, "no command topic")."""
+    bag = camera_only_bag(tmp_path / "camera")
+    commands = tmp_path / "commands.txt"
+    commands.write_text("# seconds from the bag's start, then the text\n\n0.7   push the block # not a comment\n"
+                        "frame pick up the red cup\n0.0 pick up the red cup\n")
+    report = tmp_path / "report.json"
+    args = model_args(tiny_models, open_vocabulary_file, params_file)
+    assert replay_main([str(bag), "--command", RED_CUP, "--command-at", "0.6", "--commands-file", str(commands),
+                        "--out", str(report), "--quiet", *args]) == 0
+    records = json.loads(report.read_text())["records"]
+    assert [(r["command"], r["bag_time_ns"], r["status"]) for r in records] == [
+        (RED_CUP, ns(0.5), "accepted"),  # "frame": right after the first colour frame, paired with it
+        (RED_CUP, ns(0.5), "accepted"),  # 0.0 s from the bag's start: the same time
+        (RED_CUP, ns(1.1), "accepted"),  # --command-at 0.6
+        ("push the block # not a comment", ns(1.2), "accepted")]
+    assert records[1]["frame_stamp_ns"] == ns(0.5) and records[2]["frame_stamp_ns"] == ns(1.0)
+    # Each --command-at goes with its --command; bad inputs are one line, exit 2.
+    late = tmp_path / "late.txt"
+    late.write_text("soon pick up the red cup\n")
+    for extra, message in [(["--command-at", "1"], "--command-at needs a --command"),
+                           (["--command", "a", "--command", "b", "--command", "c", "--command-at", "1",
+                             "--command-at", "2"], "2 --command-at for 3 --command"),
+                           (["--command", "a", "--command-at", "-1"], "is not a time"),
+                           (["--commands-file", str(tmp_path / "none.txt")], "commands file not found"),
+                           (["--commands-file", str(params_file)], "params.yaml:1: expected 'SECONDS TEXT'"),
+                           (["--commands-file", str(late)], "late.txt:1: 'soon' is not a time in seconds")]:
+        assert replay_main([str(bag), *extra, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    bag = tmp_path / "commands_only"
+    with bags.BagWriter(bag, "mcap") as out:
+        command(out, 0.1, RED_CUP)
+    assert replay_main([str(bag), "--command", RED_CUP, *args]) == 2
+    assert "no colour frame on /camera/color/image_raw to send" in capsys.readouterr().err
+
+
+def test_command_topic_is_checked_up_front(tmp_path, tiny_models, open_vocabulary_file, params_file, capsys):
+    """Item 5: a command topic of the wrong type or without messages gave "0 commands", exit 0."""
+    from rosbags.rosbag2 import Writer
+
+    bag = tmp_path / "no_messages"
+    with Writer(bag, version=bags.DEFAULT_VERSION) as writer:  # a connection, never written to
+        writer.add_connection(bags.COMMAND_TOPIC, bags.STRING, typestore=bags.typestore())
+        color = writer.add_connection(bags.COLOR_TOPIC, bags.IMAGE, typestore=bags.typestore())
+        writer.write(color, ns(0), bags.typestore().serialize_cdr(
+            bags.image_msg(rgb_image(1), "rgb8", ns(0), FRAME), bags.IMAGE))
+    args = model_args(tiny_models, open_vocabulary_file, params_file)
+    assert replay_main([str(bag), *args]) == 2
+    assert "command topic /command has no messages" in capsys.readouterr().err
+    assert replay_main([str(bag), "--command-topic", bags.COLOR_TOPIC, *args]) == 2
+    assert f"has type {bags.IMAGE}, expected {bags.STRING}" in capsys.readouterr().err
+    from clip_vla.tools.replay_commands import CommandSourceError
+
+    with pytest.raises(CommandSourceError, match="has no messages"):
+        replay_bag(bag, None)
+
+
+def test_damaged_mcap_is_one_clear_error(tmp_path, tiny_models, open_vocabulary_file, params_file, capsys):
+    """Item 7: 20 kB of random bytes in the middle of an MCAP raised OverflowError (a traceback)."""
+    import random
+
+    bag = tmp_path / "bag"
+    with bags.BagWriter(bag, "mcap") as out:
+        for i in range(60):
+            small = np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            out.write(bags.COLOR_TOPIC, bags.IMAGE, bags.image_msg(small, "rgb8", ns(i * 0.1), FRAME), ns(i * 0.1))
+            command(out, i * 0.1 + 0.001, RED_CUP)
+    (mcap,) = bag.glob("*.mcap")
+    data, mid = mcap.read_bytes(), len(mcap.read_bytes()) // 2
+    args = model_args(tiny_models, open_vocabulary_file, params_file)
+    outcomes = []
+    for seed in range(4):
+        random.seed(seed)
+        noise = bytes(random.getrandbits(8) for _ in range(20000))
+        for how, damaged in [("overwritten", data[:mid] + noise + data[mid + 20000:]),
+                             ("inserted", data[:mid] + noise + data[mid:])]:
+            copy = tmp_path / f"{how}{seed}"
+            copy.mkdir()
+            (copy / "metadata.yaml").write_bytes((bag / "metadata.yaml").read_bytes())
+            (copy / mcap.name).write_bytes(damaged)
+            code = replay_main([str(copy), "--quiet", *args])
+            err = capsys.readouterr().err.strip()
+            if code == 2:  # one line, naming the damage
+                assert "damaged or truncated storage file" in err and "\n" not in err, err
+                outcomes.append(err.split("storage file, ")[1].split(":")[0])
+            else:  # what could be read was replayed, and what was skipped is said
+                assert code == 0 and "of the 60 messages metadata.yaml states" in err, err
+                outcomes.append("partial")
+    assert "OverflowError" in outcomes, outcomes  # the issue's case
+
+
+def test_shortfall_against_metadata_is_said(tmp_path):
+    """Item 1's rule: never fewer messages than metadata.yaml states without saying why."""
+    bag = camera_only_bag(tmp_path / "bag", "sqlite3")
+    meta = bag / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("message_count: 2", "message_count: 3", 1))
+    index = bags.scan_bag(bag, [bags.COLOR_TOPIC, bags.DEPTH_TOPIC, bags.CAMERA_INFO_TOPIC])
+    (note,) = index.notes
+    assert "read 2 of the 3 messages metadata.yaml states (its storage files hold only 2)" in note

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max", type=int, default=SuggestConfig.max_suggestions, help="most suggestions (default %(default)s)")
     p.add_argument("--min-score", type=float, default=SuggestConfig.min_score,
                    help="drop suggestions scoring lower (default %(default)s)")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="an object's mean mask probability (default: perception.min_confidence)")
     p.add_argument("--skills", default=",".join(SuggestConfig.skills), help="skills to suggest (default %(default)s)")
     p.add_argument("--objects", default="", help="extra object names, comma-separated")
     p.add_argument("--colours", default="", help="colours, comma-separated: with --shapes, '<colour> <shape>' names")
@@ -58,7 +60,8 @@ def _names(text: str) -> List[str]:
 
 def suggest_config(args: argparse.Namespace, **overrides: Any) -> SuggestConfig:
     """The settings the flags give (``overrides`` win). Raises ConfigError for invalid ones."""
-    settings: Dict[str, Any] = dict(max_suggestions=args.max, min_score=args.min_score, skills=_names(args.skills),
+    settings: Dict[str, Any] = dict(max_suggestions=args.max, min_score=args.min_score,
+                                    min_confidence=args.min_confidence, skills=_names(args.skills),
                                     objects=_names(args.objects), colours=_names(args.colours),
                                     shapes=_names(args.shapes), fixtures=_names(args.fixtures))
     settings.update(overrides)

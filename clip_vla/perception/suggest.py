@@ -52,7 +52,7 @@ class SuggestConfig:
     """What to suggest and how many; validated on construction (``ConfigError``)."""
 
     max_suggestions: int = 10
-    min_score: float = 0.05  # suggestions scoring lower are dropped (score = confidence x skill fit [x destination])
+    min_score: float = 0.0  # suggestions scoring lower are dropped (score = confidence x skill fit [x destination])
     skills: Tuple[str, ...] = ("pick", "place", "push")
     colours: Tuple[str, ...] = ()  # with ``shapes``: every "<colour> <shape>" is a candidate name
     shapes: Tuple[str, ...] = ()

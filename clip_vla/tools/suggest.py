@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", help="depth: 16-bit PNG in millimetres, or .npy in metres")
     p.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels (default: geometry.intrinsics)")
     p.add_argument("--json", action="store_true", help="print the suggestions as JSON")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run N timed rounds on the image (after one untimed) and print their time to stderr")
     p.add_argument("--max", type=int, default=SuggestConfig.max_suggestions, help="most suggestions (default %(default)s)")
     p.add_argument("--min-score", type=float, default=SuggestConfig.min_score,
                    help="drop suggestions scoring lower (default %(default)s)")
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects", default="", help="extra object names, comma-separated")
     p.add_argument("--colours", default="", help="colours, comma-separated: with --shapes, '<colour> <shape>' names")
     p.add_argument("--shapes", default="", help="shapes, comma-separated")
+    p.add_argument("--no-vocabulary-objects", action="store_true",
+                   help="leave the vocabulary's objects out of the candidates")
     p.add_argument("--fixtures", default=",".join(SuggestConfig.fixtures),
                    help="destinations, never picked (default %(default)s)")
     p.add_argument("--seed", type=int, default=8000, help="--eval-sim: first scene seed (default %(default)s)")
@@ -63,7 +67,8 @@ def suggest_config(args: argparse.Namespace, **overrides: Any) -> SuggestConfig:
     settings: Dict[str, Any] = dict(max_suggestions=args.max, min_score=args.min_score,
                                     min_confidence=args.min_confidence, skills=_names(args.skills),
                                     objects=_names(args.objects), colours=_names(args.colours),
-                                    shapes=_names(args.shapes), fixtures=_names(args.fixtures))
+                                    shapes=_names(args.shapes), fixtures=_names(args.fixtures),
+                                    vocabulary_objects=not args.no_vocabulary_objects)
     settings.update(overrides)
     return SuggestConfig(**settings)
 
@@ -202,9 +207,36 @@ def _run(args: argparse.Namespace) -> int:
     intrinsics = Intrinsics(*parse_floats(args.intrinsics, 4, "--intrinsics")) if args.intrinsics else None
     config = suggest_config(args)
     frame = Frame(rgb=rgb, depth=depth, intrinsics=intrinsics)
-    result = Suggester(VLAPipeline(load_config(args)), config).suggest(frame)
+    suggester = Suggester(VLAPipeline(load_config(args)), config)
+    result = suggester.suggest(frame)
+    if args.repeat > 1:
+        print(time_rounds(suggester, frame, args.repeat), file=sys.stderr)
     print(json.dumps(result.to_dict()) if args.json else format_table(result))
     return EXIT_OK
+
+
+def time_rounds(suggester: Any, frame: Any, rounds: int) -> str:
+    """Median and best wall time of ``rounds`` suggestion rounds on one frame (caches warm): a figure, not a test."""
+    import statistics
+
+    times, cpu = [], []
+    for _ in range(rounds):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        suggester.suggest(frame)
+        times.append((time.perf_counter() - started) * 1e3)
+        cpu.append((time.process_time() - started_cpu) * 1e3)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # On a shared machine the wall time measures the neighbours too; the process CPU time does not.
+    return (f"suggestion round, {len(suggester.candidates)} candidates ({len(suggester.prompts)} prompts with the "
+            f"distractors), {frame.rgb.shape[1]}x{frame.rgb.shape[0]}: wall median {statistics.median(times):.0f} ms "
+            f"(best {min(times):.0f}), process CPU median {statistics.median(cpu):.0f} ms over {rounds} rounds "
+            f"(torch threads {_threads()}, load average {load:.1f})")
+
+
+def _threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def main(argv: Optional[List[str]] = None) -> int:

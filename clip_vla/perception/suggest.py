@@ -49,7 +49,11 @@ DEFAULT_PHRASINGS: Dict[str, str] = {
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class SuggestConfig:
-    """What to suggest and how many; validated on construction (``ConfigError``)."""
+    """What to suggest and how many (the node will read these as a ``suggest`` parameter section).
+
+    Raises:
+        ConfigError: on construction, for a value out of range, no skills, or colours without shapes.
+    """
 
     max_suggestions: int = 10
     min_score: float = 0.0  # suggestions scoring lower are dropped (score = confidence x skill fit [x destination])
@@ -230,7 +234,7 @@ def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overl
     The group is named by the name with the highest mean probability (``probs[name]``, HxW)
     over the group's whole region, each name judged on the same pixels (a name's own component
     confidence is not comparable: its extent differs from name to name). Names whose command
-    would ground here (``grounded``) are preferred, so that saying the suggestion acts on this
+    would ground here (``grounded``) are preferred, so that saying the name acts on this
     object; the others only name it when no grounded one does. The name decides whether the
     object is a fixture and gives its detection; the other names are its look-alikes, best
     first. The result is ordered by confidence.

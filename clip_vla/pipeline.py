@@ -295,14 +295,20 @@ class VLAPipeline:
 
     def _score_skills(self, prepared: PreparedCommand, image, features) -> Dict[str, float]:
         """CLIP skill probabilities; the image term costs a CLIP vision pass only when weighted."""
-        image_embedding = None
-        if self.config.perception.image_weight > 0:
-            if self.scorer.shared_backbone:
-                image_embedding = features.image_embedding
-            else:
-                pixels = model_input(image, self.models.clip_image, self.models.dtype)
-                image_embedding = self.scorer.image_embedding(pixels)
-        return self.scorer.score(prepared.parsed.text, prepared.parsed.object, image_embedding)
+        return self.scorer.score(prepared.parsed.text, prepared.parsed.object,
+                                 self.skill_image_embedding(image, features))
+
+    def skill_image_embedding(self, image, features):
+        """The image embedding skill scoring uses, or None when ``perception.image_weight`` is 0.
+
+        CLIPSeg's pooled embedding (already encoded) with a shared backbone, else one CLIP vision
+        pass over ``image`` (the 1x3xHxW uint8 frame on the device). Suggestions score with it too.
+        """
+        if self.config.perception.image_weight <= 0:
+            return None
+        if self.scorer.shared_backbone:
+            return features.image_embedding
+        return self.scorer.image_embedding(model_input(image, self.models.clip_image, self.models.dtype))
 
     def _theta(self, prepared: PreparedCommand, skill: Skill, target: Detection, located,
                intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform,

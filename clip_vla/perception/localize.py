@@ -8,7 +8,7 @@ counted, so "pick up the cup" with two cups in view is reported, not silently re
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Sequence
 
 import cv2
 import numpy as np
@@ -38,26 +38,54 @@ def select_component(mask: np.ndarray, target_probs: np.ndarray, phrase: str, mi
     if score not in INSTANCE_SCORES:
         raise ValueError(f"instance score must be one of {INSTANCE_SCORES}, got {score!r}")
     peak = float(target_probs.max()) if target_probs.size else 0.0
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    candidates = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= max(1, min_area)]
+    labels, stats, centroids, candidates, sums, means = _components(mask, target_probs, min_area)
     if not candidates:
         return Detection(phrase=phrase, found=False, confidence=0.0, peak=peak)
+    ranking = sums if score == "mass" else means
+    best = max(candidates, key=lambda i: (ranking[i], stats[i, cv2.CC_STAT_AREA]))
+    return _component_detection(phrase, labels, stats, centroids, means, best, peak, len(candidates) - 1)
+
+
+def all_components(mask: np.ndarray, target_probs: np.ndarray, phrase: str, min_area: int = 1,
+                   score: str = "mass") -> List[Detection]:
+    """Every connected component of ``mask`` of at least ``min_area`` pixels, best by ``score`` first.
+
+    For callers that must see every instance (scene suggestions), not only the one a command
+    would ground on; the first is the one ``select_component`` returns, and each Detection's
+    ``other_instances`` counts the rest.
+    """
+    if score not in INSTANCE_SCORES:
+        raise ValueError(f"instance score must be one of {INSTANCE_SCORES}, got {score!r}")
+    peak = float(target_probs.max()) if target_probs.size else 0.0
+    labels, stats, centroids, candidates, sums, means = _components(mask, target_probs, min_area)
+    ranking = sums if score == "mass" else means
+    order = sorted(candidates, key=lambda i: (-ranking[i], -stats[i, cv2.CC_STAT_AREA]))
+    return [_component_detection(phrase, labels, stats, centroids, means, i, peak, len(order) - 1) for i in order]
+
+
+def _components(mask: np.ndarray, target_probs: np.ndarray, min_area: int):
+    """Labels, stats, centroids, the components kept, and per label the probability mass and mean."""
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    candidates = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= max(1, min_area)]
     # Probability mass and mean per component in one pass over the image (bincount), not one mask each.
     sums = np.bincount(labels.ravel(), weights=target_probs.ravel(), minlength=count)
     means = sums / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
-    ranking = sums if score == "mass" else means
-    best = max(candidates, key=lambda i: (ranking[i], stats[i, cv2.CC_STAT_AREA]))
-    x, y, w, h, area = (int(v) for v in stats[best])
+    return labels, stats, centroids, candidates, sums, means
+
+
+def _component_detection(phrase: str, labels: np.ndarray, stats: np.ndarray, centroids: np.ndarray,
+                         means: np.ndarray, index: int, peak: float, others: int) -> Detection:
+    x, y, w, h, area = (int(v) for v in stats[index])
     return Detection(
         phrase=phrase,
         found=True,
-        confidence=float(means[best]),
-        mask=labels == best,
-        centroid=(float(centroids[best][0]), float(centroids[best][1])),
+        confidence=float(means[index]),
+        mask=labels == index,
+        centroid=(float(centroids[index][0]), float(centroids[index][1])),
         bbox=(x, y, x + w - 1, y + h - 1),
         area=area,
         peak=peak,
-        other_instances=len(candidates) - 1,
+        other_instances=others,
     )
 
 

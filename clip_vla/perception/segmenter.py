@@ -361,12 +361,17 @@ class Segmenter:
         with torch.inference_mode():
             up = F.interpolate(logits.unsqueeze(1).float(), size=out_size, mode="bilinear", align_corners=False)[:, 0]
             probs, masks = [], []
+            shared = None  # competitors that are no target: their pixel-wise maximum is the same for all
+            if competitors and not set(competitors) & set(targets):
+                shared = up[competitors].amax(dim=0)
             for t in targets:
                 lt = up[t]
                 prob = torch.sigmoid(lt)
                 mask = prob >= threshold
                 others = [c for c in competitors if c != t]
-                if others:
+                if shared is not None:
+                    mask &= lt > shared
+                elif others:
                     rival = up[others[0]] if len(others) == 1 else torch.maximum(up[others[0]], up[others[1]])
                     for c in others[2:]:
                         torch.maximum(rival, up[c], out=rival)

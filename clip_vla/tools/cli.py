@@ -217,6 +217,7 @@ TOOLS: Dict[str, Tuple[str, str]] = {
     "train": ("clip_vla.train", "fine-tune CLIPSeg/CLIP (full, LoRA, linear probe) or generate sim data"),
     "bench": ("clip_vla.tools.bench", "per-stage latency, fast path vs naive baseline, memory"),
     "soak": ("clip_vla.tools.soak", "long-running vla_node load test over DDS (latency, memory growth)"),
+    "suggest": ("clip_vla.tools.suggest", "ranked commands for what is in one image (or --eval-sim N scenes)"),
 }
 
 

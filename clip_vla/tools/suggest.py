@@ -28,7 +28,7 @@ SIM_FIXTURES = ("bowl", "tray")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from clip_vla.tools.cli import _add_config_args
+    from clip_vla.tools.cli import add_config_flags
 
     p = argparse.ArgumentParser(prog="clip-vla suggest", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="destinations, never picked (default %(default)s)")
     p.add_argument("--seed", type=int, default=8000, help="--eval-sim: first scene seed (default %(default)s)")
     p.add_argument("--distractors", type=int, default=3, help="--eval-sim: objects besides the target (default 3)")
-    _add_config_args(p)
+    add_config_flags(p)
     return p
 
 

@@ -1,0 +1,519 @@
+"""Did the step work? A step's postcondition checked on the frame after it, and goals refused before it.
+
+RT-2's loop is plan, verify, execute: after the executor reports a step, the next frame is
+looked at before anything else moves. The verifier answers from perception alone (the
+executor's word is trusted only where nothing can be seen, ``point_at``)::
+
+    before frame ─┐                                   ┌─ pick:  raised above where it rested?
+                  ├─ CLIPSeg: object (+ destination) ─┤  place: inside the destination's footprint,
+    after frame  ─┘   one vision pass per frame,      │         at rest height (the gripper let go)?
+                      one batched decoder call         └─ push/pull: moved far enough along theta?
+                  masks ─► depth + intrinsics ─► points in the base frame (core.geometry.locate)
+
+Without depth, points come from the table plane (the pipeline's fallback). Heights are then
+unknown, so:
+
+* pick: the height is measured under the hypothesis that a pick lifts the object straight up:
+  the after-frame centroid's ray is followed to where it passes over the rest point, and the
+  ray's height there is the lift (``height_source: "ray_over_rest"``). A ray that never comes
+  near the rest point leaves the height unknown: ``uncertain`` (``height_unknown``);
+* place: the footprint test uses the table-plane points of both masks; the gripper-empty
+  test (a height) cannot be made and is skipped (the evidence says so);
+* push/pull: before and after points share the same table-plane bias, so their difference
+  (the displacement) is still measured.
+
+Every no-depth verdict carries ``evidence["depth"] = "missing"`` and its confidence is scaled
+by ``VerifyConfig.no_depth_confidence``. ``uncertain`` also answers when the object (or the
+destination) is not found in the after frame: not found is not evidence either way.
+
+``refuse_implausible_goal`` is the rule that runs before execution: a place destination found
+on the gripper or on the object it holds, or any goal too high above the table for something
+resting on it, is refused with its own reason instead of being executed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from clip_vla.core import geometry
+from clip_vla.core.config import GeometryConfig
+from clip_vla.core.types import Detection, Frame, Intrinsics
+from clip_vla.perception.localize import select_component, target_mask
+
+if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
+    from clip_vla.pipeline import VLAPipeline
+
+__all__ = [
+    "GoalLike",
+    "GoalRefusal",
+    "Perceive",
+    "StepLike",
+    "Verdict",
+    "VerifyConfig",
+    "Verifier",
+    "model_perceiver",
+    "refuse_implausible_goal",
+]
+
+SUCCESS, FAILURE, UNCERTAIN = "success", "failure", "uncertain"
+VERDICTS = (SUCCESS, FAILURE, UNCERTAIN)
+
+# Stable reasons (published on ~/task_status): why a verdict is what it is.
+OBJECT_LIFTED = "object_lifted"
+OBJECT_STILL_ON_TABLE = "object_still_on_table"
+OBJECT_IN_DESTINATION = "object_in_destination"
+OBJECT_NOT_IN_DESTINATION = "object_not_in_destination"
+OBJECT_BESIDE_DESTINATION = "object_beside_destination"
+GRIPPER_NOT_EMPTY = "gripper_not_empty"
+OBJECT_MOVED = "object_moved"
+NOT_MOVED_ENOUGH = "not_moved_enough"
+MOVED_WRONG_DIRECTION = "moved_wrong_direction"
+OBJECT_NOT_FOUND = "object_not_found"
+DESTINATION_NOT_FOUND = "destination_not_found"
+HEIGHT_UNKNOWN = "height_unknown"
+EXECUTOR_REPORT = "executor_report"
+UNSUPPORTED_SKILL = "unsupported_skill"
+REASONS = (OBJECT_LIFTED, OBJECT_STILL_ON_TABLE, OBJECT_IN_DESTINATION, OBJECT_NOT_IN_DESTINATION,
+           OBJECT_BESIDE_DESTINATION, GRIPPER_NOT_EMPTY, OBJECT_MOVED, NOT_MOVED_ENOUGH, MOVED_WRONG_DIRECTION,
+           OBJECT_NOT_FOUND, DESTINATION_NOT_FOUND, HEIGHT_UNKNOWN, EXECUTOR_REPORT, UNSUPPORTED_SKILL)
+
+# Refusal reasons of refuse_implausible_goal.
+DESTINATION_ON_GRIPPER = "destination_on_gripper"
+IMPLAUSIBLE_HEIGHT = "implausible_height"
+
+MOVE_SKILLS = ("push", "pull")  # theta of their goal is the direction the object moves
+RESTING_TARGET_SKILLS = ("pick", "push", "pull", "point_at")  # the goal is an object resting on the table
+
+
+class StepLike(Protocol):
+    """What the verifier needs of a step (the planner's PlanStep, a ParsedInstruction, ...)."""
+
+    skill: Optional[str]
+    object: Optional[str]
+    destination: Optional[str]
+    direction: Optional[str]
+
+
+class GoalLike(Protocol):
+    """What the verifier needs of the step's grounded goal (an ``ActionGoal`` has it).
+
+    ``xyz_base`` is where the executor was sent: the object for pick/push/pull, the
+    destination for place. ``theta`` is, for push/pull, the direction the object must move.
+    """
+
+    xyz_base: Tuple[float, float, float]
+    theta: float
+
+
+# (frame, phrases) -> per phrase, every connected component of its mask as a Detection, best first
+# (the pipeline's instance score); an empty list when the phrase is not found. One vision pass for all.
+Perceive = Callable[[Frame, Sequence[str]], Dict[str, List[Detection]]]
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Thresholds of the verifier and of the pre-execution refusal (metres, base frame, table = 0 height).
+
+    Defaults were chosen on validation seeds 9100-9199 (``clip-vla verify-eval``); see README
+    "Verification".
+    """
+
+    min_lift_m: float = 0.04  # pick: the object's point rose at least this much above where it rested
+    min_push_m: float = 0.03  # push/pull: displacement along theta (the simulator's success threshold)
+    max_rest_height_m: float = 0.10  # place: an object's centre this high above the table is still held
+    beside_margin_m: float = 0.05  # place: outside the footprint by less than this is "beside" it
+    footprint_tolerance_m: float = 0.01  # place: the object's point may lie this far outside the footprint
+    ray_max_miss_m: float = 0.04  # no depth, pick: the ray must pass this close above the rest point
+    no_depth_confidence: float = 0.6  # confidence factor of every verdict made without depth
+    confidence_scale_m: float = 0.03  # a margin this large past a threshold gives full confidence
+    max_target_height_m: float = 0.12  # refusal: pick/push/pull/point_at goals above this are implausible
+    max_destination_height_m: float = 0.10  # refusal: a place destination above this is implausible
+    gripper_radius_m: float = 0.06  # refusal: a destination this close to the held object is on the gripper
+
+    def __post_init__(self) -> None:
+        for name in ("min_lift_m", "min_push_m", "max_rest_height_m", "beside_margin_m", "ray_max_miss_m",
+                     "confidence_scale_m", "max_target_height_m", "max_destination_height_m", "gripper_radius_m"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"verify.{name} must be a positive number of metres, got {value!r}")
+        if not (math.isfinite(self.footprint_tolerance_m) and self.footprint_tolerance_m >= 0):
+            raise ValueError(f"verify.footprint_tolerance_m must be >= 0, got {self.footprint_tolerance_m!r}")
+        if not 0.0 < self.no_depth_confidence <= 1.0:
+            raise ValueError(f"verify.no_depth_confidence must be in (0, 1], got {self.no_depth_confidence!r}")
+
+
+@dataclass
+class Verdict:
+    """The outcome of one step as perception sees it; ``reason`` is a stable string (see REASONS)."""
+
+    verdict: str  # success | failure | uncertain
+    confidence: float  # [0, 1]
+    reason: str
+    evidence: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        self.confidence = float(min(1.0, max(0.0, self.confidence)))
+
+    @property
+    def success(self) -> bool:
+        return self.verdict == SUCCESS
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"verdict": self.verdict, "confidence": round(self.confidence, 4), "reason": self.reason,
+                "evidence": _jsonable(self.evidence)}
+
+
+@dataclass(frozen=True)
+class GoalRefusal:
+    """Why a goal is not executed (``destination_on_gripper`` | ``implausible_height``)."""
+
+    reason: str
+    message: str
+    evidence: Dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- refusal before execution
+def refuse_implausible_goal(goal_xyz_base: Sequence[float], skill: str, *, table_height: float = 0.0,
+                            held_xyz_base: Optional[Sequence[float]] = None,
+                            config: VerifyConfig = VerifyConfig()) -> Optional[GoalRefusal]:
+    """A refusal for a goal no resting object could be at, else None.
+
+    Why: with the compact models a third of the failed places put "the bowl" on the gripper
+    (13-20 cm above the table); executing such a goal drops the object. ``held_xyz_base`` is
+    where the held object was seen (``ActionGoal.object_xyz_base`` of a place); a place
+    destination within ``gripper_radius_m`` of it is on the gripper or on that object.
+
+    Raises:
+        ValueError: when ``goal_xyz_base`` is not three finite numbers.
+    """
+    goal = _point3(goal_xyz_base, "goal_xyz_base")
+    height = float(goal[2] - table_height)
+    if skill == "place" and held_xyz_base is not None:
+        held = _point3(held_xyz_base, "held_xyz_base")
+        distance = float(np.linalg.norm(goal - held))
+        if distance < config.gripper_radius_m:
+            return GoalRefusal(DESTINATION_ON_GRIPPER,
+                               f"the destination is {distance:.3f} m from the held object: it was found on the gripper",
+                               {"distance_m": distance, "held_xyz_base": held.tolist()})
+    limit = config.max_destination_height_m if skill == "place" else (
+        config.max_target_height_m if skill in RESTING_TARGET_SKILLS else None)
+    if limit is not None and height > limit:
+        what = "destination" if skill == "place" else "object"
+        return GoalRefusal(IMPLAUSIBLE_HEIGHT,
+                           f"the {what} is {height:.3f} m above the table (> {limit:.3f} m): nothing rests there",
+                           {"height_m": height, "max_height_m": limit})
+    return None
+
+
+# --------------------------------------------------------------------------- perception
+def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
+    """The pipeline's CLIPSeg as a ``Perceive``: every phrase and distractor competes at every pixel.
+
+    The same decision rule as grounding (threshold, competition, component by
+    ``perception.instance_score``), so a verdict sees what the goal was grounded on.
+
+    Raises:
+        ValueError: when the pipeline has no models (an oracle pipeline).
+    """
+    if pipeline.segmenter is None:
+        raise ValueError("model_perceiver needs a pipeline with models; pass an oracle Perceive instead")
+
+    def perceive(frame: Frame, phrases: Sequence[str]) -> Dict[str, List[Detection]]:
+        perception = pipeline.config.perception
+        prompts = [perception.prompt_template.replace("{object}", p) for p in phrases]
+        prompts += list(pipeline.vocabulary.distractors)
+        probs = prompt_probabilities(pipeline, frame.rgb, prompts)
+        everyone = range(len(prompts))
+        return {p: components(target_mask(probs, i, everyone, perception.mask_threshold), probs[i], p,
+                              perception.min_area_px, perception.instance_score) for i, p in enumerate(phrases)}
+
+    return perceive
+
+
+def components(mask: np.ndarray, probs: np.ndarray, phrase: str, min_area: int = 1,
+               score: str = "mass") -> List[Detection]:
+    """Every connected component of ``mask`` as a Detection, best first by ``score``.
+
+    Why all of them: after a pick the held object is partly hidden by the fingers, and a
+    look-alike left on the table can outrank it; the verifier must see both.
+    """
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    found = [select_component(labels == k, probs, phrase, min_area, score) for k in range(1, count)]
+    found = [d for d in found if d.found]
+    key = (lambda d: d.confidence * d.area) if score == "mass" else (lambda d: d.confidence)
+    return sorted(found, key=lambda d: (key(d), d.area), reverse=True)
+
+
+def prompt_probabilities(pipeline: "VLAPipeline", rgb: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+    """KxHxW CLIPSeg probabilities of ``prompts`` on one image: one vision pass, one decoder batch."""
+    from clip_vla.perception.preprocess import model_input, to_device_uint8
+
+    models, segmenter = pipeline.models, pipeline.segmenter
+    image = to_device_uint8(rgb, models.device)
+    features = segmenter.encode_image(model_input(image, models.clipseg_image, models.dtype))
+    logits = segmenter.decode(features, segmenter.text_embeddings(list(prompts)))
+    return segmenter.probabilities(logits, rgb.shape[:2])
+
+
+# --------------------------------------------------------------------------- the verifier
+@dataclass
+class _Seen:
+    """One phrase in one frame: its detection and, when found, its point in the base frame."""
+
+    detection: Detection
+    xyz_base: np.ndarray
+    depth_source: str  # depth | table_plane
+
+    def evidence(self) -> Dict[str, Any]:
+        d = self.detection
+        return {"area_px": int(d.area), "confidence": float(d.confidence),
+                "centroid_px": None if d.centroid is None else [float(c) for c in d.centroid],
+                "xyz_base": [float(v) for v in self.xyz_base],
+                "depth_source": self.depth_source}
+
+
+@dataclass
+class _View:
+    """One frame with the geometry needed to turn its masks into base-frame points."""
+
+    frame: Frame
+    intrinsics: Intrinsics
+    camera_to_base: geometry.RigidTransform
+
+    @property
+    def has_depth(self) -> bool:
+        return self.frame.depth is not None
+
+
+class Verifier:
+    """Checks a step's postcondition on the frame after it (see the module docstring for the rules)."""
+
+    def __init__(self, perceive: Perceive, geometry_config: GeometryConfig,
+                 camera_to_base: Optional[geometry.RigidTransform] = None,
+                 default_intrinsics: Optional[Intrinsics] = None, config: VerifyConfig = VerifyConfig()) -> None:
+        self.perceive = perceive
+        self.geometry = geometry_config
+        self.camera_to_base = camera_to_base or geometry.camera_to_base_from_config(geometry_config)
+        self.default_intrinsics = default_intrinsics or geometry.intrinsics_from_config(geometry_config)
+        self.config = config
+
+    @classmethod
+    def from_pipeline(cls, pipeline: "VLAPipeline", config: VerifyConfig = VerifyConfig(),
+                      perceive: Optional[Perceive] = None) -> "Verifier":
+        """The pipeline's models (or ``perceive``, e.g. oracle masks), geometry and camera mounting."""
+        return cls(perceive or model_perceiver(pipeline), pipeline.config.geometry, pipeline.camera_to_base,
+                   pipeline.default_intrinsics, config)
+
+    # ------------------------------------------------------------------ entry point
+    def verify(self, step: StepLike, goal: GoalLike, before: Frame, after: Frame,
+               camera_to_base: Optional[geometry.RigidTransform] = None,
+               executor_report: Optional[Mapping[str, Any]] = None) -> Verdict:
+        """Does the step's postcondition hold on ``after``? ``before`` is the frame the goal was grounded on.
+
+        Raises:
+            ValueError: when a frame has no intrinsics and none are configured, or the step names
+                no object for a skill that needs one.
+        """
+        skill = step.skill or ""
+        if skill == "point_at":
+            return self._executor_verdict(executor_report)
+        if skill not in ("pick", "place") + MOVE_SKILLS:
+            return Verdict(UNCERTAIN, 0.0, UNSUPPORTED_SKILL, {"skill": skill})
+        if not step.object:
+            raise ValueError(f"a '{skill}' step must name its object")
+        c2b = camera_to_base or self.camera_to_base
+        views = (self._view(before, c2b), self._view(after, c2b))
+        if skill == "pick":
+            verdict = self._verify_pick(step, goal, *views)
+        elif skill == "place":
+            verdict = self._verify_place(step, goal, views[1])
+        else:
+            verdict = self._verify_move(step, goal, *views)
+        if not views[1].has_depth:
+            verdict.evidence["depth"] = "missing"
+            verdict.confidence *= self.config.no_depth_confidence
+        else:
+            verdict.evidence["depth"] = "present"
+        verdict.evidence["skill"] = skill
+        return verdict
+
+    # ------------------------------------------------------------------ rules
+    def _verify_pick(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
+        """Raised above where it rested: from the after point's height (depth) or its ray (no depth)."""
+        rest_seen = self._see(before, [step.object])[step.object]
+        seen = self._see(after, [step.object])[step.object]
+        rest = rest_seen[0].xyz_base if rest_seen else _point3(goal.xyz_base, "goal.xyz_base")
+        evidence = {"object_before": _evidence(rest_seen), "object_after": _evidence(seen),
+                    "rest_xyz_base": rest.tolist()}
+        if not seen:
+            return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
+        best = seen[0]
+        if best.depth_source == "depth":
+            lift, source = float(best.xyz_base[2] - rest[2]), "depth"
+        else:
+            lift, source = self._lift_along_ray(after, best.detection, rest, evidence)
+            if lift is None:
+                return Verdict(UNCERTAIN, 0.5, HEIGHT_UNKNOWN, evidence)
+        evidence.update(lift_m=lift, height_source=source, min_lift_m=self.config.min_lift_m)
+        margin = lift - self.config.min_lift_m
+        if margin >= 0:
+            return Verdict(SUCCESS, self._confidence(margin), OBJECT_LIFTED, evidence)
+        return Verdict(FAILURE, self._confidence(margin), OBJECT_STILL_ON_TABLE, evidence)
+
+    def _verify_place(self, step: StepLike, goal: GoalLike, after: _View) -> Verdict:
+        """Inside the destination's footprint (its mask's points in the base frame) and at rest height."""
+        destination = step.destination or ""
+        if not destination:
+            raise ValueError("a 'place' step must name its destination")
+        seen = self._see(after, [step.object, destination])
+        objects, destinations = seen[step.object], seen[destination]
+        evidence: Dict[str, Any] = {"object_after": _evidence(objects), "destination_after": _evidence(destinations),
+                                    "goal_xyz_base": [float(v) for v in goal.xyz_base]}
+        if not objects:
+            return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
+        if not destinations:
+            return Verdict(UNCERTAIN, 0.5, DESTINATION_NOT_FOUND, evidence)
+        obj = objects[0]
+        height = float(obj.xyz_base[2] - self.geometry.table_height)
+        if obj.depth_source == "depth":
+            evidence.update(object_height_m=height, max_rest_height_m=self.config.max_rest_height_m)
+            if height > self.config.max_rest_height_m:
+                return Verdict(FAILURE, self._confidence(height - self.config.max_rest_height_m),
+                               GRIPPER_NOT_EMPTY, evidence)
+        else:
+            evidence["gripper_empty_check"] = "skipped: no depth, height unknown"
+        footprint = self._footprint(after, destinations[0].detection)
+        inside = float(cv2.pointPolygonTest(footprint, (float(obj.xyz_base[0]), float(obj.xyz_base[1])), True))
+        evidence.update(inside_footprint_m=inside, footprint_xy=footprint.reshape(-1, 2).round(4).tolist())
+        margin = inside + self.config.footprint_tolerance_m
+        if margin >= 0:
+            return Verdict(SUCCESS, self._confidence(margin), OBJECT_IN_DESTINATION, evidence)
+        reason = OBJECT_BESIDE_DESTINATION if -inside < self.config.beside_margin_m else OBJECT_NOT_IN_DESTINATION
+        return Verdict(FAILURE, self._confidence(margin), reason, evidence)
+
+    def _verify_move(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
+        """Displacement of the object's point, projected on theta (the commanded direction of motion)."""
+        start = self._see(before, [step.object])[step.object]
+        end = self._see(after, [step.object])[step.object]
+        evidence = {"object_before": _evidence(start), "object_after": _evidence(end), "theta": float(goal.theta)}
+        if not end:
+            return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
+        origin = start[0].xyz_base if start else _point3(goal.xyz_base, "goal.xyz_base")
+        delta = end[0].xyz_base[:2] - origin[:2]
+        along = float(delta @ np.array([math.cos(goal.theta), math.sin(goal.theta)]))
+        evidence.update(displacement_xy_m=delta.tolist(), along_m=along, min_push_m=self.config.min_push_m)
+        margin = along - self.config.min_push_m
+        if margin >= 0:
+            return Verdict(SUCCESS, self._confidence(margin), OBJECT_MOVED, evidence)
+        reason = MOVED_WRONG_DIRECTION if along <= -self.config.min_push_m else NOT_MOVED_ENOUGH
+        return Verdict(FAILURE, self._confidence(margin), reason, evidence)
+
+    @staticmethod
+    def _executor_verdict(report: Optional[Mapping[str, Any]]) -> Verdict:
+        """point_at changes nothing a camera could check: the executor's word decides."""
+        outcome = (report or {}).get("outcome", "done")
+        ok = outcome == "done"
+        return Verdict(SUCCESS if ok else FAILURE, 1.0, EXECUTOR_REPORT, {"executor_outcome": outcome})
+
+    # ------------------------------------------------------------------ geometry
+    def _view(self, frame: Frame, camera_to_base: geometry.RigidTransform) -> _View:
+        intrinsics = frame.intrinsics or self.default_intrinsics
+        if intrinsics is None:
+            raise ValueError("the frame has no intrinsics and geometry.intrinsics is unset")
+        return _View(frame, intrinsics, camera_to_base)
+
+    def _see(self, view: _View, phrases: Sequence[str]) -> Dict[str, List[_Seen]]:
+        """Every component of each phrase's mask (one perception call) with its base-frame point, best first.
+
+        A component whose point cannot be computed is dropped.
+        """
+        out: Dict[str, List[_Seen]] = {}
+        for phrase, found in self.perceive(view.frame, list(phrases)).items():
+            out[phrase] = []
+            for det in found:
+                try:
+                    located = geometry.locate(det.mask, det.centroid, view.frame.depth, view.intrinsics,
+                                              view.camera_to_base, self.geometry)
+                except geometry.GeometryError:
+                    continue
+                out[phrase].append(_Seen(det, np.asarray(located.xyz_base, dtype=np.float64), located.depth_source))
+        return out
+
+    def _lift_along_ray(self, view: _View, det: Detection, rest: np.ndarray,
+                        evidence: Dict[str, Any]) -> Tuple[Optional[float], str]:
+        """Without depth: how high the centroid's ray passes over the rest point (a pick lifts straight up).
+
+        Returns (lift above the rest point, "ray_over_rest"), or (None, ...) when the ray misses the
+        vertical through the rest point by more than ``ray_max_miss_m``.
+        """
+        origin = view.camera_to_base.translation
+        direction = view.camera_to_base.apply_direction(geometry.pixel_ray(*det.centroid, view.intrinsics))
+        horizontal = direction[:2]
+        t = float((rest[:2] - origin[:2]) @ horizontal / max(float(horizontal @ horizontal), 1e-12))
+        closest = origin + max(t, 0.0) * direction
+        miss = float(np.linalg.norm(closest[:2] - rest[:2]))
+        evidence.update(ray_miss_m=miss, ray_point_base=closest.tolist())
+        if miss > self.config.ray_max_miss_m:
+            return None, "ray_over_rest"
+        return float(closest[2] - rest[2]), "ray_over_rest"
+
+    def _footprint(self, view: _View, det: Detection) -> np.ndarray:
+        """The destination's outline on the table (convex hull of its mask's points), Nx1x2 float32 xy.
+
+        With depth every valid mask pixel is back-projected; without, the outline pixels of the
+        mask are intersected with the table plane.
+        """
+        points = self._mask_points_xy(view, det)
+        return cv2.convexHull(points.astype(np.float32).reshape(-1, 1, 2))
+
+    def _mask_points_xy(self, view: _View, det: Detection) -> np.ndarray:
+        g = self.geometry
+        if view.has_depth:
+            vs, us = np.nonzero(det.mask)
+            z = geometry.depth_to_metres(view.frame.depth[vs, us], g.depth_scale, g.depth_min, g.depth_max)
+            ok = np.isfinite(z)
+            if np.count_nonzero(ok) >= 3:
+                cam = geometry.backproject(us[ok], vs[ok], z[ok], view.intrinsics)
+                return view.camera_to_base.apply(cam)[:, :2]
+        hull = cv2.convexHull(np.column_stack(np.nonzero(det.mask)[::-1]).astype(np.int32))
+        points = [geometry.table_plane_point(float(u), float(v), view.intrinsics, view.camera_to_base,
+                                             g.table_normal, g.table_height) for u, v in hull.reshape(-1, 2)]
+        cam = np.array([p for p in points if p is not None]).reshape(-1, 3)
+        return view.camera_to_base.apply(cam)[:, :2]
+
+    def _confidence(self, margin: float) -> float:
+        """0.5 at a threshold, 1.0 once the evidence clears it by ``confidence_scale_m``."""
+        return 0.5 + 0.5 * min(1.0, abs(margin) / self.config.confidence_scale_m)
+
+
+def _evidence(seen: Sequence[_Seen]) -> List[Dict[str, Any]]:
+    """Every component's area, centroid, confidence and point, best first."""
+    return [s.evidence() for s in seen]
+
+
+def _point3(values: Sequence[float], what: str) -> np.ndarray:
+    p = np.asarray(values, dtype=np.float64).reshape(-1)
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise ValueError(f"{what} must be three finite numbers, got {list(np.ravel(values))}")
+    return p
+
+
+def _jsonable(value: Any) -> Any:
+    """Evidence as plain JSON types (numpy scalars and arrays become floats and lists)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return round(float(value), 5)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -21,8 +21,11 @@ measured on them too; they are counted under ``refused``.
 from __future__ import annotations
 
 import argparse
+import glob
+import gzip
 import json
 import os
+import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -111,15 +114,47 @@ def clip_place_margin(pipeline, frame, obj: str, destination, pad: float = 0.25)
 
 
 # --------------------------------------------------------------------------- episodes
-class Evaluation:
-    """One world, one pipeline and one verifier, reused over every episode."""
+class MemoPerceive:
+    """A ``Perceive`` that remembers what it saw per (frame stamp, phrases), so a saved step can be
+    verified again under other thresholds without the models (``inner`` None: the memo only).
 
-    def __init__(self, perception: str = "model", depth: bool = True, n_distractors: int = 3,
-                 verify_config=None, clip_evidence: bool = False,
-                 record_components: bool = False) -> None:
+    Raises (when called):
+        KeyError: with no ``inner``, for a frame and phrases that were never perceived.
+    """
+
+    def __init__(self, inner=None, memo: Optional[Dict[Any, Any]] = None) -> None:
+        self.inner = inner
+        self.memo = {} if memo is None else memo
+
+    def __call__(self, frame, phrases):
+        key = (round(float(frame.stamp), 6), tuple(phrases))
+        if key not in self.memo:
+            if self.inner is None:
+                raise KeyError(f"nothing perceived for {key}: verify this step with the models")
+            self.memo[key] = self.inner(frame, phrases)
+        return self.memo[key]
+
+
+@dataclass
+class ExecutedStep:
+    """Everything the verifier is given for one executed step, plus the truth: saved for re-verification."""
+
+    outcome: StepOutcome
+    step: Any  # ParsedInstruction: skill, object, destination, direction
+    goal: Any  # ActionGoal
+    before: Any  # Frame
+    after: Any  # Frame
+    camera_to_base: np.ndarray  # 4x4
+    perceived: Dict[Any, Any] = field(default_factory=dict)  # MemoPerceive's memo
+
+
+class Evaluation:
+    """One world and one pipeline, reused over every episode."""
+
+    def __init__(self, perception: str = "model", n_distractors: int = 3, clip_evidence: bool = False) -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")
         from clip_vla.core.config import ClipVlaConfig
-        from clip_vla.perception.verify import Verifier, VerifyConfig
+        from clip_vla.perception.verify import model_perceiver
         from clip_vla.pipeline import VLAPipeline
         from clip_vla.sim.oracle import GroundTruthPerception, ObservationLog
         from clip_vla.sim.world import TabletopWorld
@@ -129,30 +164,23 @@ class Evaluation:
         cfg = ClipVlaConfig.from_yaml().replace(**sim_model_config(), **{"models.device": "cpu"})
         if perception == "oracle":
             self.pipeline = VLAPipeline(cfg, oracle=GroundTruthPerception(self.log))
-            perceive = oracle_perceiver(self.log)
+            self.perceive = oracle_perceiver(self.log)
         else:
             self.pipeline = VLAPipeline(cfg)
-            perceive = None
-        self.verifier = Verifier.from_pipeline(self.pipeline, verify_config or VerifyConfig(), perceive=perceive)
+            self.perceive = model_perceiver(self.pipeline)
         self.world = TabletopWorld(seed=0, n_distractors=n_distractors)
-        self.depth = depth
         self.clip_evidence = clip_evidence and perception == "model"
-        self.record_components = record_components
 
     def close(self) -> None:
         self.world.close()
 
     def _frame(self):
-        """The current camera frame (without its depth image when measuring the fallback)."""
-        from dataclasses import replace
-
         obs = self.world.observe()
         self.log.add(obs)
-        frame = obs.frame()
-        return obs, (frame if self.depth else replace(frame, depth=None))
+        return obs, obs.frame()
 
-    def run(self, seed: int, skill: str) -> StepOutcome:
-        """One episode: ground, execute, observe, verify, and the simulator's truth."""
+    def execute(self, seed: int, skill: str) -> Optional[ExecutedStep]:
+        """One episode grounded and executed as sim_node would; None when the pipeline refused it."""
         from clip_vla.core.geometry import RigidTransform
         from clip_vla.core.types import ActionGoal
         from clip_vla.perception.verify import refuse_implausible_goal
@@ -160,8 +188,7 @@ class Evaluation:
         world = self.world
         task = world.reset(seed=seed, skill=skill)
         if skill == "place":  # the precondition: the object is held
-            xyz, yaw = world.object_pose(task.object)
-            world.execute("pick", xyz, yaw)
+            world.execute("pick", *world.object_pose(task.object))
         obs, before = self._frame()
         camera_to_base = RigidTransform.from_matrix(obs.camera_to_base)
         prepared = self.pipeline.prepare(task.command)
@@ -169,41 +196,51 @@ class Evaluation:
         out = StepOutcome(seed=seed, skill=skill, command=task.command, executed=isinstance(goal, ActionGoal))
         if not isinstance(goal, ActionGoal):
             out.reason = goal.reason.value
-            return out
-        refusal = refuse_implausible_goal(goal.xyz_base, goal.cmd, held_xyz_base=goal.object_xyz_base
-                                          if goal.cmd == "place" else None)
+            return ExecutedStep(out, prepared.parsed, None, before, None, obs.camera_to_base)
+        refusal = refuse_implausible_goal(goal.xyz_base, goal.cmd,
+                                          held_xyz_base=goal.object_xyz_base if goal.cmd == "place" else None)
         out.refusal = refusal.reason if refusal else None
         out.goal_xyz = [round(float(v), 4) for v in goal.xyz_base]
+        rest = world.rest[task.object][0]
         result = world.execute(goal.cmd, goal.xyz_base, goal.theta)
         if goal.cmd != "pick" or not result.success:  # as sim_node: a held object stays held for a place
             world.go_home()
         out.truth, out.sim_reason = world.check_success(task), result.reason
+        out.measures = {"true_rest_xyz": np.round(rest, 4).tolist(),
+                        "true_after_xyz": np.round(world.object_pose(task.object)[0], 4).tolist()}
         _, after = self._frame()
-        verdict = self.verifier.verify(prepared.parsed, goal, before, after, camera_to_base=camera_to_base)
-        out.verdict, out.reason, out.confidence = verdict.verdict, verdict.reason, round(verdict.confidence, 3)
-        out.measures = {k: verdict.evidence[k] for k in ("lift_m", "along_m", "inside_footprint_m",
-                                                         "object_height_m", "ray_miss_m") if k in verdict.evidence}
+        executed = ExecutedStep(out, prepared.parsed, goal, before, after, obs.camera_to_base)
         if self.clip_evidence and skill == "place":
-            found = self.verifier.perceive(after, [prepared.parsed.destination])[prepared.parsed.destination]
+            memo = MemoPerceive(self.perceive, executed.perceived)
+            found = memo(after, [prepared.parsed.object, prepared.parsed.destination])[prepared.parsed.destination]
             if found:
                 out.measures["clip_margin"] = clip_place_margin(self.pipeline, after, prepared.parsed.object,
                                                                 found[0])
-        if self.record_components:
-            out.measures["components"] = self._components(verdict.evidence, task)
-        return out
+        return executed
 
-    def _components(self, evidence, task) -> Dict[str, Any]:
-        """Analysis only: each component's area, confidence, point and whether it is the true target."""
-        truth = {"object_before": self.world.rest[task.object][0], "object_after": self.world.object_pose(task.object)[0]}
-        out = {}
-        for key in ("object_before", "object_after", "destination_after"):
-            rows = []
-            for c in evidence.get(key, []):
-                xyz = np.asarray(c["xyz_base"])
-                near = key in truth and float(np.linalg.norm(xyz[:2] - truth[key][:2])) < 0.05
-                rows.append([c["area_px"], round(c["confidence"], 3), *np.round(xyz, 4).tolist(), bool(near)])
-            out[key] = rows
+
+def verify_step(executed: ExecutedStep, geometry_config, verify_config=None, inner=None,
+                depth: bool = True) -> StepOutcome:
+    """The verifier's verdict on one executed step (perceiving through ``inner`` or the step's memo)."""
+    from dataclasses import replace
+
+    from clip_vla.core.geometry import RigidTransform
+    from clip_vla.perception.verify import Verifier, VerifyConfig
+
+    out = replace(executed.outcome, measures=dict(executed.outcome.measures))
+    if executed.goal is None:
         return out
+    before, after = executed.before, executed.after
+    if not depth:
+        before, after = replace(before, depth=None), replace(after, depth=None)
+    verifier = Verifier(MemoPerceive(inner, executed.perceived), geometry_config,
+                        RigidTransform.from_matrix(executed.camera_to_base), config=verify_config or VerifyConfig())
+    verdict = verifier.verify(executed.step, executed.goal, before, after)
+    out.verdict, out.reason, out.confidence = verdict.verdict, verdict.reason, round(verdict.confidence, 3)
+    out.measures.update({k: verdict.evidence[k] for k in ("lift_m", "along_m", "inside_footprint_m",
+                                                          "object_height_m") if k in verdict.evidence})
+    out.measures["evidence"] = verdict.to_dict()["evidence"]
+    return out
 
 
 # --------------------------------------------------------------------------- figures
@@ -263,26 +300,63 @@ def _count(values) -> Dict[str, int]:
 
 
 def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perception: str = "model",
-             depth: bool = True, clip_evidence: bool = False, verify_config=None,
-             progress: bool = False, record_components: bool = False) -> Dict[str, Any]:
-    """Every (seed, skill) episode verified; returns the summary and the per-step outcomes."""
-    ev = Evaluation(perception=perception, depth=depth, verify_config=verify_config, clip_evidence=clip_evidence,
-                    record_components=record_components)
+             depth: bool = True, clip_evidence: bool = False, verify_config=None, progress: bool = False,
+             save_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Every (seed, skill) episode executed and verified; ``save_dir`` keeps each step for ``reverify``."""
+    ev = Evaluation(perception=perception, clip_evidence=clip_evidence)
     steps: List[StepOutcome] = []
     t0 = time.perf_counter()
     try:
         for skill in skills:
             for seed in seeds:
-                steps.append(ev.run(seed, skill))
+                executed = ev.execute(seed, skill)
+                steps.append(verify_step(executed, ev.pipeline.config.geometry, verify_config, ev.perceive, depth))
+                if save_dir:
+                    _save(executed, save_dir)
                 if progress:
-                    s = steps[-1]
-                    print(f"{skill} {seed} truth={s.truth} verdict={s.verdict} {s.reason} {s.measures}",
-                          file=sys.stderr, flush=True)
+                    _print_step(steps[-1])
     finally:
         ev.close()
-    return {"seeds": _seed_text(seeds), "skills": list(skills), "perception": perception,
-            "depth": depth, "wall_s": round(time.perf_counter() - t0, 1),
-            "summary": summarise(steps), "steps": [asdict(s) for s in steps]}
+    return _report(seeds, skills, perception, depth, time.perf_counter() - t0, steps)
+
+
+def reverify(save_dir: str, verify_config=None, depth: bool = True) -> Dict[str, Any]:
+    """The saved steps of ``evaluate(save_dir=...)`` verified again (other thresholds, no depth): no models.
+
+    Raises:
+        FileNotFoundError: when ``save_dir`` holds no saved step.
+    """
+    from clip_vla.core.config import ClipVlaConfig
+
+    paths = sorted(glob.glob(os.path.join(save_dir, "*.pkl.gz")))
+    if not paths:
+        raise FileNotFoundError(f"no saved steps (*.pkl.gz) in {save_dir}")
+    geometry_config = ClipVlaConfig.from_yaml().geometry
+    t0 = time.perf_counter()
+    steps = []
+    for path in paths:
+        with gzip.open(path, "rb") as fh:
+            steps.append(verify_step(pickle.load(fh), geometry_config, verify_config, None, depth))
+    seeds = sorted({s.seed for s in steps})
+    skills = list(dict.fromkeys(s.skill for s in steps))
+    return _report(seeds, skills, "saved", depth, time.perf_counter() - t0, steps)
+
+
+def _save(executed: ExecutedStep, save_dir: str) -> None:
+    os.makedirs(save_dir, exist_ok=True)
+    name = f"{executed.outcome.skill}-{executed.outcome.seed}.pkl.gz"
+    with gzip.open(os.path.join(save_dir, name), "wb", compresslevel=3) as fh:
+        pickle.dump(executed, fh)
+
+
+def _print_step(s: StepOutcome) -> None:
+    shown = {k: v for k, v in s.measures.items() if k != "evidence"}
+    print(f"{s.skill} {s.seed} truth={s.truth} verdict={s.verdict} {s.reason} {shown}", file=sys.stderr, flush=True)
+
+
+def _report(seeds, skills, perception: str, depth: bool, wall_s: float, steps: List[StepOutcome]) -> Dict[str, Any]:
+    return {"seeds": _seed_text(seeds), "skills": list(skills), "perception": perception, "depth": depth,
+            "wall_s": round(wall_s, 1), "summary": summarise(steps), "steps": [asdict(s) for s in steps]}
 
 
 def _seed_text(seeds: Sequence[int]) -> str:
@@ -309,15 +383,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help=f"e.g. 9100-9199 (validation, default) or {HELD_OUT_SEEDS} (held out: measure once)")
     ap.add_argument("--skills", default=",".join(DEFAULT_SKILLS))
     ap.add_argument("--perception", choices=("model", "oracle"), default="model")
-    ap.add_argument("--no-depth", action="store_true", help="verify (and ground) without the depth image")
+    ap.add_argument("--no-depth", action="store_true", help="verify without the depth image (goals keep it)")
     ap.add_argument("--clip-evidence", action="store_true", help="also record CLIP's in/next-to margin for place")
-    ap.add_argument("--components", action="store_true", help="record every mask component (rule analysis)")
+    ap.add_argument("--save", help="keep every executed step here (frames + what was perceived)")
+    ap.add_argument("--reverify", help="verify the steps saved in this folder again instead of simulating")
     ap.add_argument("--json", help="write the full report (with every step) here")
     ap.add_argument("--progress", action="store_true", help="one line per step on stderr")
     args = ap.parse_args(argv)
-    report = evaluate(parse_seeds(args.seeds), [s.strip() for s in args.skills.split(",") if s.strip()],
-                      args.perception, not args.no_depth, args.clip_evidence, progress=args.progress,
-                      record_components=args.components)
+    if args.reverify:
+        report = reverify(args.reverify, depth=not args.no_depth)
+    else:
+        report = evaluate(parse_seeds(args.seeds), [s.strip() for s in args.skills.split(",") if s.strip()],
+                          args.perception, not args.no_depth, args.clip_evidence, progress=args.progress,
+                          save_dir=args.save)
     print_summary(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

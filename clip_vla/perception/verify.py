@@ -64,6 +64,8 @@ VERDICTS = (SUCCESS, FAILURE, UNCERTAIN)
 
 # Stable reasons (published on ~/task_status): why a verdict is what it is.
 OBJECT_LIFTED = "object_lifted"
+OBJECT_LEFT_REST = "object_left_rest"
+WRONG_OBJECT = "wrong_object"
 OBJECT_STILL_ON_TABLE = "object_still_on_table"
 OBJECT_IN_DESTINATION = "object_in_destination"
 OBJECT_NOT_IN_DESTINATION = "object_not_in_destination"
@@ -74,12 +76,11 @@ NOT_MOVED_ENOUGH = "not_moved_enough"
 MOVED_WRONG_DIRECTION = "moved_wrong_direction"
 OBJECT_NOT_FOUND = "object_not_found"
 DESTINATION_NOT_FOUND = "destination_not_found"
-HEIGHT_UNKNOWN = "height_unknown"
 EXECUTOR_REPORT = "executor_report"
 UNSUPPORTED_SKILL = "unsupported_skill"
-REASONS = (OBJECT_LIFTED, OBJECT_STILL_ON_TABLE, OBJECT_IN_DESTINATION, OBJECT_NOT_IN_DESTINATION,
+REASONS = (OBJECT_LIFTED, OBJECT_LEFT_REST, WRONG_OBJECT, OBJECT_STILL_ON_TABLE, OBJECT_IN_DESTINATION, OBJECT_NOT_IN_DESTINATION,
            OBJECT_BESIDE_DESTINATION, GRIPPER_NOT_EMPTY, OBJECT_MOVED, NOT_MOVED_ENOUGH, MOVED_WRONG_DIRECTION,
-           OBJECT_NOT_FOUND, DESTINATION_NOT_FOUND, HEIGHT_UNKNOWN, EXECUTOR_REPORT, UNSUPPORTED_SKILL)
+           OBJECT_NOT_FOUND, DESTINATION_NOT_FOUND, EXECUTOR_REPORT, UNSUPPORTED_SKILL)
 
 # Refusal reasons of refuse_implausible_goal.
 DESTINATION_ON_GRIPPER = "destination_on_gripper"
@@ -122,8 +123,12 @@ class VerifyConfig:
     "Verification".
     """
 
-    min_lift_m: float = 0.04  # pick: the object's point rose at least this much above where it rested
+    min_lift_m: float = 0.04  # pick: an object point this much above where it rested is raised
     min_push_m: float = 0.03  # push/pull: displacement along theta (the simulator's success threshold)
+    rest_radius_m: float = 0.03  # an object point this close (xy) to where it rested has not left it
+    match_radius_m: float = 0.02  # an after point this close to a before point is the same, unmoved thing
+    rival_min_area_fraction: float = 0.3  # a rival component has at least this fraction of the acted-on area
+    rival_confidence_margin: float = 0.0  # ... and a mean probability higher than the acted-on one by this
     max_rest_height_m: float = 0.10  # place: an object's centre this high above the table is still held
     beside_margin_m: float = 0.05  # place: outside the footprint by less than this is "beside" it
     footprint_tolerance_m: float = 0.01  # place: the object's point may lie this far outside the footprint
@@ -135,15 +140,20 @@ class VerifyConfig:
     gripper_radius_m: float = 0.06  # refusal: a destination this close to the held object is on the gripper
 
     def __post_init__(self) -> None:
-        for name in ("min_lift_m", "min_push_m", "max_rest_height_m", "beside_margin_m", "ray_max_miss_m",
-                     "confidence_scale_m", "max_target_height_m", "max_destination_height_m", "gripper_radius_m"):
+        for name in ("min_lift_m", "min_push_m", "rest_radius_m", "match_radius_m", "max_rest_height_m",
+                     "beside_margin_m", "ray_max_miss_m", "confidence_scale_m", "max_target_height_m",
+                     "max_destination_height_m", "gripper_radius_m"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"verify.{name} must be a positive number of metres, got {value!r}")
-        if not (math.isfinite(self.footprint_tolerance_m) and self.footprint_tolerance_m >= 0):
-            raise ValueError(f"verify.footprint_tolerance_m must be >= 0, got {self.footprint_tolerance_m!r}")
-        if not 0.0 < self.no_depth_confidence <= 1.0:
-            raise ValueError(f"verify.no_depth_confidence must be in (0, 1], got {self.no_depth_confidence!r}")
+        for name in ("footprint_tolerance_m", "rival_confidence_margin"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"verify.{name} must be >= 0, got {value!r}")
+        for name in ("no_depth_confidence", "rival_min_area_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+                raise ValueError(f"verify.{name} must be in (0, 1], got {value!r}")
 
 
 @dataclass
@@ -345,29 +355,36 @@ class Verifier:
 
     # ------------------------------------------------------------------ rules
     def _verify_pick(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
-        """Raised above where it rested: from the after point's height (depth) or its ray (no depth)."""
-        rest_seen = self._see(before, [step.object])[step.object]
-        seen = self._see(after, [step.object])[step.object]
-        rest = rest_seen[0].xyz_base if rest_seen else _point3(goal.xyz_base, "goal.xyz_base")
-        evidence = {"object_before": _evidence(rest_seen), "object_after": _evidence(seen),
-                    "rest_xyz_base": rest.tolist()}
-        if not seen:
+        """Gone from where it rested (and seen raised), and no better match for the name left behind."""
+        cfg = self.config
+        start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
+        acted = _nearest(start, goal.xyz_base)
+        rest = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
+        heights = [self._lift(after, seen, rest) for seen in end]
+        evidence = {"object_before": _evidence(start), "object_after": _evidence(end), "rest_xyz_base": rest.tolist(),
+                    "lift_m_per_component": heights, "min_lift_m": cfg.min_lift_m}
+        staying = [s for s, h in zip(end, heights) if _xy_distance(s.xyz_base, rest) < cfg.rest_radius_m
+                   and (h is None or h < cfg.min_lift_m)]
+        if staying:
+            evidence["lift_m"] = heights[end.index(staying[0])]
+            return Verdict(FAILURE, self._confidence(cfg.rest_radius_m - _xy_distance(staying[0].xyz_base, rest)),
+                           OBJECT_STILL_ON_TABLE, evidence)
+        rival = self._rival_left(start, acted, end)
+        if rival is not None:
+            evidence["rival_xyz_base"] = rival.xyz_base.tolist()
+            return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, rival.detection.area / max(acted.detection.area, 1)),
+                           WRONG_OBJECT, evidence)
+        raised = [h for h in heights if h is not None and h >= cfg.min_lift_m]
+        if raised:
+            evidence["lift_m"] = max(raised)
+            return Verdict(SUCCESS, self._confidence(max(raised) - cfg.min_lift_m), OBJECT_LIFTED, evidence)
+        if not end:
             return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
-        best = seen[0]
-        if best.depth_source == "depth":
-            lift, source = float(best.xyz_base[2] - rest[2]), "depth"
-        else:
-            lift, source = self._lift_along_ray(after, best.detection, rest, evidence)
-            if lift is None:
-                return Verdict(UNCERTAIN, 0.5, HEIGHT_UNKNOWN, evidence)
-        evidence.update(lift_m=lift, height_source=source, min_lift_m=self.config.min_lift_m)
-        margin = lift - self.config.min_lift_m
-        if margin >= 0:
-            return Verdict(SUCCESS, self._confidence(margin), OBJECT_LIFTED, evidence)
-        return Verdict(FAILURE, self._confidence(margin), OBJECT_STILL_ON_TABLE, evidence)
+        return Verdict(SUCCESS, 0.5, OBJECT_LEFT_REST, evidence)
 
     def _verify_place(self, step: StepLike, goal: GoalLike, after: _View) -> Verdict:
-        """Inside the destination's footprint (its mask's points in the base frame) and at rest height."""
+        """Some component of the object inside the destination's footprint, at rest height."""
+        cfg = self.config
         destination = step.destination or ""
         if not destination:
             raise ValueError("a 'place' step must name its destination")
@@ -379,40 +396,73 @@ class Verifier:
             return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
         if not destinations:
             return Verdict(UNCERTAIN, 0.5, DESTINATION_NOT_FOUND, evidence)
-        obj = objects[0]
-        height = float(obj.xyz_base[2] - self.geometry.table_height)
-        if obj.depth_source == "depth":
-            evidence.update(object_height_m=height, max_rest_height_m=self.config.max_rest_height_m)
-            if height > self.config.max_rest_height_m:
-                return Verdict(FAILURE, self._confidence(height - self.config.max_rest_height_m),
-                               GRIPPER_NOT_EMPTY, evidence)
-        else:
-            evidence["gripper_empty_check"] = "skipped: no depth, height unknown"
         footprint = self._footprint(after, destinations[0].detection)
-        inside = float(cv2.pointPolygonTest(footprint, (float(obj.xyz_base[0]), float(obj.xyz_base[1])), True))
-        evidence.update(inside_footprint_m=inside, footprint_xy=footprint.reshape(-1, 2).round(4).tolist())
-        margin = inside + self.config.footprint_tolerance_m
-        if margin >= 0:
+        inside = [float(cv2.pointPolygonTest(footprint, (float(o.xyz_base[0]), float(o.xyz_base[1])), True))
+                  for o in objects]
+        heights = [self._height(o) for o in objects]
+        evidence.update(inside_footprint_m_per_component=inside, object_height_m_per_component=heights,
+                        footprint_xy=footprint.reshape(-1, 2).round(4).tolist())
+        if not after.has_depth:
+            evidence["gripper_empty_check"] = "skipped: no depth, height unknown"
+        resting = [h is None or h <= cfg.max_rest_height_m for h in heights]
+        best = max(range(len(objects)), key=lambda i: (resting[i], inside[i]))
+        evidence.update(inside_footprint_m=inside[best], object_height_m=heights[best])
+        margin = inside[best] + cfg.footprint_tolerance_m
+        if resting[best] and margin >= 0:
             return Verdict(SUCCESS, self._confidence(margin), OBJECT_IN_DESTINATION, evidence)
-        reason = OBJECT_BESIDE_DESTINATION if -inside < self.config.beside_margin_m else OBJECT_NOT_IN_DESTINATION
+        if not resting[best]:
+            return Verdict(FAILURE, self._confidence(heights[best] - cfg.max_rest_height_m), GRIPPER_NOT_EMPTY,
+                           evidence)
+        reason = OBJECT_BESIDE_DESTINATION if -inside[best] < cfg.beside_margin_m else OBJECT_NOT_IN_DESTINATION
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
 
     def _verify_move(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
-        """Displacement of the object's point, projected on theta (the commanded direction of motion)."""
-        start = self._see(before, [step.object])[step.object]
-        end = self._see(after, [step.object])[step.object]
-        evidence = {"object_before": _evidence(start), "object_after": _evidence(end), "theta": float(goal.theta)}
-        if not end:
+        """The acted-on object's place vacated and a new point ahead along theta (the commanded direction)."""
+        cfg = self.config
+        start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
+        acted = _nearest(start, goal.xyz_base)
+        origin = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
+        direction = np.array([math.cos(goal.theta), math.sin(goal.theta)])
+        evidence: Dict[str, Any] = {"object_before": _evidence(start), "object_after": _evidence(end),
+                                    "theta": float(goal.theta), "min_push_m": cfg.min_push_m}
+        rival = self._rival_left(start, acted, end)
+        if rival is not None:
+            evidence["rival_xyz_base"] = rival.xyz_base.tolist()
+            return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, rival.detection.area / max(acted.detection.area, 1)),
+                           WRONG_OBJECT, evidence)
+        moved = [s for s in end if not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
+                                           for b in start if b is not acted)]
+        if not moved:
             return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
-        origin = start[0].xyz_base if start else _point3(goal.xyz_base, "goal.xyz_base")
-        delta = end[0].xyz_base[:2] - origin[:2]
-        along = float(delta @ np.array([math.cos(goal.theta), math.sin(goal.theta)]))
-        evidence.update(displacement_xy_m=delta.tolist(), along_m=along, min_push_m=self.config.min_push_m)
-        margin = along - self.config.min_push_m
+        mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin))
+        delta = mover.xyz_base[:2] - origin[:2]
+        along = float(delta @ direction)
+        evidence.update(displacement_xy_m=delta.tolist(), along_m=along)
+        margin = along - cfg.min_push_m
         if margin >= 0:
             return Verdict(SUCCESS, self._confidence(margin), OBJECT_MOVED, evidence)
-        reason = MOVED_WRONG_DIRECTION if along <= -self.config.min_push_m else NOT_MOVED_ENOUGH
+        reason = MOVED_WRONG_DIRECTION if along <= -cfg.min_push_m else NOT_MOVED_ENOUGH
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
+
+    def _rival_left(self, start: Sequence[_Seen], acted: Optional[_Seen], end: Sequence[_Seen]) -> Optional[_Seen]:
+        """A second opinion on which object the name meant: another component of the before frame,
+        big enough and with a higher mean probability than the one acted on, that is still where it was.
+
+        Why: the goal's component won by probability mass; when an unmoved rival matches the name
+        better per pixel, the step most likely moved a look-alike and the named object is still there.
+        """
+        if acted is None:
+            return None
+        cfg = self.config
+        for other in start:
+            if other is acted:
+                continue
+            big = other.detection.area >= cfg.rival_min_area_fraction * acted.detection.area
+            better = other.detection.confidence > acted.detection.confidence + cfg.rival_confidence_margin
+            still = any(_xy_distance(e.xyz_base, other.xyz_base) < cfg.match_radius_m for e in end)
+            if big and better and still:
+                return other
+        return None
 
     @staticmethod
     def _executor_verdict(report: Optional[Mapping[str, Any]]) -> Verdict:
@@ -445,23 +495,25 @@ class Verifier:
                 out[phrase].append(_Seen(det, np.asarray(located.xyz_base, dtype=np.float64), located.depth_source))
         return out
 
-    def _lift_along_ray(self, view: _View, det: Detection, rest: np.ndarray,
-                        evidence: Dict[str, Any]) -> Tuple[Optional[float], str]:
-        """Without depth: how high the centroid's ray passes over the rest point (a pick lifts straight up).
-
-        Returns (lift above the rest point, "ray_over_rest"), or (None, ...) when the ray misses the
-        vertical through the rest point by more than ``ray_max_miss_m``.
-        """
+    def _lift(self, view: _View, seen: _Seen, rest: np.ndarray) -> Optional[float]:
+        """Height of a component's point above the rest point: from depth, or (no depth) from its ray
+        over the rest point (a pick lifts straight up); None when that ray misses the rest point."""
+        if seen.depth_source == "depth":
+            return float(seen.xyz_base[2] - rest[2])
         origin = view.camera_to_base.translation
-        direction = view.camera_to_base.apply_direction(geometry.pixel_ray(*det.centroid, view.intrinsics))
-        horizontal = direction[:2]
-        t = float((rest[:2] - origin[:2]) @ horizontal / max(float(horizontal @ horizontal), 1e-12))
-        closest = origin + max(t, 0.0) * direction
-        miss = float(np.linalg.norm(closest[:2] - rest[:2]))
-        evidence.update(ray_miss_m=miss, ray_point_base=closest.tolist())
-        if miss > self.config.ray_max_miss_m:
-            return None, "ray_over_rest"
-        return float(closest[2] - rest[2]), "ray_over_rest"
+        ray = view.camera_to_base.apply_direction(geometry.pixel_ray(*seen.detection.centroid, view.intrinsics))
+        horizontal = ray[:2]
+        t = max(0.0, float((rest[:2] - origin[:2]) @ horizontal / max(float(horizontal @ horizontal), 1e-12)))
+        closest = origin + t * ray
+        if float(np.linalg.norm(closest[:2] - rest[:2])) > self.config.ray_max_miss_m:
+            return None
+        return float(closest[2] - rest[2])
+
+    def _height(self, seen: _Seen) -> Optional[float]:
+        """Height above the table of a component's point; None without depth (unknown)."""
+        if seen.depth_source != "depth":
+            return None
+        return float(seen.xyz_base[2] - self.geometry.table_height)
 
     def _footprint(self, view: _View, det: Detection) -> np.ndarray:
         """The destination's outline on the table (convex hull of its mask's points), Nx1x2 float32 xy.
@@ -490,6 +542,15 @@ class Verifier:
     def _confidence(self, margin: float) -> float:
         """0.5 at a threshold, 1.0 once the evidence clears it by ``confidence_scale_m``."""
         return 0.5 + 0.5 * min(1.0, abs(margin) / self.config.confidence_scale_m)
+
+
+def _nearest(seen: Sequence[_Seen], xyz: Sequence[float]) -> Optional[_Seen]:
+    """The component closest (xy) to a point: the one the goal was grounded on."""
+    return min(seen, key=lambda s: _xy_distance(s.xyz_base, xyz), default=None)
+
+
+def _xy_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    return math.hypot(float(a[0]) - float(b[0]), float(a[1]) - float(b[1]))
 
 
 def _evidence(seen: Sequence[_Seen]) -> List[Dict[str, Any]]:

@@ -28,7 +28,7 @@ import os
 import pickle
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -166,16 +166,20 @@ class Evaluation:
             self.pipeline = VLAPipeline(cfg, oracle=GroundTruthPerception(self.log))
             self.perceive = oracle_perceiver(self.log)
         else:
+            import torch
+
+            torch.set_num_threads(1)  # episodes are sequential; one thread wastes least on a shared machine
             self.pipeline = VLAPipeline(cfg)
             self.perceive = model_perceiver(self.pipeline)
         self.world = TabletopWorld(seed=0, n_distractors=n_distractors)
+        self.segmentation = perception == "oracle"  # only the oracle reads the label image
         self.clip_evidence = clip_evidence and perception == "model"
 
     def close(self) -> None:
         self.world.close()
 
     def _frame(self):
-        obs = self.world.observe()
+        obs = self.world.observe(segmentation=self.segmentation)
         self.log.add(obs)
         return obs, obs.frame()
 
@@ -335,18 +339,26 @@ def reverify(save_dir: str, verify_config=None, depth: bool = True) -> Dict[str,
     t0 = time.perf_counter()
     steps = []
     for path in paths:
-        with gzip.open(path, "rb") as fh:
-            steps.append(verify_step(pickle.load(fh), geometry_config, verify_config, None, depth))
+        steps.append(verify_step(_load(path), geometry_config, verify_config, None, depth))
     seeds = sorted({s.seed for s in steps})
     skills = list(dict.fromkeys(s.skill for s in steps))
     return _report(seeds, skills, "saved", depth, time.perf_counter() - t0, steps)
 
 
 def _save(executed: ExecutedStep, save_dir: str) -> None:
+    """One gzipped pickle per step; this module's own classes go in as dicts (``python -m`` renames them)."""
     os.makedirs(save_dir, exist_ok=True)
     name = f"{executed.outcome.skill}-{executed.outcome.seed}.pkl.gz"
+    record = {f.name: getattr(executed, f.name) for f in fields(ExecutedStep)}
+    record["outcome"] = asdict(executed.outcome)
     with gzip.open(os.path.join(save_dir, name), "wb", compresslevel=3) as fh:
-        pickle.dump(executed, fh)
+        pickle.dump(record, fh)
+
+
+def _load(path: str) -> ExecutedStep:
+    with gzip.open(path, "rb") as fh:
+        record = pickle.load(fh)
+    return ExecutedStep(**{**record, "outcome": StepOutcome(**record["outcome"])})
 
 
 def _print_step(s: StepOutcome) -> None:

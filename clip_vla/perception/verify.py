@@ -4,26 +4,45 @@ RT-2's loop is plan, verify, execute: after the executor reports a step, the nex
 looked at before anything else moves. The verifier answers from perception alone (the
 executor's word is trusted only where nothing can be seen, ``point_at``)::
 
-    before frame ─┐                                   ┌─ pick:  raised above where it rested?
-                  ├─ CLIPSeg: object (+ destination) ─┤  place: inside the destination's footprint,
-    after frame  ─┘   one vision pass per frame,      │         at rest height (the gripper let go)?
-                      one batched decoder call         └─ push/pull: moved far enough along theta?
-                  masks ─► depth + intrinsics ─► points in the base frame (core.geometry.locate)
+    before frame ─┐                                    ┌─ pick:  gone from where it rested, raised
+                  ├─ CLIPSeg: object (+ destination) ──┤  place: inside the destination's footprint,
+    after frame  ─┘   one vision pass per frame,       │         at rest height (the gripper let go)
+                      every component of each mask     └─ push/pull: moved far enough along theta
+                  components ─► depth + intrinsics ─► points in the base frame (core.geometry.locate)
+
+Every component of the object's mask is kept, not only the best one: after a pick the held
+object is half hidden by the fingers and a look-alike left on the table can outrank it, so
+"the best component is still on the table" would call most successful picks failures.
+The component the goal was grounded on (the before-frame component nearest the goal) is
+"the acted-on object"; the rules ask where it went:
+
+* pick: failure ``object_still_on_table`` when a component still lies where it rested;
+  success ``object_lifted`` when a component is raised above it (``object_left_rest``, with
+  less confidence, when the rest place is empty but the held object is not seen);
+* place: success when a component of the object lies inside the destination's footprint (the
+  convex hull of its mask's points on the table) at rest height; else ``gripper_not_empty``
+  (held high), ``object_beside_destination`` or ``object_not_in_destination``;
+* push/pull: the component that appeared nearest the acted-on object's old place gives the
+  displacement along theta: ``object_moved``, ``not_moved_enough`` or ``moved_wrong_direction``;
+* pick and push/pull, ``wrong_object``: a second opinion on the grounding. Another component
+  of the before frame, nearly as large and at least as probable per pixel as the acted-on
+  one, is still where it was: the step most likely moved a look-alike (the grounding ranks
+  components by probability mass; these are its mistakes).
 
 Without depth, points come from the table plane (the pipeline's fallback). Heights are then
 unknown, so:
 
-* pick: the height is measured under the hypothesis that a pick lifts the object straight up:
-  the after-frame centroid's ray is followed to where it passes over the rest point, and the
-  ray's height there is the lift (``height_source: "ray_over_rest"``). A ray that never comes
-  near the rest point leaves the height unknown: ``uncertain`` (``height_unknown``);
-* place: the footprint test uses the table-plane points of both masks; the gripper-empty
-  test (a height) cannot be made and is skipped (the evidence says so);
-* push/pull: before and after points share the same table-plane bias, so their difference
-  (the displacement) is still measured.
+* pick: a component's height is measured under the hypothesis that a pick lifts the object
+  straight up: its centroid's ray is followed to where it passes over the rest point, and the
+  ray's height there is the lift (a ray that misses the rest point by more than
+  ``ray_max_miss_m`` gives no height);
+* place: the footprint test uses the table-plane points of both masks; the gripper-empty test
+  (a height) cannot be made and is skipped (the evidence says so);
+* push/pull: before and after points share the same table-plane bias, so the displacement is
+  still measured.
 
 Every no-depth verdict carries ``evidence["depth"] = "missing"`` and its confidence is scaled
-by ``VerifyConfig.no_depth_confidence``. ``uncertain`` also answers when the object (or the
+by ``VerifyConfig.no_depth_confidence``. ``uncertain`` answers when the object (or the
 destination) is not found in the after frame: not found is not evidence either way.
 
 ``refuse_implausible_goal`` is the rule that runs before execution: a place destination found

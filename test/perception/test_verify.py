@@ -189,6 +189,46 @@ def test_a_held_object_over_the_destination_means_the_gripper_is_not_empty(world
     assert (verdict.verdict, verdict.reason) == ("failure", v.GRIPPER_NOT_EMPTY)
 
 
+def with_look_alike(run: Executed, confidence: float):
+    """Oracle perception that also sees one distractor (unmoved by the step) as the named object,
+    with the given mean probability; the named object's own components keep 0.9."""
+    from dataclasses import replace as copy
+
+    from clip_vla.perception.localize import detection_from_mask
+    from clip_vla.tools.verify_eval import oracle_perceiver
+
+    inner = oracle_perceiver(run.log)
+    distractor = next(d for d in executed_task_distractors(run) if d != run.step.object)
+
+    def perceive(frame, phrases):
+        out = {p: [copy(d, confidence=0.9) for d in found] for p, found in inner(frame, phrases).items()}
+        look_alike = run.log.get(frame.stamp).mask_of(distractor)
+        out[run.step.object].append(copy(detection_from_mask(run.step.object, look_alike), confidence=confidence))
+        return out
+
+    return Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base)
+
+
+def executed_task_distractors(run: Executed):
+    obs = run.log.get(run.before.stamp)
+    return [name for name in obs.labels.values() if name not in ("bowl", "tray", "table", "gripper")]
+
+
+@pytest.mark.parametrize("key", ["pick_ok", "push_ok"])
+def test_a_better_match_left_where_it_was_means_the_wrong_object_was_moved(world, key):
+    run = executed(world, key)
+    verdict = with_look_alike(run, confidence=0.95).verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
+    assert "rival_xyz_base" in verdict.evidence
+
+
+@pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
+def test_a_weaker_look_alike_left_on_the_table_does_not_undo_a_success(world, key, reason):
+    run = executed(world, key)
+    verdict = with_look_alike(run, confidence=0.6).verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
+
+
 def test_point_at_trusts_the_executor_report(world):
     run = executed(world, "pick_ok")
     step = Step("point_at", run.step.object)

@@ -97,9 +97,9 @@ OBJECT_NOT_FOUND = "object_not_found"
 DESTINATION_NOT_FOUND = "destination_not_found"
 EXECUTOR_REPORT = "executor_report"
 UNSUPPORTED_SKILL = "unsupported_skill"
-REASONS = (OBJECT_LIFTED, OBJECT_LEFT_REST, WRONG_OBJECT, OBJECT_STILL_ON_TABLE, OBJECT_IN_DESTINATION, OBJECT_NOT_IN_DESTINATION,
-           OBJECT_BESIDE_DESTINATION, GRIPPER_NOT_EMPTY, OBJECT_MOVED, NOT_MOVED_ENOUGH, MOVED_WRONG_DIRECTION,
-           OBJECT_NOT_FOUND, DESTINATION_NOT_FOUND, EXECUTOR_REPORT, UNSUPPORTED_SKILL)
+REASONS = (OBJECT_LIFTED, OBJECT_LEFT_REST, OBJECT_STILL_ON_TABLE, WRONG_OBJECT, OBJECT_IN_DESTINATION,
+           OBJECT_NOT_IN_DESTINATION, OBJECT_BESIDE_DESTINATION, GRIPPER_NOT_EMPTY, OBJECT_MOVED, NOT_MOVED_ENOUGH,
+           MOVED_WRONG_DIRECTION, OBJECT_NOT_FOUND, DESTINATION_NOT_FOUND, EXECUTOR_REPORT, UNSUPPORTED_SKILL)
 
 # Refusal reasons of refuse_implausible_goal.
 DESTINATION_ON_GRIPPER = "destination_on_gripper"
@@ -147,7 +147,7 @@ class VerifyConfig:
     rest_radius_m: float = 0.03  # an object point this close (xy) to where it rested has not left it
     match_radius_m: float = 0.02  # an after point this close to a before point is the same, unmoved thing
     rival_min_area_fraction: float = 0.3  # a rival component has at least this fraction of the acted-on area
-    rival_confidence_margin: float = 0.0  # ... and a mean probability higher than the acted-on one by this
+    rival_confidence_margin: float = 0.0  # ... and a mean probability above the acted-on one's plus this (may be < 0)
     max_rest_height_m: float = 0.10  # place: an object's centre this high above the table is still held
     beside_margin_m: float = 0.05  # place: outside the footprint by less than this is "beside" it
     footprint_tolerance_m: float = 0.01  # place: the object's point may lie this far outside the footprint
@@ -165,10 +165,10 @@ class VerifyConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"verify.{name} must be a positive number of metres, got {value!r}")
-        for name in ("footprint_tolerance_m", "rival_confidence_margin"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"verify.{name} must be >= 0, got {value!r}")
+        if not (math.isfinite(self.footprint_tolerance_m) and self.footprint_tolerance_m >= 0):
+            raise ValueError(f"verify.footprint_tolerance_m must be >= 0, got {self.footprint_tolerance_m!r}")
+        if not abs(self.rival_confidence_margin) < 1.0:
+            raise ValueError(f"verify.rival_confidence_margin must be in (-1, 1), got {self.rival_confidence_margin!r}")
         for name in ("no_depth_confidence", "rival_min_area_fraction"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
@@ -451,8 +451,10 @@ class Verifier:
                            WRONG_OBJECT, evidence)
         moved = [s for s in end if not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
                                            for b in start if b is not acted)]
-        if not moved:
-            return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
+        if not moved:  # gone from its place and not seen elsewhere: pushed out of view (or off the table)
+            left = acted is not None and not any(_xy_distance(e.xyz_base, origin) < cfg.rest_radius_m for e in end)
+            return (Verdict(SUCCESS, 0.5, OBJECT_LEFT_REST, evidence) if left
+                    else Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence))
         mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin))
         delta = mover.xyz_base[:2] - origin[:2]
         along = float(delta @ direction)
@@ -477,7 +479,7 @@ class Verifier:
             if other is acted:
                 continue
             big = other.detection.area >= cfg.rival_min_area_fraction * acted.detection.area
-            better = other.detection.confidence > acted.detection.confidence + cfg.rival_confidence_margin
+            better = other.detection.confidence >= acted.detection.confidence + cfg.rival_confidence_margin
             still = any(_xy_distance(e.xyz_base, other.xyz_base) < cfg.match_radius_m for e in end)
             if big and better and still:
                 return other

@@ -324,17 +324,17 @@ def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perce
     return _report(seeds, skills, perception, depth, time.perf_counter() - t0, steps)
 
 
-def reverify(save_dir: str, verify_config=None, depth: bool = True) -> Dict[str, Any]:
+def reverify(save_dirs: Sequence[str], verify_config=None, depth: bool = True) -> Dict[str, Any]:
     """The saved steps of ``evaluate(save_dir=...)`` verified again (other thresholds, no depth): no models.
 
     Raises:
-        FileNotFoundError: when ``save_dir`` holds no saved step.
+        FileNotFoundError: when the folders hold no saved step.
     """
     from clip_vla.core.config import ClipVlaConfig
 
-    paths = sorted(glob.glob(os.path.join(save_dir, "*.pkl.gz")))
+    paths = sorted(p for d in save_dirs for p in glob.glob(os.path.join(d, "*.pkl.gz")))
     if not paths:
-        raise FileNotFoundError(f"no saved steps (*.pkl.gz) in {save_dir}")
+        raise FileNotFoundError(f"no saved steps (*.pkl.gz) in {', '.join(save_dirs)}")
     geometry_config = ClipVlaConfig.from_yaml().geometry
     t0 = time.perf_counter()
     steps = []
@@ -398,7 +398,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--no-depth", action="store_true", help="verify without the depth image (goals keep it)")
     ap.add_argument("--clip-evidence", action="store_true", help="also record CLIP's in/next-to margin for place")
     ap.add_argument("--save", help="keep every executed step here (frames + what was perceived)")
-    ap.add_argument("--reverify", help="verify the steps saved in this folder again instead of simulating")
+    ap.add_argument("--reverify", nargs="+", metavar="DIR",
+                    help="verify the steps saved in these folders again instead of simulating")
     ap.add_argument("--json", help="write the full report (with every step) here")
     ap.add_argument("--progress", action="store_true", help="one line per step on stderr")
     args = ap.parse_args(argv)

@@ -295,7 +295,7 @@ def prompt_probabilities(pipeline: "VLAPipeline", rgb: np.ndarray, prompts: Sequ
 # --------------------------------------------------------------------------- the verifier
 @dataclass
 class _Seen:
-    """One phrase in one frame: its detection and, when found, its point in the base frame."""
+    """One mask component in one frame: its detection and its point in the base frame."""
 
     detection: Detection
     xyz_base: np.ndarray

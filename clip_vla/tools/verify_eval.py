@@ -10,8 +10,8 @@ worked. The simulator's ``check_success`` is the truth::
 
 A place episode starts from the object held (picked at its true pose: the planner's
 precondition), so every place episode is one place step. With the compact shipped models
-20-40% of steps fail for real (goals on the wrong object, destinations found on the gripper),
-which is what the verifier has to catch. Counts per skill, as ``clip-vla sim --json`` will
+14-28% of picks and pushes fail for real (goals on a look-alike) and a few places (destinations
+found on the gripper), which is what the verifier has to catch. Counts per skill, as ``clip-vla sim --json`` will
 report them: ``true_success`` (said success, it worked), ``true_failure``, ``false_success``
 (said success, it failed), ``false_failure`` (said failure, it worked); ``uncertain`` verdicts
 are counted apart and, for the two rates, as "not success" (the node re-checks or retries).
@@ -28,13 +28,14 @@ import os
 import pickle
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 DEFAULT_SKILLS = ("pick", "place", "push")
-VALIDATION_SEEDS = "9100-9199"  # thresholds were chosen here
+VALIDATION_SEEDS = "9100-9199"  # thresholds were chosen on part of these (README "Verification")
 HELD_OUT_SEEDS = "7500-7599"  # measured once, after the choice
 
 
@@ -223,7 +224,7 @@ class Evaluation:
         return executed
 
 
-def verify_step(executed: ExecutedStep, geometry_config, verify_config=None, inner=None,
+def verify_step(executed: ExecutedStep, geometry_config: Any, verify_config: Any = None, inner: Any = None,
                 depth: bool = True) -> StepOutcome:
     """The verifier's verdict on one executed step (perceiving through ``inner`` or the step's memo)."""
     from dataclasses import replace
@@ -291,16 +292,9 @@ def summarise(steps: Sequence[StepOutcome]) -> Dict[str, Any]:
             "step_success_rate": sum(bool(s.truth) for s in executed) / max(len(executed), 1),
             "verifier": counts, **rates(counts),
             "refused": {"total": len(refused), "would_have_failed": sum(not s.truth for s in refused)},
-            "reasons": _count(s.reason for s in executed),
+            "reasons": dict(Counter(s.reason for s in executed).most_common()),
         }
     return out
-
-
-def _count(values) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perception: str = "model",

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -61,7 +61,7 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig
 from clip_vla.core.types import Detection, Frame, Intrinsics
-from clip_vla.perception.localize import select_component, target_mask
+from clip_vla.perception.localize import detection_from_mask, select_component, target_mask
 
 if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
     from clip_vla.pipeline import VLAPipeline
@@ -129,9 +129,21 @@ class GoalLike(Protocol):
     theta: float
 
 
-# (frame, phrases) -> per phrase, every connected component of its mask as a Detection, best first
-# (the pipeline's instance score); an empty list when the phrase is not found. One vision pass for all.
-Perceive = Callable[[Frame, Sequence[str]], Dict[str, List[Detection]]]
+class Component(NamedTuple):
+    """One connected component of a phrase's mask.
+
+    ``mean_logit`` is how sure the model is per pixel, unsaturated: the mean probabilities of an
+    object and of its look-alikes all sit near 0.97, their mean logits still differ.
+    """
+
+    detection: Detection
+    mean_logit: float
+
+
+# (frame, phrases) -> per phrase, every connected component of its mask, best first (the pipeline's
+# instance score); an empty list when the phrase is not found. One vision pass for all phrases.
+Perceive = Callable[[Frame, Sequence[str]], Dict[str, List[Component]]]
+MASK_LOGIT = 10.0  # the mean logit given to a known binary mask (ground truth): probability ~1
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,7 @@ class VerifyConfig:
     rest_radius_m: float = 0.03  # an object point this close (xy) to where it rested has not left it
     match_radius_m: float = 0.02  # an after point this close to a before point is the same, unmoved thing
     rival_min_area_fraction: float = 0.4  # a rival component has at least this fraction of the acted-on area
-    rival_confidence_margin: float = -0.004  # ... and a mean probability >= the acted-on one's + this (may be < 0)
+    rival_logit_margin: float = 0.0  # ... and a mean logit >= the acted-on one's + this (may be < 0)
     max_rest_height_m: float = 0.10  # place: an object's centre this high above the table is still held
     beside_margin_m: float = 0.05  # place: outside the footprint by less than this is "beside" it
     footprint_tolerance_m: float = 0.01  # place: the object's point may lie this far outside the footprint
@@ -169,8 +181,8 @@ class VerifyConfig:
                 raise ValueError(f"verify.{name} must be a positive number of metres, got {value!r}")
         if not (math.isfinite(self.footprint_tolerance_m) and self.footprint_tolerance_m >= 0):
             raise ValueError(f"verify.footprint_tolerance_m must be >= 0, got {self.footprint_tolerance_m!r}")
-        if not abs(self.rival_confidence_margin) < 1.0:
-            raise ValueError(f"verify.rival_confidence_margin must be in (-1, 1), got {self.rival_confidence_margin!r}")
+        if not math.isfinite(self.rival_logit_margin):
+            raise ValueError(f"verify.rival_logit_margin must be finite, got {self.rival_logit_margin!r}")
         for name in ("no_depth_confidence", "rival_min_area_fraction"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
@@ -255,7 +267,7 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
     if pipeline.segmenter is None:
         raise ValueError("model_perceiver needs a pipeline with models; pass an oracle Perceive instead")
 
-    def perceive(frame: Frame, phrases: Sequence[str]) -> Dict[str, List[Detection]]:
+    def perceive(frame: Frame, phrases: Sequence[str]) -> Dict[str, List[Component]]:
         perception = pipeline.config.perception
         prompts = [perception.prompt_template.replace("{object}", p) for p in phrases]
         prompts += list(pipeline.vocabulary.distractors)
@@ -268,17 +280,26 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
 
 
 def components(mask: np.ndarray, probs: np.ndarray, phrase: str, min_area: int = 1,
-               score: str = "mass") -> List[Detection]:
-    """Every connected component of ``mask`` as a Detection, best first by ``score``.
+               score: str = "mass") -> List[Component]:
+    """Every connected component of ``mask`` with its mean logit, best first by ``score``.
 
     Why all of them: after a pick the held object is partly hidden by the fingers, and a
     look-alike left on the table can outrank it; the verifier must see both.
     """
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    found = [select_component(labels == k, probs, phrase, min_area, score) for k in range(1, count)]
-    found = [d for d in found if d.found]
+    logits = np.log(np.clip(probs, 1e-6, 1.0)) - np.log(np.clip(1.0 - probs, 1e-6, 1.0))
+    found = []
+    for k in range(1, count):
+        det = select_component(labels == k, probs, phrase, min_area, score)
+        if det.found:
+            found.append(Component(det, float(logits[det.mask].mean())))
     key = (lambda d: d.confidence * d.area) if score == "mass" else (lambda d: d.confidence)
-    return sorted(found, key=lambda d: (key(d), d.area), reverse=True)
+    return sorted(found, key=lambda c: (key(c.detection), c.detection.area), reverse=True)
+
+
+def component_from_mask(phrase: str, mask: np.ndarray, mean_logit: float = MASK_LOGIT) -> Component:
+    """A Component from a known binary mask (the simulator's ground truth, a user's label)."""
+    return Component(detection_from_mask(phrase, mask), float(mean_logit))
 
 
 def prompt_probabilities(pipeline: "VLAPipeline", rgb: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
@@ -298,12 +319,13 @@ class _Seen:
     """One mask component in one frame: its detection and its point in the base frame."""
 
     detection: Detection
+    mean_logit: float
     xyz_base: np.ndarray
     depth_source: str  # depth | table_plane
 
     def evidence(self) -> Dict[str, Any]:
         d = self.detection
-        return {"area_px": int(d.area), "confidence": float(d.confidence),
+        return {"area_px": int(d.area), "confidence": float(d.confidence), "mean_logit": float(self.mean_logit),
                 "centroid_px": None if d.centroid is None else [float(c) for c in d.centroid],
                 "xyz_base": [float(v) for v in self.xyz_base],
                 "depth_source": self.depth_source}
@@ -491,9 +513,9 @@ class Verifier:
             again = [e for e in end if _xy_distance(e.xyz_base, other.xyz_base) < cfg.match_radius_m]
             if not again:
                 continue
-            confidence = (other.detection.confidence + again[0].detection.confidence) / 2.0  # two looks at it
+            sure = (other.mean_logit + again[0].mean_logit) / 2.0  # two looks at it
             big = other.detection.area >= cfg.rival_min_area_fraction * acted.detection.area
-            if big and confidence >= acted.detection.confidence + cfg.rival_confidence_margin:
+            if big and sure >= acted.mean_logit + cfg.rival_logit_margin:
                 return other
         return None
 
@@ -519,13 +541,14 @@ class Verifier:
         out: Dict[str, List[_Seen]] = {}
         for phrase, found in self.perceive(view.frame, list(phrases)).items():
             out[phrase] = []
-            for det in found:
+            for det, mean_logit in found:
                 try:
                     located = geometry.locate(det.mask, det.centroid, view.frame.depth, view.intrinsics,
                                               view.camera_to_base, self.geometry)
                 except geometry.GeometryError:
                     continue
-                out[phrase].append(_Seen(det, np.asarray(located.xyz_base, dtype=np.float64), located.depth_source))
+                out[phrase].append(_Seen(det, mean_logit, np.asarray(located.xyz_base, dtype=np.float64),
+                                         located.depth_source))
         return out
 
     def _lift(self, view: _View, seen: _Seen, rest: np.ndarray) -> Optional[float]:

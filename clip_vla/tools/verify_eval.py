@@ -73,7 +73,7 @@ def parse_seeds(text: str) -> List[int]:
 # --------------------------------------------------------------------------- perception sources
 def oracle_perceiver(log):
     """A ``Perceive`` from the simulator's own masks (``clip_vla.sim.oracle.ObservationLog`` by stamp)."""
-    from clip_vla.perception.localize import detection_from_mask
+    from clip_vla.perception.verify import component_from_mask
 
     def perceive(frame, phrases):
         obs = log.get(frame.stamp)
@@ -85,7 +85,7 @@ def oracle_perceiver(log):
                     mask = obs.mask_of(phrase)
                 except KeyError:
                     mask = None
-            out[phrase] = [detection_from_mask(phrase, mask)] if mask is not None and mask.any() else []
+            out[phrase] = [component_from_mask(phrase, mask)] if mask is not None and mask.any() else []
         return out
 
     return perceive
@@ -220,7 +220,7 @@ class Evaluation:
             found = memo(after, [prepared.parsed.object, prepared.parsed.destination])[prepared.parsed.destination]
             if found:
                 out.measures["clip_margin"] = clip_place_margin(self.pipeline, after, prepared.parsed.object,
-                                                                found[0])
+                                                                found[0].detection)
         return executed
 
 

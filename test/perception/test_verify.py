@@ -189,21 +189,19 @@ def test_a_held_object_over_the_destination_means_the_gripper_is_not_empty(world
     assert (verdict.verdict, verdict.reason) == ("failure", v.GRIPPER_NOT_EMPTY)
 
 
-def with_look_alike(run: Executed, confidence: float):
+def with_look_alike(run: Executed, mean_logit: float):
     """Oracle perception that also sees one distractor (unmoved by the step) as the named object,
-    with the given mean probability; the named object's own components keep 0.9."""
-    from dataclasses import replace as copy
-
-    from clip_vla.perception.localize import detection_from_mask
+    with the given mean logit; the named object's own components keep a mean logit of 3."""
+    from clip_vla.perception.verify import Component, component_from_mask
     from clip_vla.tools.verify_eval import oracle_perceiver
 
     inner = oracle_perceiver(run.log)
     distractor = next(d for d in executed_task_distractors(run) if d != run.step.object)
 
     def perceive(frame, phrases):
-        out = {p: [copy(d, confidence=0.9) for d in found] for p, found in inner(frame, phrases).items()}
+        out = {p: [Component(c.detection, 3.0) for c in found] for p, found in inner(frame, phrases).items()}
         look_alike = run.log.get(frame.stamp).mask_of(distractor)
-        out[run.step.object].append(copy(detection_from_mask(run.step.object, look_alike), confidence=confidence))
+        out[run.step.object].append(component_from_mask(run.step.object, look_alike, mean_logit))
         return out
 
     return Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base)
@@ -217,7 +215,7 @@ def executed_task_distractors(run: Executed):
 @pytest.mark.parametrize("key", ["pick_ok", "push_ok"])
 def test_a_better_match_left_where_it_was_means_the_wrong_object_was_moved(world, key):
     run = executed(world, key)
-    verdict = with_look_alike(run, confidence=0.95).verify(run.step, run.goal, run.before, run.after)
+    verdict = with_look_alike(run, mean_logit=3.5).verify(run.step, run.goal, run.before, run.after)
     assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
     assert "rival_xyz_base" in verdict.evidence
 
@@ -225,7 +223,7 @@ def test_a_better_match_left_where_it_was_means_the_wrong_object_was_moved(world
 @pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
 def test_a_weaker_look_alike_left_on_the_table_does_not_undo_a_success(world, key, reason):
     run = executed(world, key)
-    verdict = with_look_alike(run, confidence=0.6).verify(run.step, run.goal, run.before, run.after)
+    verdict = with_look_alike(run, mean_logit=1.0).verify(run.step, run.goal, run.before, run.after)
     assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
 
 
@@ -292,7 +290,8 @@ def test_a_goal_that_is_not_a_point_raises():
 # --------------------------------------------------------------------------- data types
 @pytest.mark.parametrize("field_name,value", [("min_lift_m", 0.0), ("min_push_m", -0.01),
                                                ("no_depth_confidence", 1.5), ("footprint_tolerance_m", -0.1),
-                                               ("max_target_height_m", float("nan"))])
+                                               ("max_target_height_m", float("nan")),
+                                               ("rival_logit_margin", float("inf"))])
 def test_verify_config_rejects_nonsense(field_name, value):
     with pytest.raises(ValueError, match=field_name):
         VerifyConfig(**{field_name: value})

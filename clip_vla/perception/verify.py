@@ -25,9 +25,9 @@ The component the goal was grounded on (the before-frame component nearest the g
 * push/pull: the component that appeared nearest the acted-on object's old place gives the
   displacement along theta: ``object_moved``, ``not_moved_enough`` or ``moved_wrong_direction``;
 * pick and push/pull, ``wrong_object``: a second opinion on the grounding. Another component
-  of the before frame, nearly as large and at least as probable per pixel as the acted-on
-  one, is still where it was: the step most likely moved a look-alike (the grounding ranks
-  components by probability mass; these are its mistakes).
+  of the before frame, at least 0.4 as large and surer per pixel (mean logit, averaged over
+  both frames) than the acted-on one, is still where it was: the step most likely moved a
+  look-alike (the grounding ranks components by probability mass; these are its mistakes).
 
 Without depth, points come from the table plane (the pipeline's fallback). Heights are then
 unknown, so:
@@ -161,7 +161,7 @@ class VerifyConfig:
     rest_radius_m: float = 0.03  # an object point this close (xy) to where it rested has not left it
     match_radius_m: float = 0.02  # an after point this close to a before point is the same, unmoved thing
     rival_min_area_fraction: float = 0.4  # a rival component has at least this fraction of the acted-on area
-    rival_logit_margin: float = 0.0  # ... and a mean logit >= the acted-on one's + this (may be < 0)
+    rival_logit_margin: float = 0.1  # ... and a mean logit >= the acted-on one's + this (may be < 0)
     max_rest_height_m: float = 0.10  # place: an object's centre this high above the table is still held
     beside_margin_m: float = 0.05  # place: outside the footprint by less than this is "beside" it
     footprint_tolerance_m: float = 0.01  # place: the object's point may lie this far outside the footprint
@@ -498,7 +498,7 @@ class Verifier:
 
     def _rival_left(self, start: Sequence[_Seen], acted: Optional[_Seen], end: Sequence[_Seen]) -> Optional[_Seen]:
         """A second opinion on which object the name meant: another component of the before frame,
-        big enough and (averaged over both frames: two looks) about as probable per pixel as the
+        big enough and (mean logit, averaged over both frames: two looks) surer per pixel than the
         one acted on, that is still where it was.
 
         Why: the goal's component won by probability mass; when an unmoved rival matches the name

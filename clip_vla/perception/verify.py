@@ -61,7 +61,7 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig
 from clip_vla.core.types import Detection, Frame, Intrinsics
-from clip_vla.perception.localize import detection_from_mask, select_component, target_mask
+from clip_vla.perception.localize import all_components, detection_from_mask, target_mask
 
 if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
     from clip_vla.pipeline import VLAPipeline
@@ -281,20 +281,14 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
 
 def components(mask: np.ndarray, probs: np.ndarray, phrase: str, min_area: int = 1,
                score: str = "mass") -> List[Component]:
-    """Every connected component of ``mask`` with its mean logit, best first by ``score``.
+    """Every connected component of ``mask`` (``localize.all_components``, best first) with its mean logit.
 
     Why all of them: after a pick the held object is partly hidden by the fingers, and a
     look-alike left on the table can outrank it; the verifier must see both.
     """
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     logits = np.log(np.clip(probs, 1e-6, 1.0)) - np.log(np.clip(1.0 - probs, 1e-6, 1.0))
-    found = []
-    for k in range(1, count):
-        det = select_component(labels == k, probs, phrase, min_area, score)
-        if det.found:
-            found.append(Component(det, float(logits[det.mask].mean())))
-    key = (lambda d: d.confidence * d.area) if score == "mass" else (lambda d: d.confidence)
-    return sorted(found, key=lambda c: (key(c.detection), c.detection.area), reverse=True)
+    return [Component(det, float(logits[det.mask].mean()))
+            for det in all_components(mask, probs, phrase, min_area, score)]
 
 
 def component_from_mask(phrase: str, mask: np.ndarray, mean_logit: float = MASK_LOGIT) -> Component:

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -276,22 +276,33 @@ class VLAPipeline:
                   timer: _Timer) -> Tuple[Dict[str, Detection], Dict[str, float]]:
         """CLIPSeg detections of the named object/destination and CLIP skill probabilities."""
         perception = self.config.perception
-        height, width = frame.rgb.shape[:2]
-        with timer.stage("preprocess"):
-            image = to_device_uint8(frame.rgb, self.models.device)
-            seg_pixels = model_input(image, self.models.clipseg_image, self.models.dtype)
-        with timer.stage("image_encoding"):
-            features = self.segmenter.encode_image(seg_pixels)
-        with timer.stage("text_encoding"):
-            text = self.segmenter.text_embeddings(prepared.prompts)
+        image, features, logits = self.segment(frame.rgb, prepared.prompts, timer)
         with timer.stage("mask_decoding"):
-            logits = self.segmenter.decode(features, text)
-            probs = self.segmenter.probabilities(logits, (height, width))
+            probs = self.segmenter.probabilities(logits, frame.rgb.shape[:2])
         with timer.stage("skill_scoring"):
             skill_probs = self._score_skills(prepared, image, features)
         with timer.stage("postprocess"):
             detections = detect_roles(probs, prepared, perception)
         return detections, skill_probs
+
+    def segment(self, rgb: np.ndarray, prompts: Sequence[str], timer: Optional[_Timer] = None):
+        """One CLIPSeg vision pass over ``rgb`` and one decoder batch over ``prompts``.
+
+        Returns ``(image, features, logits)``: the 1x3xHxW uint8 frame on the device (CLIP's
+        image term reuses it), the vision features and the KxhxW decoder logits. Every caller
+        that segments (goals, suggestions, verification) goes through here.
+        """
+        timer = timer or _Timer(self.models.device)
+        with timer.stage("preprocess"):
+            image = to_device_uint8(rgb, self.models.device)
+            pixels = model_input(image, self.models.clipseg_image, self.models.dtype)
+        with timer.stage("image_encoding"):
+            features = self.segmenter.encode_image(pixels)
+        with timer.stage("text_encoding"):
+            text = self.segmenter.text_embeddings(list(prompts))
+        with timer.stage("mask_decoding"):
+            logits = self.segmenter.decode(features, text)
+        return image, features, logits
 
     def _score_skills(self, prepared: PreparedCommand, image, features) -> Dict[str, float]:
         """CLIP skill probabilities; the image term costs a CLIP vision pass only when weighted."""

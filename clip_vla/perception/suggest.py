@@ -32,7 +32,6 @@ from clip_vla.core.config import ConfigError, Vocabulary
 from clip_vla.core.language import CommandError, InstructionParser
 from clip_vla.core.types import Detection, Frame
 from clip_vla.perception.localize import all_components
-from clip_vla.perception.preprocess import model_input, to_device_uint8
 
 # How a suggestion is said, per skill; a skill not listed is said with its first verb.
 DEFAULT_PHRASINGS: Dict[str, str] = {
@@ -372,15 +371,8 @@ class Suggester:
         timer = _Timer(models.device)
         height, width = frame.rgb.shape[:2]
         k = len(self.candidates)
-        with timer.stage("preprocess"):
-            image = to_device_uint8(frame.rgb, models.device)
-            pixels = model_input(image, models.clipseg_image, models.dtype)
-        with timer.stage("image_encoding"):
-            features = segmenter.encode_image(pixels)
-        with timer.stage("text_encoding"):
-            text = segmenter.text_embeddings(self.prompts)
+        image, features, logits = pipe.segment(frame.rgb, self.prompts, timer)
         with timer.stage("mask_decoding"):
-            logits = segmenter.decode(features, text)
             maps = segmenter.target_maps(logits, (height, width), range(k), perception.mask_threshold,
                                          competitors=range(k, len(self.prompts)))
         with timer.stage("postprocess"):

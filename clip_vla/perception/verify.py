@@ -298,13 +298,8 @@ def component_from_mask(phrase: str, mask: np.ndarray, mean_logit: float = MASK_
 
 def prompt_probabilities(pipeline: "VLAPipeline", rgb: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
     """KxHxW CLIPSeg probabilities of ``prompts`` on one image: one vision pass, one decoder batch."""
-    from clip_vla.perception.preprocess import model_input, to_device_uint8
-
-    models, segmenter = pipeline.models, pipeline.segmenter
-    image = to_device_uint8(rgb, models.device)
-    features = segmenter.encode_image(model_input(image, models.clipseg_image, models.dtype))
-    logits = segmenter.decode(features, segmenter.text_embeddings(list(prompts)))
-    return segmenter.probabilities(logits, rgb.shape[:2])
+    _, _, logits = pipeline.segment(rgb, prompts)
+    return pipeline.segmenter.probabilities(logits, rgb.shape[:2])
 
 
 # --------------------------------------------------------------------------- the verifier

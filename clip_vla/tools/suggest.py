@@ -24,7 +24,6 @@ from clip_vla.perception.suggest import SuggestConfig, SuggestionList
 
 EXIT_OK = 0
 EXIT_ERROR = 2
-SIM_FIXTURES = ("bowl", "tray")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="colour image file (PNG/JPEG)")
     src.add_argument("--eval-sim", type=int, metavar="N", help="evaluate on N simulated scenes instead")
+    src.add_argument("--eval-option", type=int, metavar="N",
+                     help="on N simulated scenes over the ROS graph: success of 'option 1' vs its command typed")
+    p.add_argument("--perception", choices=("model", "oracle"), default="model",
+                   help="--eval-option: the shipped models (or --clipseg/--clip), or the simulator's truth")
     p.add_argument("--depth", help="depth: 16-bit PNG in millimetres, or .npy in metres")
     p.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels (default: geometry.intrinsics)")
     p.add_argument("--json", action="store_true", help="print the suggestions as JSON")
@@ -176,11 +179,13 @@ def _pixel_on(mask: Any, pixel: Optional[Sequence[float]]) -> bool:
 
 def sim_suggest_config(args: argparse.Namespace) -> SuggestConfig:
     """The flags' settings with the simulated catalogue as candidates (its colours x shapes, bowl, tray)."""
-    from clip_vla.sim.objects import DEFAULT_COLOURS, DEFAULT_SHAPES
+    from clip_vla.tools.sim_eval import sim_suggest_parameters
 
-    return suggest_config(args, colours=_names(args.colours) or list(DEFAULT_COLOURS),
-                          shapes=_names(args.shapes) or list(DEFAULT_SHAPES), vocabulary_objects=False,
-                          fixtures=_names(args.fixtures) or list(SIM_FIXTURES))
+    sim = sim_suggest_parameters()
+    return suggest_config(args, colours=_names(args.colours) or sim["suggest.colours"],
+                          shapes=_names(args.shapes) or sim["suggest.shapes"],
+                          vocabulary_objects=sim["suggest.vocabulary_objects"],
+                          fixtures=_names(args.fixtures) or sim["suggest.fixtures"])
 
 
 # --------------------------------------------------------------------------- main
@@ -205,6 +210,20 @@ def _run(args: argparse.Namespace) -> int:
         if not args.json:
             report.pop("per_scene")
         print(json.dumps(report, indent=1))
+        return EXIT_OK
+
+    if args.eval_option is not None:
+        from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+        from clip_vla.tools.suggest_sim import evaluate_option_one
+
+        if args.eval_option < 1:
+            raise ValueError(f"--eval-option needs at least 1 scene, got {args.eval_option}")
+        overrides = sim_model_overrides(args.perception, args.clipseg, args.clip)
+        with SimGraph(overrides, perception=args.perception, seed=args.seed, n_distractors=args.distractors) as graph:
+            report = evaluate_option_one(graph, range(args.seed, args.seed + args.eval_option))
+        if not args.json:
+            report.pop("per_scene")
+        print(json.dumps(dict(report, perception=args.perception), indent=1))
         return EXIT_OK
 
     rgb = read_image(args.image)

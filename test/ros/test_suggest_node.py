@@ -24,7 +24,7 @@ SEED = 8000
 def graph():
     from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
 
-    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED) as g:
+    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/suggest_test") as g:
         assert g.driver.reset(SEED, "pick") is not None
         yield g
 
@@ -55,7 +55,7 @@ def test_option_numbers_are_recognised_only_as_the_whole_command(text, number):
 def test_an_option_before_any_list_answers_unknown_option():
     from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
 
-    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/fresh") as g:
+    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/suggest_test_fresh") as g:
         g.driver.reset(SEED, "pick")
         status, _, _ = g.driver.command("option 1")
     assert status["status"] == "unknown_option"

@@ -52,14 +52,18 @@ def test_option_numbers_are_recognised_only_as_the_whole_command(text, number):
     assert option_number(text) == number
 
 
-def test_an_option_before_any_list_answers_unknown_option():
+def test_an_option_before_any_list_answers_unknown_option_and_an_inactive_node_no_round():
     from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
 
     with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/suggest_test_fresh") as g:
         g.driver.reset(SEED, "pick")
         status, _, _ = g.driver.command("option 1")
+        g.vla_node.trigger_deactivate()
+        response = call_suggest(g)
     assert status["status"] == "unknown_option"
     assert "no suggestion list yet" in status["message"]
+    assert not response.success
+    assert json.loads(response.message) == {"status": "inactive", "message": "the node is inactive"}
 
 
 def test_the_trigger_service_answers_the_round_json_over_dds(graph):
@@ -115,3 +119,49 @@ def test_an_option_number_out_of_range_answers_unknown_option_with_the_list_size
     assert f"has {n} suggestion(s), not number {n + 1}" in status["message"]
     assert result is None
     assert graph.driver.command("option 0")[0]["status"] == "unknown_option"
+
+
+def test_a_round_labels_the_suggested_objects_on_the_markers(graph):
+    from visualization_msgs.msg import MarkerArray
+
+    from clip_vla.ros import qos
+    from clip_vla.ros.vla_node.suggestions import MARKER_NS
+
+    arrays = []
+    got = threading.Event()
+
+    def on_markers(msg):
+        if any(m.ns == MARKER_NS for m in msg.markers):
+            arrays.append(msg)
+            got.set()
+
+    sub = graph.driver_node.create_subscription(MarkerArray, "clip_vla/markers", on_markers, qos.output_qos())
+    try:
+        time.sleep(0.3)  # discovery
+        record = json.loads(call_suggest(graph).message)
+        assert got.wait(10.0), "no suggestion markers"
+    finally:
+        graph.driver_node.destroy_subscription(sub)
+    labels = [m.text for m in arrays[-1].markers if m.ns == MARKER_NS and m.action == m.ADD]
+    numbers = sorted(int(n) for label in labels for n in label.split(","))
+    assert numbers == [s["rank"] for s in record["suggestions"] if s["xyz"] is not None]
+
+
+def test_suggest_rate_publishes_rounds_without_being_asked(graph):
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+
+    from clip_vla.ros.vla_node.suggestions import suggestions_qos
+
+    rounds = []
+    sub = graph.driver_node.create_subscription(String, "clip_vla/suggestions",
+                                                lambda m: rounds.append(json.loads(m.data)["round"]), suggestions_qos())
+    try:
+        assert graph.vla_node.set_parameters([Parameter("suggest_rate", value=4.0)])[0].successful
+        deadline = time.monotonic() + 15.0
+        while len(set(rounds)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        graph.vla_node.set_parameters([Parameter("suggest_rate", value=0.0)])
+        graph.driver_node.destroy_subscription(sub)
+    assert len(set(rounds)) >= 3, rounds

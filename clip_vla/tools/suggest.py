@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run N timed rounds on the image (after one untimed) and print their time to stderr")
     # Unset flags leave the config file's ``suggest`` section as it is (its defaults: the schema's).
     p.add_argument("--max", type=int, help=f"most suggestions (default {SuggestConfig.max_suggestions})")
-    p.add_argument("--min-score", type=float, help=f"drop suggestions scoring lower (default {SuggestConfig.min_score})")
+    p.add_argument("--min-score", type=float,
+                   help=f"drop suggestions scoring lower (default {SuggestConfig.min_score})")
     p.add_argument("--min-confidence", type=float,
                    help="an object's mean mask probability (default: perception.min_confidence)")
     p.add_argument("--skills", help=f"skills to suggest (default {','.join(SuggestConfig.skills)})")
@@ -222,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.eval_option < 1:
             raise ValueError(f"--eval-option needs at least 1 scene, got {args.eval_option}")
         overrides = sim_model_overrides(args.perception, args.clipseg, args.clip)
+        overrides["suggest_timeout"] = 120.0  # a loaded CPU must not turn a slow round into "no suggestion"
         with SimGraph(overrides, perception=args.perception, seed=args.seed, n_distractors=args.distractors) as graph:
             report = evaluate_option_one(graph, range(args.seed, args.seed + args.eval_option))
         if not args.json:

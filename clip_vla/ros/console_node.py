@@ -26,7 +26,6 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from clip_vla.ros import qos
-from clip_vla.ros.vla_node.suggestions import suggestions_qos
 from clip_vla.tools.console.app import DEFAULT_HOST, DEFAULT_PORT, ConsoleApp, ConsoleServer
 
 JPEG_QUALITY = 85
@@ -68,12 +67,12 @@ class ConsoleNode(Node):
         self.create_subscription(Image, f"{vla}/debug_image", self._on_image, qos.output_qos(1))
         self.create_subscription(String, f"{vla}/status", lambda m: self._on_json("status", m), qos.output_qos(100))
         self.create_subscription(String, f"{vla}/suggestions", lambda m: self._on_json("suggestions", m),
-                                 suggestions_qos())
+                                 qos.latched_qos())
         self.create_subscription(String, f"{vla}/plan", lambda m: self._on_json("plan", m), updates)
         self.create_subscription(String, f"{vla}/task_status", lambda m: self._on_json("task_status", m), updates)
         self.url = self.server.start()
         shown = self.url + ("?token=<token>" if token else "")
-        self.get_logger().info(f"operator console on {shown} (vla_node: {self._suggest.srv_name.rsplit('/', 1)[0]})")
+        self.get_logger().info(f"operator console on {shown} (vla_node: {self.get_namespace().rstrip('/')}/{vla})")
 
     # ---- from the page (server threads)
     def _send_command(self, text: str) -> None:

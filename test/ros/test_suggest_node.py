@@ -82,7 +82,7 @@ def test_the_trigger_service_answers_the_round_json_over_dds(graph):
 def test_the_suggestions_topic_is_latched_for_late_subscribers(graph):
     from std_msgs.msg import String
 
-    from clip_vla.ros.vla_node.suggestions import suggestions_qos
+    from clip_vla.ros import qos
 
     expected = json.loads(call_suggest(graph).message)["round"]
     got = []
@@ -92,7 +92,7 @@ def test_the_suggestions_topic_is_latched_for_late_subscribers(graph):
         got.append(json.loads(msg.data))
         done.set()
 
-    sub = graph.driver_node.create_subscription(String, "clip_vla/suggestions", on_message, suggestions_qos())
+    sub = graph.driver_node.create_subscription(String, "clip_vla/suggestions", on_message, qos.latched_qos())
     try:
         assert done.wait(10.0), "a late subscriber got no list"
         assert got[-1]["round"] == expected
@@ -151,11 +151,12 @@ def test_suggest_rate_publishes_rounds_without_being_asked(graph):
     from rclpy.parameter import Parameter
     from std_msgs.msg import String
 
-    from clip_vla.ros.vla_node.suggestions import suggestions_qos
+    from clip_vla.ros import qos
 
     rounds = []
     sub = graph.driver_node.create_subscription(String, "clip_vla/suggestions",
-                                                lambda m: rounds.append(json.loads(m.data)["round"]), suggestions_qos())
+                                                lambda m: rounds.append(json.loads(m.data)["round"]),
+                                                qos.latched_qos())
     try:
         assert graph.vla_node.set_parameters([Parameter("suggest_rate", value=4.0)])[0].successful
         deadline = time.monotonic() + 15.0

@@ -25,7 +25,6 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
@@ -34,6 +33,7 @@ from clip_vla.core.framesync import Refusal
 from clip_vla.core.records import echo
 from clip_vla.core.types import NoAction, Reason
 from clip_vla.ros import conversions as conv
+from clip_vla.ros import qos
 from clip_vla.ros.vla_node.commands import Command
 from clip_vla.ros.vla_node.settings import NodeSettings
 
@@ -46,12 +46,6 @@ def option_number(text: str) -> Optional[int]:
     """N of "N", "option N" or "do option N" (any case), else None: the text is a command of its own."""
     match = OPTION.match(text)
     return int(match.group(1)) if match else None
-
-
-def suggestions_qos() -> QoSProfile:
-    """Reliable and transient-local: a console that starts later still gets the latest list."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class RoundFailed(Exception):
@@ -70,7 +64,6 @@ class SuggestionRounds:
     """Requests for rounds, the periodic schedule, the latest list and its publishers (under ``cond``)."""
 
     def __init__(self, node: Any, cond: threading.Condition, outputs: Any) -> None:
-        self._node = node
         self._cond = cond
         self._outputs = outputs
         self._requests: List[concurrent.futures.Future] = []
@@ -79,7 +72,7 @@ class SuggestionRounds:
         self._last_run = 0.0
         self._last_version: Optional[int] = None
         self._marker_count = 0
-        self._publisher = node.create_publisher(String, "~/suggestions", suggestions_qos())
+        self._publisher = node.create_publisher(String, "~/suggestions", qos.latched_qos())
 
     # ---- what the executor side asks
     def request(self) -> concurrent.futures.Future:
@@ -132,16 +125,15 @@ class SuggestionRounds:
         try:
             record = self._round(pipeline, state, settings, latest_frame)
         except RoundFailed as failed:
-            for future in requests:
-                future.set_exception(failed)
-            return
+            error = failed
         except Exception as exc:  # noqa: BLE001 - a round never kills the worker; its callers hear why
-            failed = RoundFailed(Reason.MODEL_ERROR.value, f"{type(exc).__name__}: {exc}")
+            error = RoundFailed(Reason.MODEL_ERROR.value, f"{type(exc).__name__}: {exc}")
+        else:
             for future in requests:
-                future.set_exception(failed)
+                future.set_result(record)
             return
         for future in requests:
-            future.set_result(record)
+            future.set_exception(error)
 
     def _round(self, pipeline: Any, state: str, settings: NodeSettings,
                latest_frame: Callable[[NodeSettings], Tuple[Any, Any, Any]]) -> Dict[str, Any]:

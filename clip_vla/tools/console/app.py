@@ -213,9 +213,8 @@ class ConsoleServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # the real port when 0 was asked for
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        if self._runner.addresses:  # the real port when 0 was asked for
+            self.port = int(self._runner.addresses[0][1])
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close every page's socket, stop serving and end the thread."""

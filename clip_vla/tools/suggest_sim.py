@@ -63,10 +63,8 @@ def evaluate_option_one(graph: Any, seeds: Sequence[int]) -> Dict[str, Any]:
             scenes.append({"seed": int(seed), "suggestion": None, "why": record.get("message") or record.get("status")})
             continue
         first = items[0]
+        # A reset to the same seed restores the same scene: the list computed above is still its list.
         chosen = _run(graph.driver, int(seed), "option 1", first)
-        if chosen["status"] == "unknown_option":  # the list must be the one just computed for this scene
-            chosen["reason"] = f"unexpected: {chosen['reason']}"
-        # The list stays the scene's: the reset restores the same scene, so "option 1" means the same command.
         typed = _run(graph.driver, int(seed), first["command"], first)
         scenes.append({"seed": int(seed), "suggestion": first["command"], "chosen": chosen, "typed": typed})
 

@@ -135,9 +135,12 @@ def test_a_round_labels_the_suggested_objects_on_the_markers(graph):
             arrays.append(msg)
             got.set()
 
+    before = graph.vla_node.count_subscribers(f"{graph.vla_node.get_fully_qualified_name()}/markers")
     sub = graph.driver_node.create_subscription(MarkerArray, "clip_vla/markers", on_markers, qos.output_qos())
     try:
-        time.sleep(0.3)  # discovery
+        deadline = time.monotonic() + 10.0  # discovery: the node's publisher must see this subscription
+        while (graph.vla_node.count_subscribers(sub.topic_name) <= before and time.monotonic() < deadline):
+            time.sleep(0.02)
         record = json.loads(call_suggest(graph).message)
         assert got.wait(10.0), "no suggestion markers"
     finally:
@@ -159,7 +162,7 @@ def test_suggest_rate_publishes_rounds_without_being_asked(graph):
                                                 qos.latched_qos())
     try:
         assert graph.vla_node.set_parameters([Parameter("suggest_rate", value=4.0)])[0].successful
-        deadline = time.monotonic() + 15.0
+        deadline = time.monotonic() + 30.0  # 4 Hz; generous for a loaded CI machine
         while len(set(rounds)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:

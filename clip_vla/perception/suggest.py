@@ -32,6 +32,7 @@ from clip_vla.core.config import ConfigError, SuggestSection, Vocabulary, invali
 from clip_vla.core.language import CommandError, InstructionParser
 from clip_vla.core.types import Detection, Frame
 from clip_vla.perception.localize import all_components
+from clip_vla.perception.timing import StageTimer
 
 # How a suggestion is said, per skill; a skill not listed is said with its first verb.
 DEFAULT_PHRASINGS: Dict[str, str] = {
@@ -389,11 +390,9 @@ class Suggester:
 
     def suggest(self, frame: Frame, camera_to_base: Optional[geometry.RigidTransform] = None) -> SuggestionList:
         """Ranked suggestions for one frame (``camera_to_base`` default: the pipeline's)."""
-        from clip_vla.pipeline import _Timer
-
         pipe = self.pipeline
         models, segmenter, perception = pipe.models, pipe.segmenter, pipe.config.perception
-        timer = _Timer(models.device)
+        timer = StageTimer(models.device)
         height, width = frame.rgb.shape[:2]
         k = len(self.candidates)
         image, features, logits = pipe.segment(frame.rgb, self.prompts, timer)

@@ -3,13 +3,15 @@
 The ros2/examples shape (init once, spin, ``ExternalShutdownException``, shutdown once), with
 our own signal handling: rclpy's handlers cannot interrupt a model load that is still running
 in ``configure``, ours can (they raise KeyboardInterrupt until the node spins), and once it
-spins they just ask the loop to stop, so the worker and the node are closed in order.
+spins they just ask the loop to stop, so the worker and the node are closed in order, and every
+command received gets its answer (``stopped`` for those that never ran) before the exit.
 """
 from __future__ import annotations
 
 import signal
 import threading
-from typing import Any, List, Optional
+import time
+from typing import Any, Callable, List, Optional
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -19,6 +21,8 @@ from clip_vla.ros.vla_node.diagnostics import Throttle
 from clip_vla.ros.vla_node.node import VlaNode
 
 MAX_EXECUTOR_FAILURES = 1000  # consecutive errors from spin_once before giving up (exit 1)
+LATE_COMMANDS_S = 0.2  # spinning at shutdown: commands already received by DDS are answered too
+ANSWERS_ACK_S = 1.0  # at most this long for the subscribers to acknowledge the last answers
 
 
 class _StopSignals:
@@ -44,11 +48,11 @@ class _StopSignals:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _spin(node: VlaNode, executor: SingleThreadedExecutor, stop: threading.Event) -> int:
-    """Spin until asked to stop; an executor error (e.g. a message rclpy cannot take) is logged, not fatal."""
+def _spin(node: VlaNode, executor: SingleThreadedExecutor, done: Callable[[], bool]) -> int:
+    """Spin until ``done()``; an executor error (e.g. a message rclpy cannot take) is logged, not fatal."""
     log = Throttle(node.get_logger())
     failures = 0
-    while not stop.is_set() and rclpy.ok():
+    while not done() and rclpy.ok():
         try:
             executor.spin_once(timeout_sec=0.1)
             failures = 0
@@ -60,6 +64,25 @@ def _spin(node: VlaNode, executor: SingleThreadedExecutor, stop: threading.Event
             if failures > MAX_EXECUTOR_FAILURES:
                 return 1
     return 0
+
+
+def _close(node: VlaNode, executor: SingleThreadedExecutor) -> None:
+    """Answer every command before the node goes: waiting ones, late ones, and see the answers leave.
+
+    ``node.close`` answers what is queued; spinning ``LATE_COMMANDS_S`` more takes the commands
+    that had arrived but were not yet taken (they are answered ``stopped`` at once); the reliable
+    ``~/status`` writer then gets up to ``ANSWERS_ACK_S`` to have them acknowledged.
+    """
+    node.close()
+    if not rclpy.ok():  # the context was shut down from outside: nothing can be published any more
+        return
+    deadline = time.monotonic() + LATE_COMMANDS_S
+    try:
+        _spin(node, executor, lambda: time.monotonic() >= deadline)
+    except ExternalShutdownException:
+        return
+    if not node.wait_answers_delivered(ANSWERS_ACK_S):
+        node.get_logger().warning(f"some ~/status answers were not acknowledged within {ANSWERS_ACK_S} s")
 
 
 def main(args: Optional[List[str]] = None) -> int:
@@ -77,13 +100,13 @@ def main(args: Optional[List[str]] = None) -> int:
             node.get_logger().error("autostart failed: staying up to report the error on ~/status and "
                                     "/diagnostics; fix the parameters and trigger configure again")
         signals.running = True
-        code = _spin(node, executor, signals.stop)
+        code = _spin(node, executor, signals.stop.is_set)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         signals.ignore()
         if node is not None:
-            node.close()
+            _close(node, executor)
             executor.remove_node(node)
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)

@@ -11,11 +11,14 @@ and ``[0.0]`` for an unset number list (geometry.intrinsics, geometry.camera_to_
 """
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from clip_vla.core.language import DEFAULT_MAX_LENGTH
-from clip_vla.core.config import UNSET_ARRAY, ClipVlaConfig, ConfigError, check_setting, invalid, settings
+from clip_vla.core.config import (UNSET_ARRAY, ClipVlaConfig, ConfigError, check_setting, flatten, invalid,
+                                  load_yaml_mapping, settings)
 
 MODES = ("on_command", "continuous")
 RELIABILITIES = ("best_effort", "reliable")
@@ -145,9 +148,23 @@ def descriptor(spec: ParamSpec):
     return d
 
 
-def declare_parameters(node: Any) -> Dict[str, Any]:
-    """Declare every parameter on ``node`` (overrides from --params-file/-p apply); returns the values."""
+def declare_parameters(node: Any, files: Sequence[ParamsFile] = ()) -> Dict[str, Any]:
+    """Declare every parameter on ``node`` (overrides from --params-file/-p apply); returns the values.
+
+    ``files`` (``read_params_files``) are checked first, so a bad value is one line, not
+    rclpy's traceback; names the node does not declare are logged as warnings.
+
+    Raises:
+        ConfigError: a file's value has the wrong type or is out of range.
+        rclpy.exceptions.ParameterException: the same for a ``-p`` override.
+    """
     specs = parameter_specs()
+
+    def known(name: str) -> bool:  # rclpy's own (use_sim_time, qos_overrides.*) are known too
+        return name in specs or node.has_parameter(name) or name.startswith("qos_overrides.")
+
+    for warning in check_params_files(files, node.get_fully_qualified_name(), known):
+        node.get_logger().warning(warning)
     node.declare_parameters("", [(name, spec.default, descriptor(spec)) for name, spec in specs.items()])
     return {name: node.get_parameter(name).value for name in specs}
 
@@ -162,22 +179,129 @@ def config_from_values(values: Mapping[str, Any], vocabulary=None) -> ClipVlaCon
                                    vocabulary=vocabulary)
 
 
+def ros_type(value: Any) -> str:
+    """The ROS parameter type rcl gives a YAML/Python value ("double", "integer[]", ...).
+
+    rclpy refuses a value of another type than the declared default's (``1`` for a double), so
+    this is checked before anything else.
+    """
+    if hasattr(value, "tolist"):  # array.array and numpy values from rclpy
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        kinds = {ros_type(v) for v in value}
+        return f"{kinds.pop()}[]" if len(kinds) == 1 else "a list of mixed types" if kinds else "an empty list"
+    return {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value), type(value).__name__)
+
+
+def expected(spec: ParamSpec) -> str:
+    """What a valid value of ``spec`` is, in words (the end of its error message)."""
+    if spec.core:
+        return settings()[spec.name].expected
+    if spec.choices:
+        return "one of: " + ", ".join(spec.choices)
+    if isinstance(spec.default, bool):
+        return "true or false"
+    noun = {int: "an integer", float: "a number"}.get(type(spec.default), "a string")
+    return f"{noun} in [{spec.range[0]}, {spec.range[1]}]" if spec.range else noun
+
+
 def validate_node_value(name: str, value: Any) -> Optional[str]:
     """Why ``value`` is not acceptable for parameter ``name`` alone (None when it is).
 
-    Core parameters are judged by the config schema (``ros2 param set`` gets its one-line
-    message), node parameters by their choices. Rules between core values need the whole set:
-    ``config_from_values``.
+    The one check of a single value, for ``ros2 param set`` and for parameter files: its ROS
+    type, then core parameters by the config schema, node parameters by their choices and range.
+    Rules between core values need the whole set: ``config_from_values``.
     """
     spec = parameter_specs().get(name)
     if spec is None:
         return None
+    declared, given = ros_type(spec.default), ros_type(value)
+    if given != declared:
+        hint = "; write 1.0, not 1" if (declared, given) in (("double", "integer"), ("double[]", "integer[]")) else ""
+        return str(invalid(name, value, f"{expected(spec)} (ROS type {declared}, not {given}{hint})"))
     if spec.core:
         try:
             check_setting(name, value)
         except ConfigError as exc:
             return str(exc)
         return None
-    if spec.choices and str(value) not in spec.choices:
-        return str(invalid(name, value, "one of: " + ", ".join(spec.choices)))
+    out_of_range = spec.range is not None and not spec.range[0] <= value <= spec.range[1]
+    if (spec.choices and str(value) not in spec.choices) or out_of_range:
+        return str(invalid(name, value, expected(spec)))
     return None
+
+
+# --------------------------------------------------------------------------- parameter files
+# rcl reads ``--params-file`` itself: a YAML error ends rclpy.init, a wrong type or range ends
+# declare_parameters, each with a traceback, and a misspelled name is ignored. The node reads
+# the same files first to say what is wrong in one line, and which names it does not know.
+
+@dataclass(frozen=True)
+class ParamsFile:
+    """One ``--params-file``: its path and its top level (node name patterns -> ``ros__parameters``)."""
+
+    path: str
+    data: Mapping[str, Any]
+
+
+def params_file_paths(argv: Sequence[str]) -> List[str]:
+    """The ``--params-file`` paths in ``argv``'s ``--ros-args`` sections (ended by ``--``), in order."""
+    paths: List[str] = []
+    inside = False
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--ros-args", "--"):
+            inside = arg == "--ros-args"
+        elif inside and arg == "--params-file":
+            path = next(args, None)
+            if path is not None:
+                paths.append(path)
+    return paths
+
+
+def read_params_files(argv: Sequence[str]) -> List[ParamsFile]:
+    """Every ``--params-file`` of ``argv``, parsed (before rclpy.init, which would fail with a traceback).
+
+    Raises:
+        ConfigError: a file cannot be read, is not valid YAML, or its top level is not a mapping
+            (the message names the file, and the line of a syntax error).
+    """
+    return [ParamsFile(path, load_yaml_mapping(path, "parameter file")) for path in params_file_paths(argv)]
+
+
+def node_name_matches(pattern: str, fqn: str) -> bool:
+    """Whether a parameter file's node key applies to the node ``fqn`` (rcl's rules).
+
+    ``/**`` stands for any namespaces, ``*`` for one name; a key without a leading ``/`` is absolute.
+    """
+    tokens = str(pattern).strip("/").split("/")
+    regex = "".join("(/[^/]+)*" if t == "**" else "/[^/]+" if t == "*" else "/" + re.escape(t) for t in tokens)
+    return re.fullmatch(regex, fqn) is not None
+
+
+def check_params_files(files: Sequence[ParamsFile], fqn: str, declared: Callable[[str], bool]) -> List[str]:
+    """Check every value the files give the node ``fqn``; returns a warning per name it does not declare.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range, or a node block that is not a
+            ``ros__parameters`` mapping; one line naming the file, the parameter and what was expected.
+    """
+    warnings: List[str] = []
+    names = declared_parameter_names()
+    for f in files:
+        for pattern, block in f.data.items():
+            if not node_name_matches(pattern, fqn):
+                continue
+            values = block.get("ros__parameters") if isinstance(block, Mapping) else None
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{pattern}: expected a mapping with a 'ros__parameters' mapping", source=f.path)
+            for name, value in flatten(values).items():
+                if not declared(name):
+                    close = difflib.get_close_matches(name, names, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    warnings.append(f"{f.path}: '{name}' is not a parameter of {fqn}: ignored{hint}")
+                    continue
+                why = validate_node_value(name, value)
+                if why:
+                    raise ConfigError(why, source=f.path)
+    return warnings

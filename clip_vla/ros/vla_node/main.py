@@ -8,18 +8,25 @@ command received gets its answer (``stopped`` for those that never ran) before t
 """
 from __future__ import annotations
 
+import re
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, List, Optional
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from clip_vla.core.config import ConfigError
+from clip_vla.ros import params
 from clip_vla.ros.vla_node.diagnostics import Throttle
 from clip_vla.ros.vla_node.node import VlaNode
 
+USAGE_ERROR = 2  # exit code of an invalid parameter or parameter file, as argparse's
 MAX_EXECUTOR_FAILURES = 1000  # consecutive errors from spin_once before giving up (exit 1)
 LATE_COMMANDS_S = 0.2  # spinning at shutdown: commands already received by DDS are answered too
 ANSWERS_ACK_S = 1.0  # at most this long for the subscribers to acknowledge the last answers
@@ -85,16 +92,35 @@ def _close(node: VlaNode, executor: SingleThreadedExecutor) -> None:
         node.get_logger().warning(f"some ~/status answers were not acknowledged within {ANSWERS_ACK_S} s")
 
 
+def _parameter_error(error: Exception) -> int:
+    """Say what is wrong with a parameter in one line on stderr; the exit code of a usage error (2)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, RCLError):  # rcl's messages end with "at /project/src/...c:415" locations
+        text = re.sub(r",? at \S+\.c:\d+", "", text)
+    print(f"vla_node: error: {text}", file=sys.stderr)
+    return USAGE_ERROR
+
+
 def main(args: Optional[List[str]] = None) -> int:
-    """Entry point of the ``vla_node`` console script and ``python -m clip_vla.ros.vla_node``."""
+    """Entry point of the ``vla_node`` console script and ``python -m clip_vla.ros.vla_node``.
+
+    Exits 2 with one line on stderr when a parameter (file) is invalid, 0 after a signal.
+    """
     signals = _StopSignals()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        files = params.read_params_files(sys.argv if args is None else args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except (ConfigError, RCLError) as exc:
+        return _parameter_error(exc)
     signals.install()
     node: Optional[VlaNode] = None
     executor = SingleThreadedExecutor()
     code = 0
     try:
-        node = VlaNode()
+        try:
+            node = VlaNode(params_files=files)
+        except (ConfigError, ParameterException, RCLError) as exc:
+            return _parameter_error(exc)
         executor.add_node(node)
         if node.autostart and not node.start():
             node.get_logger().error("autostart failed: staying up to report the error on ~/status and "

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
@@ -56,12 +56,17 @@ WARM_UP_SIZE = (640, 480)  # the first real frame's shape is unknown: warm up on
 class VlaNode(LifecycleNode):
     """The clip_vla perception node (see the module docstring)."""
 
-    def __init__(self, node_name: str = NODE_NAME,
-                 pipeline_factory: Optional[Callable[[Any], Any]] = None, **kwargs: Any) -> None:
-        """``pipeline_factory(config)`` replaces ``VLAPipeline(config)`` (the simulator's oracle uses it)."""
+    def __init__(self, node_name: str = NODE_NAME, pipeline_factory: Optional[Callable[[Any], Any]] = None,
+                 params_files: Sequence[params.ParamsFile] = (), **kwargs: Any) -> None:
+        """``pipeline_factory(config)`` replaces ``VLAPipeline(config)`` (the simulator's oracle uses it);
+        ``params_files``: the ``--params-file`` contents, checked before rclpy applies them.
+
+        Raises:
+            ConfigError, rclpy.exceptions.ParameterException: an invalid parameter value.
+        """
         super().__init__(node_name, **kwargs)
         self._pipeline_factory = pipeline_factory
-        self._settings = NodeSettings.from_values(params.declare_parameters(self))  # replaced whole, never mutated
+        self._settings = NodeSettings.from_values(params.declare_parameters(self, params_files))  # replaced whole
         self._cond = threading.Condition(threading.RLock())  # guards the parts' state; wakes the worker
         self._stats = Stats()
         self._log = Throttle(self.get_logger())

@@ -59,10 +59,10 @@ NODE_PARAMETERS: Tuple[ParamSpec, ...] = (
     ParamSpec("max_rate", 5.0, "Hz: most goal updates per second in continuous mode", (0.01, 1000.0), core=False),
     ParamSpec("sync_tolerance", 0.05, "seconds: depth and camera_info are paired with a colour frame only when "
               "their stamps are this close", (0.0, 10.0), core=False),
-    ParamSpec("max_camera_info_age", MAX_CAMERA_INFO_AGE, "seconds: without a camera_info of the frame's stamp, the latest one "
-              "of its size stands in for it only if it arrived at most this long before the frame (a stopped "
-              "camera_info stream may describe another calibration); 0: no bound, for a camera_info published "
-              "once", (0.0, 1e6), core=False),
+    ParamSpec("max_camera_info_age", MAX_CAMERA_INFO_AGE, "seconds: without a camera_info of the frame's stamp, "
+              "the latest one of its size stands in for it only if it arrived at most this long before the frame "
+              "(a stopped camera_info stream may describe another calibration); 0: no bound, for a camera_info "
+              "published once", (0.0, 1e6), core=False),
     ParamSpec("depth_registered", False, "depth is registered to the colour camera: depth at another resolution "
               "is resized to it; when false such depth is refused (bad_input)", core=False),
     ParamSpec("image_reliability", "best_effort", "reliability of the image/depth/camera_info subscriptions "

@@ -56,3 +56,11 @@ def test_commands_waiting_at_shutdown_are_answered_stopped(tiny_models, open_voc
     finally:
         c.close()
         proc.stop()
+
+
+@pytest.mark.parametrize("state", ["shuttingdown", "finalized"])
+def test_a_command_arriving_during_shutdown_is_answered_stopped_at_once(state):
+    from clip_vla.ros.vla_node.commands import quick_refusal
+
+    answer = quick_refusal("pick up the red cup", state, None, 100)
+    assert answer.reason.value == "stopped" and answer.message == "node shutting down"

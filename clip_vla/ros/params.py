@@ -156,19 +156,22 @@ def descriptor(spec: ParamSpec):
 def declare_parameters(node: Any, files: Sequence[ParamsFile] = ()) -> Dict[str, Any]:
     """Declare every parameter on ``node`` (overrides from --params-file/-p apply); returns the values.
 
-    ``files`` (``read_params_files``) are checked first, so a bad value is one line, not
-    rclpy's traceback; names the node does not declare are logged as warnings.
+    The overrides are checked first (``check_overrides``; ``files``: ``read_params_files``), so
+    a bad value is one line, not rclpy's traceback; names the node does not declare are logged
+    as warnings.
 
     Raises:
-        ConfigError: a file's value has the wrong type or is out of range.
-        rclpy.exceptions.ParameterException: the same for a ``-p`` override.
+        ConfigError: an override (file or ``-p``) has the wrong type or is out of range.
     """
     specs = parameter_specs()
 
     def known(name: str) -> bool:  # rclpy's own (use_sim_time, qos_overrides.*) are known too
         return name in specs or node.has_parameter(name) or name.startswith("qos_overrides.")
 
-    for warning in check_params_files(files, node.get_fully_qualified_name(), known):
+    # rclpy keeps what rcl parsed for this node (files and -p, node-name wildcards applied) here,
+    # under this name since Foxy; it has no public accessor before declaring.
+    overrides = {name: p.value for name, p in getattr(node, "_parameter_overrides", {}).items()}
+    for warning in check_overrides(overrides, files, node.get_fully_qualified_name(), known):
         node.get_logger().warning(warning)
     node.declare_parameters("", [(name, spec.default, descriptor(spec)) for name, spec in specs.items()])
     return {name: node.get_parameter(name).value for name in specs}
@@ -239,14 +242,36 @@ def validate_node_value(name: str, value: Any) -> Optional[str]:
 # --------------------------------------------------------------------------- parameter files
 # rcl reads ``--params-file`` itself: a YAML error ends rclpy.init, a wrong type or range ends
 # declare_parameters, each with a traceback, and a misspelled name is ignored. The node reads
-# the same files first to say what is wrong in one line, and which names it does not know.
+# the files first (YAML errors in one line), then checks what rcl parsed before declaring.
 
 @dataclass(frozen=True)
 class ParamsFile:
-    """One ``--params-file``: its path and its top level (node name patterns -> ``ros__parameters``)."""
+    """One ``--params-file``: its path and its ``ros__parameters`` blocks by node name pattern."""
 
     path: str
-    data: Mapping[str, Any]
+    blocks: Mapping[str, Mapping[str, Any]]  # "/**/clip_vla" -> {"max_rate": 5.0, "perception.x": ...}
+
+
+def node_blocks(tree: Mapping[str, Any], path: str, prefix: str = "") -> Dict[str, Dict[str, Any]]:
+    """The ``ros__parameters`` blocks of a parameter file's top level, by node name pattern, flattened.
+
+    Node names may nest (``robot: {clip_vla: {ros__parameters: ...}}`` is ``/robot/clip_vla``).
+
+    Raises:
+        ConfigError: a value where rcl expects a node name or ``ros__parameters`` (rcl's own
+            error would end rclpy.init with a traceback); the message names the file.
+    """
+    blocks: Dict[str, Dict[str, Any]] = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{str(key).strip('/')}" if prefix else str(key)
+        if not isinstance(value, Mapping):
+            what = "a mapping of parameters" if key == "ros__parameters" else "a node name mapping to 'ros__parameters'"
+            raise ConfigError(f"{name}: expected {what}, got {value!r}", source=path)
+        if key == "ros__parameters":
+            blocks[prefix or "/"] = flatten(value)
+        else:
+            blocks.update(node_blocks(value, path, name))
+    return blocks
 
 
 def params_file_paths(argv: Sequence[str]) -> List[str]:
@@ -268,10 +293,11 @@ def read_params_files(argv: Sequence[str]) -> List[ParamsFile]:
     """Every ``--params-file`` of ``argv``, parsed (before rclpy.init, which would fail with a traceback).
 
     Raises:
-        ConfigError: a file cannot be read, is not valid YAML, or its top level is not a mapping
-            (the message names the file, and the line of a syntax error).
+        ConfigError: a file cannot be read, is not valid YAML, or is not node names over
+            ``ros__parameters`` mappings (the message names the file, and the line of a syntax error).
     """
-    return [ParamsFile(path, load_yaml_mapping(path, "parameter file")) for path in params_file_paths(argv)]
+    return [ParamsFile(path, node_blocks(load_yaml_mapping(path, "parameter file"), path))
+            for path in params_file_paths(argv)]
 
 
 def node_name_matches(pattern: str, fqn: str) -> bool:
@@ -284,29 +310,41 @@ def node_name_matches(pattern: str, fqn: str) -> bool:
     return re.fullmatch(regex, fqn) is not None
 
 
-def check_params_files(files: Sequence[ParamsFile], fqn: str, declared: Callable[[str], bool]) -> List[str]:
-    """Check every value the files give the node ``fqn``; returns a warning per name it does not declare.
+OVERRIDE = "--ros-args -p"  # the source named for a value that no parameter file gives
+
+
+def override_source(name: str, files: Sequence[ParamsFile], fqn: str) -> str:
+    """Where the node ``fqn``'s value of ``name`` came from: the last file that gives it (rcl applies
+    files in order, ``-p`` last), else ``OVERRIDE``."""
+    source = OVERRIDE
+    for f in files:
+        if any(name in values and node_name_matches(pattern, fqn) for pattern, values in f.blocks.items()):
+            source = f.path
+    return source
+
+
+def check_overrides(overrides: Mapping[str, Any], files: Sequence[ParamsFile], fqn: str,
+                    declared: Callable[[str], bool]) -> List[str]:
+    """Check the values rcl parsed for the node ``fqn`` (``overrides``, from ``files`` and ``-p``).
+
+    rcl's own parse is judged, not PyYAML's (they differ: ``1e-3`` is a double to rcl, a string
+    to PyYAML); ``files`` only say where a value came from. Returns a warning per name the node
+    does not declare, with the closest declared name.
 
     Raises:
-        ConfigError: a value of the wrong type or out of range, or a node block that is not a
-            ``ros__parameters`` mapping; one line naming the file, the parameter and what was expected.
+        ConfigError: a value of the wrong type or out of range; one line naming its file (or
+            ``-p``), the parameter and what was expected.
     """
     warnings: List[str] = []
     names = declared_parameter_names()
-    for f in files:
-        for pattern, block in f.data.items():
-            if not node_name_matches(pattern, fqn):
-                continue
-            values = block.get("ros__parameters") if isinstance(block, Mapping) else None
-            if not isinstance(values, Mapping):
-                raise ConfigError(f"{pattern}: expected a mapping with a 'ros__parameters' mapping", source=f.path)
-            for name, value in flatten(values).items():
-                if not declared(name):
-                    close = difflib.get_close_matches(name, names, n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    warnings.append(f"{f.path}: '{name}' is not a parameter of {fqn}: ignored{hint}")
-                    continue
-                why = validate_node_value(name, value)
-                if why:
-                    raise ConfigError(why, source=f.path)
+    for name, value in overrides.items():
+        if not declared(name):
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            warnings.append(f"{override_source(name, files, fqn)}: '{name}' is not a parameter of {fqn}: "
+                            f"ignored{hint}")
+            continue
+        why = validate_node_value(name, value)
+        if why:
+            raise ConfigError(why, source=override_source(name, files, fqn))
     return warnings

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from clip_vla.core.config import ConfigError  # noqa: E402
+from clip_vla.core.config import ConfigError, default_config_path  # noqa: E402
 from clip_vla.ros import params  # noqa: E402
 from clip_vla.testing.harness import NodeProcess, node_executable, unique_domain_id  # noqa: E402
 
@@ -43,8 +43,10 @@ def run_node(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
      "invalid YAML at line 4, column 1"),
     ("- /**\n- clip_vla\n",
      "expected a mapping (key: value) at the top level of the parameter file, got a list"),
+    ("/**:\n  max_rate: 1.0\n",
+     "/**/max_rate: expected a node name mapping to 'ros__parameters', got 1.0"),
 ], ids=["wrong_type", "integer_for_double", "out_of_range", "int_out_of_range", "bad_choice", "bad_yaml",
-        "list_top_level"])
+        "list_top_level", "no_ros_parameters"])
 def test_a_bad_parameter_file_is_one_line_and_exit_2(tmp_path, text, line):
     result = run_node(tmp_path, text)
     assert result.returncode == 2, result.stderr[-2000:]
@@ -60,13 +62,14 @@ def test_a_bad_override_is_one_line_and_exit_2():
                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
-        "vla_node: error: Trying to set parameter 'max_rate' to 'fast' of type 'STRING', expecting type 'DOUBLE': "
-        "max_rate"]
+        "vla_node: error: --ros-args -p: max_rate: expected a number in [0.01, 1000.0] (ROS type double, not string), "
+        "got 'fast'"]
 
 
 def test_a_misspelled_name_warns_with_the_close_match_and_the_node_starts(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("/**:\n  ros__parameters:\n    max_frame_agee: 2.0\n    use_sim_time: false\n"
+                    "    tf_timeout: 1e-2\n"  # a double to rcl (a string to PyYAML): accepted
                     "    perception:\n      mask_treshold: 0.3\n"
                     "other_node:\n  ros__parameters:\n    whatever: 1\n")
     proc = NodeProcess({"autostart": False}, params_file=str(path), domain_id=unique_domain_id(42)).start()
@@ -105,19 +108,26 @@ def test_node_keys_match_as_rcl_matches_them(pattern, fqn, applies):
     assert params.node_name_matches(pattern, fqn) is applies
 
 
-def test_the_shipped_parameter_file_is_valid_and_fully_declared():
-    files = params.read_params_files(["--ros-args", "--params-file", str(params_default_file())])
+def test_the_shipped_parameter_file_gives_declared_names_only():
+    (shipped,) = params.read_params_files(["--ros-args", "--params-file", str(default_config_path())])
     names = set(params.declared_parameter_names())
-    assert params.check_params_files(files, "/robot/clip_vla", names.__contains__) == []
+    assert set(shipped.blocks) == {"/**/clip_vla"} and set(shipped.blocks["/**/clip_vla"]) <= names
 
 
-def test_a_block_without_ros_parameters_is_refused(tmp_path):
-    files = [params.ParamsFile(str(tmp_path / "p.yaml"), {"/**": {"max_rate": 1.0}})]
-    with pytest.raises(ConfigError, match="'ros__parameters' mapping"):
-        params.check_params_files(files, "/clip_vla", lambda name: True)
+def test_nested_node_names_and_where_a_value_came_from(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("robot:\n  clip_vla:\n    ros__parameters:\n      max_rate: 2.0\n      mode: on_command\n")
+    second.write_text("/**:\n  ros__parameters:\n    max_rate: 3.0\n")
+    files = params.read_params_files(["--ros-args", "--params-file", str(first), "--params-file", str(second)])
+    assert files[0].blocks == {"robot/clip_vla": {"max_rate": 2.0, "mode": "on_command"}}
+    assert params.override_source("max_rate", files, "/robot/clip_vla") == str(second)  # the last file wins
+    assert params.override_source("mode", files, "/robot/clip_vla") == str(first)
+    assert params.override_source("mode", files, "/other/clip_vla") == params.OVERRIDE
 
 
-def params_default_file() -> Path:
-    from clip_vla.core.config import default_config_path
-
-    return default_config_path()
+def test_overrides_are_checked_as_rcl_parsed_them():
+    declared = set(params.declared_parameter_names()).__contains__
+    assert params.check_overrides({"tf_timeout": 0.01, "max_rat": 1.0}, [], "/clip_vla", declared) == [
+        "--ros-args -p: 'max_rat' is not a parameter of /clip_vla: ignored (did you mean 'max_rate'?)"]
+    with pytest.raises(ConfigError, match=r"^--ros-args -p: max_rate: expected a number"):
+        params.check_overrides({"max_rate": 5}, [], "/clip_vla", declared)

@@ -6,6 +6,9 @@
           ──► camera-to-base transform ──► (x, y, z), theta ──► workspace/confidence checks
           ──► RT-2 tokens
 
+A named verb decides the skill unless CLIP's skill probabilities contradict it by more than
+``perception.skill_veto_margin`` (``skill_scorer.contradiction``): that answer is low_confidence.
+
 The safety envelope lives here, not in the node: a goal outside the workspace or under the
 confidence threshold is never returned as an ``ActionGoal``; it becomes a ``NoAction``.
 """
@@ -26,7 +29,7 @@ from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
 from clip_vla.perception.timing import StageTimer
 from clip_vla.perception.segmenter import Segmenter
-from clip_vla.perception.skill_scorer import SkillScorer
+from clip_vla.perception.skill_scorer import SkillScorer, contradiction
 from clip_vla.core.tokenizer import Action, ActionTokenizer
 from clip_vla.core.records import echo
 from clip_vla.core.types import GOAL_PUBLISHED, ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
@@ -200,6 +203,10 @@ class VLAPipeline:
                 return self._no(prepared, frame, Reason.LOW_CONFIDENCE,
                                 f"skill '{skill.name}' has probability {best:.2f} < "
                                 f"{perception.min_skill_probability:.2f}", skill_probabilities=skill_probs)
+        elif prepared.parsed.skill_source == "verb":  # a spoken verb CLIP strongly disagrees with is not executed
+            veto = contradiction(skill_probs, skill.name, perception.skill_veto_margin)
+            if veto is not None:
+                return self._no(prepared, frame, Reason.LOW_CONFIDENCE, veto.message, skill_probabilities=skill_probs)
         role = "destination" if skill.needs_destination else "object"
         target = detections[role]
         timings = timer.ms

@@ -51,6 +51,8 @@ DEPTH_FALLBACKS: Tuple[str, ...] = ("refuse", "table_plane")
 # Names clip_vla.perception.loading.resolve_dtype understands.
 DTYPES: Tuple[str, ...] = ("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# perception.skill_veto_margin that turns the veto off: a spoken verb then always wins over CLIP.
+SKILL_VETO_OFF = 0.0
 # ROS parameters cannot be empty arrays: a number list of just [0.0] means "not set".
 UNSET_ARRAY: List[float] = [0.0]
 UNSET_STRINGS: List[str] = [""]  # the same for a string list
@@ -411,6 +413,10 @@ class PerceptionConfig(Validated):
                                           "pixel)", choices=INSTANCE_SCORES)
     min_skill_probability: float = setting(0.5, "a skill guessed by CLIP (no verb) needs this probability",
                                            range=(0.0, 1.0))
+    skill_veto_margin: float = setting(
+        16.0, "a named verb is refused (low_confidence) when CLIP's top skill beats it by more than "
+        "this many nats of log-probability, ln p(top) - ln p(named); 0 = off (the verb always wins)",
+        range=(0.0, 100.0))
     skill_temperature: float = setting(0.01, "softmax temperature over cosine similarities", range=(1e-6, 100.0))
     text_weight: float = setting(0.7, "weight of instruction-to-skill-text similarity", range=(0.0, 1.0))
     image_weight: float = setting(0.3, "weight of image-to-skill-prompt similarity", range=(0.0, 1.0))
@@ -567,6 +573,52 @@ class SuggestSection(Validated):
         if bool(self.colours) != bool(self.shapes):
             raise invalid("suggest.colours", self.colours, "colours together with suggest.shapes (names are "
                           "'<colour> <shape>')")
+METRES = (1e-6, 10.0)  # a positive length in metres (verifier thresholds)
+
+
+@dataclass
+class VerifyConfig(Validated):
+    """Thresholds of the step verifier and of the pre-execution refusal (``clip_vla.perception.verify``).
+
+    Metres in the base frame, heights above ``geometry.table_height``. The rival thresholds were
+    chosen on validation seeds (pick 9100-9149, place 9100-9122, push 9100-9129: ``clip-vla
+    verify-eval --seeds ... --save DIR`` then ``--reverify DIR``) to catch at least 90% of failed
+    steps with the fewest flags; see README "Verification". The others are the simulator's own
+    success thresholds or physical sizes.
+    """
+
+    SECTION: ClassVar[str] = "verify"
+
+    min_lift_m: float = setting(0.04, "pick: an object point this much above where it rested is raised",
+                                range=METRES)
+    min_push_m: float = setting(0.03, "push/pull: displacement along theta that counts as moved (the simulator's "
+                                "success threshold)", range=METRES)
+    rest_radius_m: float = setting(0.03, "an object point this close (xy) to where it rested has not left it",
+                                   range=METRES)
+    match_radius_m: float = setting(0.02, "an after point this close to a before point is the same, unmoved thing",
+                                    range=METRES)
+    rival_min_area_fraction: float = setting(0.4, "wrong_object: a rival component has at least this fraction of "
+                                             "the acted-on component's area", range=(1e-6, 1.0))
+    rival_logit_margin: float = setting(0.1, "wrong_object: ... and a mean logit at least the acted-on one's plus "
+                                        "this (may be negative)", range=(-100.0, 100.0))
+    max_rest_height_m: float = setting(0.10, "place: an object centre this high above the table is still held",
+                                       range=METRES)
+    beside_margin_m: float = setting(0.05, "place: outside the destination's footprint by less than this is "
+                                     "'beside' it", range=METRES)
+    footprint_tolerance_m: float = setting(0.01, "place: the object's point may lie this far outside the "
+                                           "footprint", range=(0.0, 10.0))
+    ray_max_miss_m: float = setting(0.04, "no depth, pick: the centroid's ray must pass this close above the rest "
+                                    "point", range=METRES)
+    no_depth_confidence: float = setting(0.6, "confidence factor of every verdict made without depth",
+                                         range=(1e-6, 1.0))
+    confidence_scale_m: float = setting(0.03, "a margin this large past a threshold gives full confidence",
+                                        range=METRES)
+    max_target_height_m: float = setting(0.12, "refusal: pick/push/pull/point_at goals higher above the table are "
+                                         "implausible", range=METRES)
+    max_destination_height_m: float = setting(0.10, "refusal: a place destination higher above the table is "
+                                              "implausible", range=METRES)
+    gripper_radius_m: float = setting(0.06, "refusal: a place destination this close to the held object is on the "
+                                      "gripper", range=METRES)
 
 
 SECTIONS: Dict[str, Type[Validated]] = {
@@ -576,6 +628,7 @@ SECTIONS: Dict[str, Type[Validated]] = {
     "workspace": WorkspaceConfig,
     "motion": MotionConfig,
     "suggest": SuggestSection,
+    "verify": VerifyConfig,
 }
 
 
@@ -587,6 +640,7 @@ class ClipVlaConfig(Validated):
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     suggest: SuggestSection = field(default_factory=SuggestSection)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     vocabulary_file: str = setting("", "skills/objects vocabulary YAML; empty: the package's config/vocabulary.yaml")
     base_frame: str = setting("base_link", "robot base frame: workspace bounds and tokens are expressed in it")
     vocabulary: Optional[Vocabulary] = None

@@ -6,16 +6,77 @@ instruction text <-> skill prompts (weight ``text_weight``) and scene image <-> 
 (weight ``image_weight``); a softmax with temperature turns scores into probabilities.
 All prompt embeddings are cached: per frame only the image embedding is new, computed by
 ``VisionTower`` (the lean forward of clip_vla.perception.segmenter) over CLIP's own vision modules.
+
+When the command names a verb the parser's skill is executed, but CLIP still has a say:
+``contradiction`` is the veto rule the pipeline applies (``perception.skill_veto_margin``),
+so "open the cup" can be refused when CLIP finds no 'open' in what it hears and sees.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional
 
-from clip_vla.core.config import PerceptionConfig, Vocabulary
+from clip_vla.core.config import SKILL_VETO_OFF, PerceptionConfig, Vocabulary
 from clip_vla.perception.loading import LoadedModels
 from clip_vla.perception.segmenter import VisionTower
 from clip_vla.perception.text_cache import TextEmbeddingCache
+
+# Probabilities are floored here before their logarithm: at skill_temperature 0.01 a losing skill's
+# probability underflows to 0.0, and its log-odds gap is then read as ln(1 / 1e-9) ~ 20.7 nats.
+PROBABILITY_FLOOR = 1e-9
+
+
+@dataclass(frozen=True)
+class SkillContradiction:
+    """CLIP's top skill beats the skill the command named by more than the configured margin."""
+
+    named: str
+    top: str
+    named_probability: float
+    top_probability: float
+    gap_nats: float  # ln p(top) - ln p(named), probabilities floored at PROBABILITY_FLOOR
+    margin_nats: float
+
+    @property
+    def message(self) -> str:
+        return (f"CLIP contradicts the named skill '{self.named}': '{self.top}' has probability "
+                f"{self.top_probability:.2f}, '{self.named}' {self.named_probability:.2g} "
+                f"(ln ratio {self.gap_nats:.1f} > skill_veto_margin {self.margin_nats:.1f})")
+
+
+def log_odds_gap(probabilities: Mapping[str, float], named: str) -> float:
+    """ln p(top) - ln p(named) over ``probabilities`` (0 when ``named`` is CLIP's top skill).
+
+    Why log-odds, not a difference of probabilities: at the low softmax temperature CLIP's
+    probabilities sit at 0 or 1, where a difference cannot tell "far behind" from "hopeless".
+    A skill missing from ``probabilities`` has probability 0.
+    """
+    if not probabilities:
+        return 0.0
+    top = max(probabilities.values())
+    named_p = probabilities.get(named, 0.0)
+    return math.log(max(top, PROBABILITY_FLOOR)) - math.log(max(named_p, PROBABILITY_FLOOR))
+
+
+def vetoed(gap_nats: float, margin_nats: float) -> bool:
+    """The veto rule on a log-odds gap: it fires when the gap exceeds a margin that is not ``SKILL_VETO_OFF``."""
+    return margin_nats > SKILL_VETO_OFF and gap_nats > margin_nats
+
+
+def contradiction(probabilities: Mapping[str, float], named: str, margin_nats: float) -> Optional[SkillContradiction]:
+    """The veto rule: CLIP's evidence contradicts ``named`` when ``log_odds_gap > margin_nats``.
+
+    ``margin_nats`` 0 (``SKILL_VETO_OFF``) or no probabilities (an oracle without skill scores):
+    never a contradiction, the spoken verb wins as before.
+    """
+    gap = log_odds_gap(probabilities, named)
+    if not probabilities or not vetoed(gap, margin_nats):
+        return None
+    top = max(probabilities, key=lambda k: probabilities[k])
+    return SkillContradiction(named, top, float(probabilities.get(named, 0.0)), float(probabilities[top]),
+                              gap, float(margin_nats))
 
 
 class SkillScorer:

@@ -59,7 +59,7 @@ import cv2
 import numpy as np
 
 from clip_vla.core import geometry
-from clip_vla.core.config import GeometryConfig
+from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
 from clip_vla.core.types import Detection, Frame, Intrinsics
 from clip_vla.perception.localize import all_components, detection_from_mask, target_mask
 
@@ -146,49 +146,6 @@ Perceive = Callable[[Frame, Sequence[str]], Dict[str, List[Component]]]
 MASK_LOGIT = 10.0  # the mean logit given to a known binary mask (ground truth): probability ~1
 
 
-@dataclass(frozen=True)
-class VerifyConfig:
-    """Thresholds of the verifier and of the pre-execution refusal (metres, base frame, table = 0 height).
-
-    The rival thresholds were chosen on validation seeds (pick 9100-9149, place 9100-9122, push
-    9100-9129: ``clip-vla verify-eval --seeds ... --save DIR`` then ``--reverify DIR``) to catch
-    at least 90% of failed steps with the fewest flags; see README "Verification". The others
-    are the simulator's own success thresholds or physical sizes.
-    """
-
-    min_lift_m: float = 0.04  # pick: an object point this much above where it rested is raised
-    min_push_m: float = 0.03  # push/pull: displacement along theta (the simulator's success threshold)
-    rest_radius_m: float = 0.03  # an object point this close (xy) to where it rested has not left it
-    match_radius_m: float = 0.02  # an after point this close to a before point is the same, unmoved thing
-    rival_min_area_fraction: float = 0.4  # a rival component has at least this fraction of the acted-on area
-    rival_logit_margin: float = 0.1  # ... and a mean logit >= the acted-on one's + this (may be < 0)
-    max_rest_height_m: float = 0.10  # place: an object's centre this high above the table is still held
-    beside_margin_m: float = 0.05  # place: outside the footprint by less than this is "beside" it
-    footprint_tolerance_m: float = 0.01  # place: the object's point may lie this far outside the footprint
-    ray_max_miss_m: float = 0.04  # no depth, pick: the ray must pass this close above the rest point
-    no_depth_confidence: float = 0.6  # confidence factor of every verdict made without depth
-    confidence_scale_m: float = 0.03  # a margin this large past a threshold gives full confidence
-    max_target_height_m: float = 0.12  # refusal: pick/push/pull/point_at goals above this are implausible
-    max_destination_height_m: float = 0.10  # refusal: a place destination above this is implausible
-    gripper_radius_m: float = 0.06  # refusal: a destination this close to the held object is on the gripper
-
-    def __post_init__(self) -> None:
-        for name in ("min_lift_m", "min_push_m", "rest_radius_m", "match_radius_m", "max_rest_height_m",
-                     "beside_margin_m", "ray_max_miss_m", "confidence_scale_m", "max_target_height_m",
-                     "max_destination_height_m", "gripper_radius_m"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"verify.{name} must be a positive number of metres, got {value!r}")
-        if not (math.isfinite(self.footprint_tolerance_m) and self.footprint_tolerance_m >= 0):
-            raise ValueError(f"verify.footprint_tolerance_m must be >= 0, got {self.footprint_tolerance_m!r}")
-        if not math.isfinite(self.rival_logit_margin):
-            raise ValueError(f"verify.rival_logit_margin must be finite, got {self.rival_logit_margin!r}")
-        for name in ("no_depth_confidence", "rival_min_area_fraction"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
-                raise ValueError(f"verify.{name} must be in (0, 1], got {value!r}")
-
-
 @dataclass
 class Verdict:
     """The outcome of one step as perception sees it; ``reason`` is a stable string (see REASONS)."""
@@ -224,7 +181,7 @@ class GoalRefusal:
 # --------------------------------------------------------------------------- refusal before execution
 def refuse_implausible_goal(goal_xyz_base: Sequence[float], skill: str, *, table_height: float = 0.0,
                             held_xyz_base: Optional[Sequence[float]] = None,
-                            config: VerifyConfig = VerifyConfig()) -> Optional[GoalRefusal]:
+                            config: Optional[VerifyConfig] = None) -> Optional[GoalRefusal]:
     """A refusal for a goal no resting object could be at, else None.
 
     Why: with the compact models a third of the failed places put "the bowl" on the gripper
@@ -232,9 +189,12 @@ def refuse_implausible_goal(goal_xyz_base: Sequence[float], skill: str, *, table
     where the held object was seen (``ActionGoal.object_xyz_base`` of a place); a place
     destination within ``gripper_radius_m`` of it is on the gripper or on that object.
 
+    ``config`` None: the defaults of ``VerifyConfig``.
+
     Raises:
         ValueError: when ``goal_xyz_base`` is not three finite numbers.
     """
+    config = config or VerifyConfig()
     goal = _point3(goal_xyz_base, "goal_xyz_base")
     height = float(goal[2] - table_height)
     if skill == "place" and held_xyz_base is not None:
@@ -338,19 +298,24 @@ class Verifier:
 
     def __init__(self, perceive: Perceive, geometry_config: GeometryConfig,
                  camera_to_base: Optional[geometry.RigidTransform] = None,
-                 default_intrinsics: Optional[Intrinsics] = None, config: VerifyConfig = VerifyConfig()) -> None:
+                 default_intrinsics: Optional[Intrinsics] = None, config: Optional[VerifyConfig] = None) -> None:
+        """``config`` None: the defaults of ``VerifyConfig``."""
         self.perceive = perceive
         self.geometry = geometry_config
         self.camera_to_base = camera_to_base or geometry.camera_to_base_from_config(geometry_config)
         self.default_intrinsics = default_intrinsics or geometry.intrinsics_from_config(geometry_config)
-        self.config = config
+        self.config = config or VerifyConfig()
 
     @classmethod
-    def from_pipeline(cls, pipeline: "VLAPipeline", config: VerifyConfig = VerifyConfig(),
+    def from_pipeline(cls, pipeline: "VLAPipeline", config: Optional[VerifyConfig] = None,
                       perceive: Optional[Perceive] = None) -> "Verifier":
-        """The pipeline's models (or ``perceive``, e.g. oracle masks), geometry and camera mounting."""
+        """The pipeline's models (or ``perceive``, e.g. oracle masks), geometry and camera mounting.
+
+        ``config`` None: the pipeline's own ``verify`` section, so the node, the CLI and the YAML
+        file set the verifier's thresholds in one place.
+        """
         return cls(perceive or model_perceiver(pipeline), pipeline.config.geometry, pipeline.camera_to_base,
-                   pipeline.default_intrinsics, config)
+                   pipeline.default_intrinsics, config or pipeline.config.verify)
 
     # ------------------------------------------------------------------ entry point
     def verify(self, step: StepLike, goal: GoalLike, before: Frame, after: Frame,

@@ -383,10 +383,115 @@ def print_summary(report: Dict[str, Any]) -> None:
               f"refused {s['refused']['total']} ({s['refused']['would_have_failed']} would have failed)")
 
 
+# --------------------------------------------------------------------------- the skill veto
+VETO_VALIDATION_SEEDS = "9300-9399"  # the margin is chosen on these
+VETO_HELD_OUT_SEEDS = "7700-7799"  # measured once, after the choice
+INVALID_SKILLS = ("open", "close")  # nothing in the simulated scene opens or closes: "open the red block"
+MARGIN_GRID = (1.0, 2.0, 4.0, 8.0, 16.0)  # nats: CLIP odds of e, e^2, ... against the named skill
+MAX_VALID_FIRE_RATE = 0.01  # the issue's bound on vetoed valid commands
+
+
+def veto_gaps(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS,
+              invalid_skills: Sequence[str] = INVALID_SKILLS, progress: bool = False) -> List[Dict[str, Any]]:
+    """CLIP's log-odds gap (``skill_scorer.log_odds_gap``) of the named skill, per command, on sim frames.
+
+    Per (seed, skill) episode: the episode's own command (valid) and "<verb> the <object>" for
+    each of ``invalid_skills`` (invalid: the verb does not fit the object), all on the episode's
+    first frame through ``VLAPipeline.run`` with the shipped models. The gap alone decides the
+    veto at any margin (``contradiction``), so one pass serves every margin. Commands answered
+    without skill probabilities (refused before perception) get ``gap`` None.
+    """
+    from clip_vla.core.geometry import RigidTransform
+    from clip_vla.perception.skill_scorer import log_odds_gap
+    from clip_vla.pipeline import PreparedCommand
+
+    ev = Evaluation(perception="model")
+    vocabulary = ev.pipeline.vocabulary
+    rows: List[Dict[str, Any]] = []
+    try:
+        for skill in skills:
+            for seed in seeds:
+                task = ev.world.reset(seed=seed, skill=skill)
+                obs, frame = ev._frame()
+                camera_to_base = RigidTransform.from_matrix(obs.camera_to_base)
+                commands = [(task.command, True)] + [(f"{vocabulary.skill(s).verbs[0]} the {task.object}", False)
+                                                     for s in invalid_skills]
+                for command, valid in commands:
+                    prepared = ev.pipeline.prepare(command)
+                    result = ev.pipeline.run(frame, prepared, camera_to_base=camera_to_base)
+                    named = prepared.skill.name if isinstance(prepared, PreparedCommand) else None
+                    probs = result.skill_probabilities
+                    rows.append({"seed": seed, "episode_skill": skill, "command": command, "valid": valid,
+                                 "named": named, "clip_top": next(iter(probs), None),
+                                 "gap": round(log_odds_gap(probs, named), 4) if probs and named else None})
+                    if progress:
+                        print(rows[-1], file=sys.stderr, flush=True)
+    finally:
+        ev.close()
+    return rows
+
+
+def veto_fire_rates(rows: Sequence[Dict[str, Any]], margin: float) -> Dict[str, Any]:
+    """How often the veto (``skill_scorer.vetoed``) fires at ``margin`` on the valid and on the invalid commands."""
+    from clip_vla.perception.skill_scorer import vetoed
+
+    out: Dict[str, Any] = {"margin": margin}
+    for kind, valid in (("valid", True), ("invalid", False)):
+        scored = [r for r in rows if r["valid"] == valid and r["gap"] is not None]
+        fired = [r for r in scored if vetoed(r["gap"], margin)]
+        out[kind] = {"commands": len(scored), "fired": len(fired), "rate": len(fired) / max(len(scored), 1)}
+    return out
+
+
+def choose_veto_margin(rows: Sequence[Dict[str, Any]], grid: Sequence[float] = MARGIN_GRID,
+                       max_valid_rate: float = MAX_VALID_FIRE_RATE) -> Dict[str, Any]:
+    """The grid margin that vetoes the most invalid commands with at most ``max_valid_rate`` valid ones.
+
+    Ties: the fewer valid vetoes, then the larger margin (the more headroom on fresh seeds).
+
+    Raises:
+        ValueError: when no margin of ``grid`` meets ``max_valid_rate``.
+    """
+    allowed = [veto_fire_rates(rows, m) for m in grid]
+    allowed = [r for r in allowed if r["valid"]["rate"] <= max_valid_rate]
+    if not allowed:
+        raise ValueError(f"no margin in {list(grid)} vetoes at most {max_valid_rate:.0%} of valid commands")
+    return max(allowed, key=lambda r: (r["invalid"]["rate"], -r["valid"]["rate"], r["margin"]))
+
+
+def skill_veto_report(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, margin: Optional[float] = None,
+                      progress: bool = False) -> Dict[str, Any]:
+    """Fire rates of the veto on valid and invalid commands: at ``margin``, else at the margin chosen here.
+
+    Choose on validation seeds (``margin`` None), then measure once on held-out seeds with it.
+    """
+    rows = veto_gaps(seeds, skills, progress=progress)
+    chosen = veto_fire_rates(rows, margin) if margin is not None else choose_veto_margin(rows)
+    agree = [r for r in rows if r["valid"] and r["clip_top"] is not None]
+    return {"seeds": _seed_text(seeds), "skills": list(skills), "invalid_skills": list(INVALID_SKILLS),
+            "chosen_here": margin is None, **chosen,
+            "grid": [veto_fire_rates(rows, m) for m in MARGIN_GRID],
+            "clip_top_agrees_on_valid": sum(r["clip_top"] == r["named"] for r in agree) / max(len(agree), 1),
+            "rows": rows}
+
+
+def print_veto_summary(report: Dict[str, Any]) -> None:
+    how = "chosen on these seeds" if report["chosen_here"] else "given"
+    print(f"skill veto on sim frames: seeds {report['seeds']}, skills {','.join(report['skills'])}, "
+          f"invalid verbs {','.join(report['invalid_skills'])}")
+    for r in [report] + [g for g in report["grid"] if g["margin"] != report["margin"]]:
+        mark = f"  <- {how}" if r is report else ""
+        print(f"  margin {r['margin']:5.1f} nats: valid fired {r['valid']['fired']}/{r['valid']['commands']} "
+              f"({100 * r['valid']['rate']:.1f}%)  invalid fired {r['invalid']['fired']}/{r['invalid']['commands']} "
+              f"({100 * r['invalid']['rate']:.1f}%){mark}")
+    print(f"  CLIP's top skill is the command's on {100 * report['clip_top_agrees_on_valid']:.1f}% of valid commands")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="clip-vla verify-eval", description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default=VALIDATION_SEEDS,
-                    help=f"e.g. 9100-9199 (validation, default) or {HELD_OUT_SEEDS} (held out: measure once)")
+    ap.add_argument("--seeds", help=f"default {VALIDATION_SEEDS} (validation; --skill-veto: "
+                                    f"{VETO_VALIDATION_SEEDS}); {HELD_OUT_SEEDS} (--skill-veto: "
+                                    f"{VETO_HELD_OUT_SEEDS}) are held out: measure once")
     ap.add_argument("--skills", default=",".join(DEFAULT_SKILLS))
     ap.add_argument("--perception", choices=("model", "oracle"), default="model")
     ap.add_argument("--no-depth", action="store_true", help="verify without the depth image (goals keep it)")
@@ -396,14 +501,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="verify the steps saved in these folders again instead of simulating")
     ap.add_argument("--json", help="write the full report (with every step) here")
     ap.add_argument("--progress", action="store_true", help="one line per step on stderr")
+    ap.add_argument("--skill-veto", action="store_true",
+                    help=f"measure the skill veto instead (valid commands and {'/'.join(INVALID_SKILLS)} ones; "
+                         f"seeds: {VETO_VALIDATION_SEEDS} to choose, {VETO_HELD_OUT_SEEDS} held out)")
+    ap.add_argument("--margin", type=float, help="--skill-veto: measure at this margin (nats) instead of choosing")
     args = ap.parse_args(argv)
-    if args.reverify:
-        report = reverify(args.reverify, depth=not args.no_depth)
+    skills = [s.strip() for s in args.skills.split(",") if s.strip()]
+    seeds = parse_seeds(args.seeds or (VETO_VALIDATION_SEEDS if args.skill_veto else VALIDATION_SEEDS))
+    if args.skill_veto:
+        report = skill_veto_report(seeds, skills, args.margin, progress=args.progress)
+        print_veto_summary(report)
     else:
-        report = evaluate(parse_seeds(args.seeds), [s.strip() for s in args.skills.split(",") if s.strip()],
-                          args.perception, not args.no_depth, args.clip_evidence, progress=args.progress,
-                          save_dir=args.save)
-    print_summary(report)
+        if args.reverify:
+            report = reverify(args.reverify, depth=not args.no_depth)
+        else:
+            report = evaluate(seeds, skills, args.perception, not args.no_depth, args.clip_evidence,
+                              progress=args.progress, save_dir=args.save)
+        print_summary(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=1)

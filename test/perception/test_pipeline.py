@@ -230,3 +230,36 @@ def test_no_depth_and_ray_parallel_to_table_is_no_depth(pipeline, frame):
     frame.depth = None
     r = pipeline.run(frame, "pick up the red cup")
     assert isinstance(r, NoAction) and r.reason == Reason.NO_DEPTH, r
+
+
+def _verb_commands(pipeline):
+    """One command per skill that needs an object, with its first verb (place also names a destination)."""
+    commands = {}
+    for skill in pipeline.vocabulary.skills:
+        if skill.name == pipeline.vocabulary.stop_skill:
+            continue
+        tail = " in the bowl" if skill.needs_destination else ""
+        commands[skill.name] = f"{skill.verbs[0]} the red cup{tail}"
+    return commands
+
+
+def test_a_verb_clip_contradicts_is_low_confidence_with_the_scores(pipeline, frame):
+    # The tiny random CLIP ranks skills arbitrarily: with a near-zero margin every verb that is not
+    # CLIP's top skill is vetoed, and only those.
+    reconfigure(pipeline, **{"perception.skill_veto_margin": 1e-6})
+    vetoed = 0
+    for skill, command in _verb_commands(pipeline).items():
+        r = pipeline.run(frame, command)
+        top = max(r.skill_probabilities, key=r.skill_probabilities.get)
+        if top == skill:
+            assert r.accepted, command
+        else:
+            vetoed += 1
+            assert isinstance(r, NoAction) and r.reason == Reason.LOW_CONFIDENCE, command
+            assert "CLIP contradicts" in r.message and set(r.skill_probabilities) == set(pipeline.vocabulary.skill_names)
+    assert vetoed > 0
+
+
+def test_with_the_veto_off_a_spoken_verb_always_wins(pipeline, frame):
+    reconfigure(pipeline, **{"perception.skill_veto_margin": 0.0})
+    assert all(pipeline.run(frame, c).accepted for c in _verb_commands(pipeline).values())

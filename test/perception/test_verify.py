@@ -297,6 +297,17 @@ def test_verify_config_rejects_nonsense(field_name, value):
         VerifyConfig(**{field_name: value})
 
 
+def test_verify_settings_are_a_config_section_the_verifier_reads_from_the_pipeline():
+    from clip_vla.pipeline import VLAPipeline
+
+    cfg = ClipVlaConfig.from_yaml().replace(**{"verify.min_lift_m": 0.07, "verify.gripper_radius_m": 0.05})
+    assert cfg.to_flat()["verify.min_lift_m"] == 0.07 and isinstance(cfg.verify, VerifyConfig)
+    pipeline = VLAPipeline(cfg, oracle=lambda frame, prepared: ({}, {}))  # no models: geometry and config only
+    verifier = Verifier.from_pipeline(pipeline, perceive=lambda frame, phrases: {})
+    assert verifier.config.min_lift_m == 0.07 and verifier.config.gripper_radius_m == 0.05
+    assert Verifier.from_pipeline(pipeline, VerifyConfig(), perceive=lambda f, p: {}).config.min_lift_m == 0.04
+
+
 def test_a_verdict_is_one_of_three_and_its_confidence_is_clamped():
     with pytest.raises(ValueError):
         Verdict("maybe", 0.5, "x")

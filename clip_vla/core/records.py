@@ -122,6 +122,8 @@ def status_record(result: Any, *, command_id: int, command: str, stamp: Stamp, l
         "latency_ms": round(float(latency_ms), 2),
         "mode": mode,
     }
+    if result.skill_probabilities:  # CLIP's own reading of the command, also when the parser's verb won
+        out["skill_probabilities"] = {k: round(float(v), 4) for k, v in result.skill_probabilities.items()}
     if accepted:
         out["goal"] = goal
         if goal is None:

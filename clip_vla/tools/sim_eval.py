@@ -51,6 +51,7 @@ class StepRecord:
     reason: str = ""
     latency_ms: float = 0.0
     tokens: Optional[List[int]] = None
+    clip_skill: Optional[str] = None  # CLIP's top skill (status skill_probabilities), whatever the parser chose
 
     @property
     def xy_error(self) -> Optional[float]:
@@ -185,6 +186,7 @@ def _step(driver: GraphDriver, text: str, skill: str, truth_xyz, truth_yaw) -> S
     status, result, latency = driver.command(text)
     record = StepRecord(command=text, expected_skill=skill, status="timeout" if status is None else
                         status.get("status", "?"), truth_xyz=truth_xyz, truth_yaw=truth_yaw, latency_ms=latency)
+    record.clip_skill = next(iter((status or {}).get("skill_probabilities") or {}), None)
     goal = (status or {}).get("goal") or {}
     if goal:
         pose = goal.get("pose", {})
@@ -242,6 +244,7 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
             "success_rate": sum(e.success for e in eps) / len(eps),
             "goals_accepted": len(goals) / max(len(steps), 1),
             "skill_accuracy": sum(s.cmd == skill for s in answered) / max(len(answered), 1),
+            "clip_skill_agreement": clip_agreement(steps),
             "xy_error_m_median": percentile(xy, 50), "xy_error_m_p95": percentile(xy, 95),
             "xyz_error_m_median": percentile(xyz, 50),
             "yaw_error_rad_median": percentile(yaw, 50),
@@ -250,6 +253,16 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
                                 if not (s.task_success or (s.success and s.holding_target))]),
         }
     return out
+
+
+def clip_agreement(steps: List[StepRecord]) -> Optional[float]:
+    """How often CLIP alone (its top skill) names each step's expected skill; None when it scored none.
+
+    "skill_accuracy" is the parser's figure (a spoken verb decides); this one says whether CLIP,
+    consulted on the same command and frame, would have chosen the same skill.
+    """
+    scored = [s for s in steps if s.clip_skill is not None]
+    return sum(s.clip_skill == s.expected_skill for s in scored) / len(scored) if scored else None
 
 
 def _failure(step: StepRecord) -> str:
@@ -285,6 +298,7 @@ def print_summary(summary: Dict[str, Any], perception: str, file=sys.stdout) -> 
               f"{f(s['skill_accuracy'], 100, '{:.0f}%'):>10}{f(s['xy_error_m_median']):>9}"
               f"{f(s['xyz_error_m_median']):>9}{f(s['yaw_error_rad_median']):>9}"
               f"{f(s['latency_ms_p50'], 1, '{:.0f}'):>9}{f(s['latency_ms_p95'], 1, '{:.0f}'):>9}", file=file)
+        print(f"{'':8}CLIP alone picks the command's skill: {f(s['clip_skill_agreement'], 100, '{:.0f}%')}", file=file)
         if s["failures"]:
             print(f"{'':8}failures: {s['failures']}", file=file)
     print("(errors in metres/radians, medians; xy/xyz against the object's true centre; yaw on bars only,\n"

@@ -61,3 +61,15 @@ def test_a_refusal_carries_skill_object_and_detection():
 def test_echo_is_bounded_and_printable():
     assert records.echo("a\nb\x00") == "a\ufffdb\ufffd"
     assert records.echo("abc", limit=2) == "ab..."
+
+
+def test_every_answer_carries_clips_skill_probabilities():
+    stamp = {"sec": 0, "nanosec": 0}
+    accepted = records.status_record(goal(), command_id=1, command="pick", stamp=stamp, latency_ms=0.0,
+                                     mode="on_command", goal={"cmd": "pick"})
+    refused = records.status_record(NoAction(Reason.LOW_CONFIDENCE, "CLIP contradicts", skill="open",
+                                             skill_probabilities={"pick": 0.99, "open": 0.01}),
+                                    command_id=2, command="open the cup", stamp=stamp, latency_ms=0.0,
+                                    mode="on_command")
+    assert accepted["skill_probabilities"] == {"pick": 1.0}
+    assert refused["skill_probabilities"] == {"pick": 0.99, "open": 0.01}

@@ -71,8 +71,10 @@ def contradiction(probabilities: Mapping[str, float], named: str, margin_nats: f
     ``margin_nats`` 0 (``SKILL_VETO_OFF``) or no probabilities (an oracle without skill scores):
     never a contradiction, the spoken verb wins as before.
     """
+    if not probabilities:
+        return None
     gap = log_odds_gap(probabilities, named)
-    if not probabilities or not vetoed(gap, margin_nats):
+    if not vetoed(gap, margin_nats):
         return None
     top = max(probabilities, key=lambda k: probabilities[k])
     return SkillContradiction(named, top, float(probabilities.get(named, 0.0)), float(probabilities[top]),

@@ -17,6 +17,10 @@ report them: ``true_success`` (said success, it worked), ``true_failure``, ``fal
 are counted apart and, for the two rates, as "not success" (the node re-checks or retries).
 Goals that ``refuse_implausible_goal`` would refuse are still executed here, so the verifier is
 measured on them too; they are counted under ``refused``.
+
+``--skill-veto`` measures the skill veto instead (``perception.skill_veto_margin``): how often
+it refuses the episodes' valid commands and verbs that fit no object of the scene ("open the
+red block"), on the episodes' first frames; nothing is executed.
 """
 from __future__ import annotations
 
@@ -467,12 +471,18 @@ def skill_veto_report(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKIL
     """
     rows = veto_gaps(seeds, skills, progress=progress)
     chosen = veto_fire_rates(rows, margin) if margin is not None else choose_veto_margin(rows)
-    agree = [r for r in rows if r["valid"] and r["clip_top"] is not None]
     return {"seeds": _seed_text(seeds), "skills": list(skills), "invalid_skills": list(INVALID_SKILLS),
             "chosen_here": margin is None, **chosen,
             "grid": [veto_fire_rates(rows, m) for m in MARGIN_GRID],
-            "clip_top_agrees_on_valid": sum(r["clip_top"] == r["named"] for r in agree) / max(len(agree), 1),
+            "clip_top_is_named": {"valid": clip_top_is_named(rows, True), "invalid": clip_top_is_named(rows, False)},
             "rows": rows}
+
+
+def clip_top_is_named(rows: Sequence[Dict[str, Any]], valid: bool) -> Optional[float]:
+    """How often CLIP's top skill is the named one. On invalid commands 100% means CLIP only echoes
+    the verb it hears, so no margin can veto them."""
+    scored = [r for r in rows if r["valid"] == valid and r["clip_top"] is not None]
+    return sum(r["clip_top"] == r["named"] for r in scored) / len(scored) if scored else None
 
 
 def print_veto_summary(report: Dict[str, Any]) -> None:
@@ -484,7 +494,8 @@ def print_veto_summary(report: Dict[str, Any]) -> None:
         print(f"  margin {r['margin']:5.1f} nats: valid fired {r['valid']['fired']}/{r['valid']['commands']} "
               f"({100 * r['valid']['rate']:.1f}%)  invalid fired {r['invalid']['fired']}/{r['invalid']['commands']} "
               f"({100 * r['invalid']['rate']:.1f}%){mark}")
-    print(f"  CLIP's top skill is the command's on {100 * report['clip_top_agrees_on_valid']:.1f}% of valid commands")
+    agree = {k: "-" if v is None else f"{100 * v:.1f}%" for k, v in report["clip_top_is_named"].items()}
+    print(f"  CLIP's top skill is the named one on {agree['valid']} of valid and {agree['invalid']} of invalid commands")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -41,3 +41,35 @@ def test_the_command_is_registered():
     from clip_vla.tools.cli import TOOLS
 
     assert TOOLS["verify-eval"][0] == "clip_vla.tools.verify_eval"
+
+
+# --------------------------------------------------------------------------- the skill veto
+def _veto_rows(valid_gaps, invalid_gaps):
+    rows = [{"valid": True, "gap": g, "named": "pick", "clip_top": "pick" if g == 0 else "open"} for g in valid_gaps]
+    return rows + [{"valid": False, "gap": g, "named": "open", "clip_top": "open" if g == 0 else "pick"}
+                   for g in invalid_gaps]
+
+
+def test_veto_fire_rates_count_gaps_beyond_the_margin_and_skip_unscored_commands():
+    from clip_vla.tools.verify_eval import veto_fire_rates
+
+    rates_at = veto_fire_rates(_veto_rows([0.0, 3.0, None], [5.0, 1.0]), 2.0)
+    assert rates_at["valid"] == {"commands": 2, "fired": 1, "rate": 0.5}
+    assert rates_at["invalid"] == {"commands": 2, "fired": 1, "rate": 0.5}
+
+
+def test_the_chosen_margin_vetoes_most_invalid_commands_within_the_valid_bound():
+    from clip_vla.tools.verify_eval import choose_veto_margin
+
+    rows = _veto_rows([0.0] * 99 + [3.0], [5.0, 9.0, 0.0])  # 1% of valid commands at gap 3
+    assert choose_veto_margin(rows, grid=(1.0, 2.0, 4.0, 8.0))["margin"] == 4.0  # 1% valid, 2/3 invalid
+    assert choose_veto_margin(rows, grid=(1.0, 2.0, 4.0, 8.0), max_valid_rate=0.0)["margin"] == 4.0
+    with pytest.raises(ValueError):
+        choose_veto_margin(_veto_rows([9.0], []), grid=(1.0, 2.0))
+
+
+def test_clip_top_is_named_tells_an_echo_of_the_verb():
+    from clip_vla.tools.verify_eval import clip_top_is_named
+
+    rows = _veto_rows([0.0, 0.0], [0.0, 7.0])
+    assert clip_top_is_named(rows, True) == 1.0 and clip_top_is_named(rows, False) == 0.5

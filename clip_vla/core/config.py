@@ -413,6 +413,7 @@ class PerceptionConfig(Validated):
                                           "pixel)", choices=INSTANCE_SCORES)
     min_skill_probability: float = setting(0.5, "a skill guessed by CLIP (no verb) needs this probability",
                                            range=(0.0, 1.0))
+    # 16: chosen on validation seeds 9300-9399 (README "Skill veto": clip-vla verify-eval --skill-veto).
     skill_veto_margin: float = setting(
         16.0, "a named verb is refused (low_confidence) when CLIP's top skill beats it by more than "
         "this many nats of log-probability, ln p(top) - ln p(named); 0 = off (the verb always wins)",

@@ -574,6 +574,8 @@ class SuggestSection(Validated):
         if bool(self.colours) != bool(self.shapes):
             raise invalid("suggest.colours", self.colours, "colours together with suggest.shapes (names are "
                           "'<colour> <shape>')")
+
+
 METRES = (1e-6, 10.0)  # a positive length in metres (verifier thresholds)
 
 

@@ -495,7 +495,8 @@ def print_veto_summary(report: Dict[str, Any]) -> None:
               f"({100 * r['valid']['rate']:.1f}%)  invalid fired {r['invalid']['fired']}/{r['invalid']['commands']} "
               f"({100 * r['invalid']['rate']:.1f}%){mark}")
     agree = {k: "-" if v is None else f"{100 * v:.1f}%" for k, v in report["clip_top_is_named"].items()}
-    print(f"  CLIP's top skill is the named one on {agree['valid']} of valid and {agree['invalid']} of invalid commands")
+    print(f"  CLIP's top skill is the named one on {agree['valid']} of valid and {agree['invalid']} "
+          "of invalid commands")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

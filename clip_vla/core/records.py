@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from clip_vla.core.geometry import RigidTransform, rotation_to_quaternion
-from clip_vla.core.types import ActionGoal, Reason
+from clip_vla.core.types import ActionGoal, Reason, rounded_probabilities
 
 ECHO_LIMIT = 200  # characters of a command echoed back in a record
 GOAL_KEYS = ("stamp", "frame_id", "cmd", "cmd_token", "tokens", "tokens_text", "token_frame", "pose",
@@ -123,7 +123,7 @@ def status_record(result: Any, *, command_id: int, command: str, stamp: Stamp, l
         "mode": mode,
     }
     if result.skill_probabilities:  # CLIP's own reading of the command, also when the parser's verb won
-        out["skill_probabilities"] = {k: round(float(v), 4) for k, v in result.skill_probabilities.items()}
+        out["skill_probabilities"] = rounded_probabilities(result.skill_probabilities)
     if accepted:
         out["goal"] = goal
         if goal is None:

@@ -77,6 +77,11 @@ class Frame:
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
+def rounded_probabilities(probabilities: Dict[str, float]) -> Dict[str, float]:
+    """Skill probabilities as every JSON answer shows them: 4 decimals, CLIP's order kept."""
+    return {k: round(float(v), 4) for k, v in probabilities.items()}
+
+
 GOAL_PUBLISHED = "goal published"  # the status message of an accepted command
 
 
@@ -173,7 +178,7 @@ class ActionGoal:
             "command": self.command,
             "cmd": self.cmd,
             "cmd_token": self.cmd_token,
-            "skill_probabilities": {k: round(float(v), 4) for k, v in self.skill_probabilities.items()},
+            "skill_probabilities": rounded_probabilities(self.skill_probabilities),
             "object": self.object_phrase,
             "destination": self.destination_phrase,
             "pixel": r(self.pixel, 2),
@@ -218,7 +223,7 @@ class NoAction:
             "command": self.command,
             "skill": self.skill,
             "object": self.object_phrase,
-            "skill_probabilities": {k: round(float(v), 4) for k, v in self.skill_probabilities.items()},
+            "skill_probabilities": rounded_probabilities(self.skill_probabilities),
             "detection": None if self.detection is None else self.detection.to_dict(),
             "timings_ms": {k: round(float(v), 3) for k, v in self.timings_ms.items()},
             "stamp": self.stamp,

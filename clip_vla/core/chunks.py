@@ -33,7 +33,6 @@ from clip_vla.core.types import Reason
 __all__ = ["Chunk", "ChunkError", "MOTION_SKILLS", "build_chunk", "chunk_waypoints"]
 
 
-
 class ChunkError(ValueError):
     """A step's chunk cannot be built or must not be published; ``reason`` is its status reason."""
 

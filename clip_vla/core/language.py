@@ -321,7 +321,7 @@ class _PhraseTable:
         if i >= len(tokens):
             return None
         for words, value in self._by_first.get(tokens[i], ()):
-            if tuple(tokens[i : i + len(words)]) == words:
+            if tuple(tokens[i:i + len(words)]) == words:
                 return words, value
         return None
 
@@ -331,8 +331,8 @@ def _strip_prefixes(tokens: List[str], phrases: Sequence[Phrase]) -> List[str]:
     while changed and tokens:
         changed = False
         for p in phrases:
-            if len(p) <= len(tokens) and tuple(tokens[: len(p)]) == p:
-                tokens = tokens[len(p) :]
+            if len(p) <= len(tokens) and tuple(tokens[:len(p)]) == p:
+                tokens = tokens[len(p):]
                 changed = True
                 break
     return tokens
@@ -343,8 +343,8 @@ def _strip_suffixes(tokens: List[str], phrases: Sequence[Phrase]) -> List[str]:
     while changed and tokens:
         changed = False
         for p in phrases:
-            if len(p) <= len(tokens) and tuple(tokens[len(tokens) - len(p) :]) == p:
-                tokens = tokens[: len(tokens) - len(p)]
+            if len(p) <= len(tokens) and tuple(tokens[len(tokens) - len(p):]) == p:
+                tokens = tokens[:len(tokens) - len(p)]
                 changed = True
                 break
     return tokens

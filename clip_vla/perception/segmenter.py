@@ -487,9 +487,9 @@ def warm_up(pipeline: Any, width: int, height: int, command: Optional[str] = Non
     vocabulary object's CLIPSeg prompt and skill matrix), lets cuDNN pick its kernels, captures
     CUDA graphs / compiles when acceleration is on (each command then runs twice: the second
     run replays what the first captured), for both prompt counts a command can have (object,
-    and object + destination). The node and the benchmark both warm up here. Returns the result of ``command`` (or of a default
-    command) on the dummy frame: usually a NoAction, the grey frame holds no object; None for
-    an oracle pipeline.
+    and object + destination). The node and the benchmark both warm up here. Returns the
+    result of ``command`` (or of a default command) on the dummy frame: usually a NoAction,
+    the grey frame holds no object; None for an oracle pipeline.
     """
     import numpy as np
 
@@ -520,8 +520,8 @@ def warm_up(pipeline: Any, width: int, height: int, command: Optional[str] = Non
                 pipeline.scorer.skill_matrix(obj)
     rgb = np.full((int(height), int(width), 3), 127, np.uint8)
     depth = np.full((int(height), int(width)), 800, np.uint16)
-    intrinsics = pipeline.default_intrinsics or Intrinsics(fx=float(width), fy=float(width),
-                                                          cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
+    intrinsics = pipeline.default_intrinsics or Intrinsics(
+        fx=float(width), fy=float(width), cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
     accelerated = pipeline.segmenter is not None and pipeline.segmenter.acceleration != "none"
     results = []
     for text in commands:

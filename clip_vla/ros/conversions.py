@@ -14,8 +14,9 @@ millimetres by ``geometry.depth_scale``) or HxW float32 (32FC1, metres).
 
 When ``cv_bridge`` is importable it does the raw view of packed images
 (``imgmsg_to_cv2(passthrough)``), as ROS users expect; otherwise, and for rows padded beyond
-``width * channels`` (cv_bridge releases disagree on those), a built-in numpy view is used. Both go through the same validation and
-the same colour conversion, so they give identical arrays. ``BACKEND`` says which is in use.
+``width * channels`` (cv_bridge releases disagree on those), a built-in numpy view is used.
+Both go through the same validation and the same colour conversion, so they give identical
+arrays. ``BACKEND`` says which is in use.
 """
 from __future__ import annotations
 

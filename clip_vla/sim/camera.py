@@ -71,7 +71,8 @@ def project(points_base: np.ndarray, intrinsics: Intrinsics, camera_to_base: np.
 
 def backproject(u: float, v: float, depth: float, intrinsics: Intrinsics, camera_to_base: np.ndarray) -> np.ndarray:
     """Base-frame point of pixel (u, v) at optical depth ``depth`` (metres along the optical z)."""
-    pc = np.array([(u - intrinsics.cx) / intrinsics.fx * depth, (v - intrinsics.cy) / intrinsics.fy * depth, depth, 1.0])
+    pc = np.array([(u - intrinsics.cx) / intrinsics.fx * depth, (v - intrinsics.cy) / intrinsics.fy * depth,
+                   depth, 1.0])
     return (np.asarray(camera_to_base, dtype=np.float64) @ pc)[:3]
 
 

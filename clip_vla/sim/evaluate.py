@@ -59,7 +59,8 @@ def run_episode(world: TabletopWorld, seed: int, skill: str, goal_source: str = 
         if goal is None:
             return {"seed": seed, "success": False, "reason": "target not visible", "command": task.command}
         xyz, theta = goal
-    out: Dict[str, object] = {"seed": seed, "command": task.command, "goal_error": (np.asarray(xyz) - true_xyz).tolist()}
+    out: Dict[str, object] = {"seed": seed, "command": task.command,
+                              "goal_error": (np.asarray(xyz) - true_xyz).tolist()}
     t0 = time.perf_counter()
     if skill == "place":
         first = world.execute("pick", xyz, theta)
@@ -85,7 +86,8 @@ def benchmark(skills: Sequence[str] = ("pick", "place", "push"), episodes: int =
     report: Dict[str, Dict[str, object]] = {}
     try:
         for skill in skills:
-            rows: List[Dict[str, object]] = [run_episode(world, first_seed + i, skill, goal_source) for i in range(episodes)]
+            rows: List[Dict[str, object]] = [run_episode(world, first_seed + i, skill, goal_source)
+                                             for i in range(episodes)]
             errs = np.array([r["goal_error"] for r in rows if "goal_error" in r])
             fails = [(r["seed"], r["command"], r["reason"]) for r in rows if not r["success"]]
             report[skill] = {

@@ -43,11 +43,13 @@ def gripper_mjcf(home: Sequence[float] = HOME) -> Tuple[str, str]:
       <geom name="palm" class="gripper" type="box" size="0.022 0.075 0.012" pos="0 0 {FINGER_LENGTH + 0.012:.4f}"/>
       <geom name="wrist" class="gripper" type="cylinder" size="0.026 0.06" pos="0 0 {FINGER_LENGTH + 0.084:.4f}"/>
       <body name="{FINGER_BODIES[0]}" pos="0 {FINGER_OPEN_Y:.4f} {pz:.4f}" gravcomp="1">
-        <joint name="finger_left_joint" type="slide" axis="0 -1 0" range="0 {STROKE:.4f}" damping="100" armature="0.01"/>
+        <joint name="finger_left_joint" type="slide" axis="0 -1 0" range="0 {STROKE:.4f}"
+               damping="100" armature="0.01"/>
         <geom name="pad_left" class="pad" type="box" size="{px} {py} {pz}" mass="0.05"/>
       </body>
       <body name="{FINGER_BODIES[1]}" pos="0 {-FINGER_OPEN_Y:.4f} {pz:.4f}" gravcomp="1">
-        <joint name="finger_right_joint" type="slide" axis="0 1 0" range="0 {STROKE:.4f}" damping="100" armature="0.01"/>
+        <joint name="finger_right_joint" type="slide" axis="0 1 0" range="0 {STROKE:.4f}"
+               damping="100" armature="0.01"/>
         <geom name="pad_right" class="pad" type="box" size="{px} {py} {pz}" mass="0.05"/>
       </body>
     </body>"""
@@ -59,8 +61,10 @@ def gripper_mjcf(home: Sequence[float] = HOME) -> Tuple[str, str]:
     <exclude body1="{FINGER_BODIES[0]}" body2="{FINGER_BODIES[1]}"/>
   </contact>
   <actuator>
-    <position name="finger_left" joint="finger_left_joint" kp="2000" ctrlrange="0 {STROKE:.4f}" forcerange="-{GRIP_FORCE} {GRIP_FORCE}"/>
-    <position name="finger_right" joint="finger_right_joint" kp="2000" ctrlrange="0 {STROKE:.4f}" forcerange="-{GRIP_FORCE} {GRIP_FORCE}"/>
+    <position name="finger_left" joint="finger_left_joint" kp="2000" ctrlrange="0 {STROKE:.4f}"
+              forcerange="-{GRIP_FORCE} {GRIP_FORCE}"/>
+    <position name="finger_right" joint="finger_right_joint" kp="2000" ctrlrange="0 {STROKE:.4f}"
+              forcerange="-{GRIP_FORCE} {GRIP_FORCE}"/>
   </actuator>"""
     return body, extra
 
@@ -114,7 +118,8 @@ class Gripper:
         self.finger_ids = tuple(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, n) for n in FINGER_BODIES)
         self.finger_qpos = [int(model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"{f}_joint")])
                             for f in FINGER_BODIES]
-        self.actuators = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, f) for f in ("finger_left", "finger_right")]
+        self.actuators = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, f)
+                          for f in ("finger_left", "finger_right")]
         self.steps = 0
         self.blocked = 0  # moves stopped early because the hand was blocked
 

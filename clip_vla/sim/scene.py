@@ -116,7 +116,8 @@ class FixtureSpec:
         w = self.WALL
         if self.kind == "bowl":
             rb, hgt, tilt, n = self.BOWL_BASE_RADIUS, self.BOWL_WALL_HEIGHT, self.BOWL_TILT, self.BOWL_SEGMENTS
-            geoms.append(f'<geom name="bowl_base" class="fixture" type="cylinder" size="{rb + w:.4f} {w / 2:.4f}" pos="0 0 {w / 2:.4f}" rgba="{rgba}"/>')
+            geoms.append(f'<geom name="bowl_base" class="fixture" type="cylinder" size="{rb + w:.4f} {w / 2:.4f}" '
+                         f'pos="0 0 {w / 2:.4f}" rgba="{rgba}"/>')
             half_len = hgt / (2 * math.cos(tilt))
             r_mid = rb + w / 2 + (hgt / 2) * math.tan(tilt)
             half_width = math.pi * (r_mid + 0.01) / n * 1.05  # overlap so no gap opens between segments
@@ -124,16 +125,19 @@ class FixtureSpec:
                 a = 2 * math.pi * i / n
                 q = _quat_mul(_yaw_quat(a), np.array([math.cos(tilt / 2), 0.0, math.sin(tilt / 2), 0.0]))
                 geoms.append(
-                    f'<geom name="bowl_wall{i}" class="fixture" type="box" size="{w / 2:.4f} {half_width:.4f} {half_len:.4f}" '
-                    f'pos="{r_mid * math.cos(a):.5f} {r_mid * math.sin(a):.5f} {w + hgt / 2:.5f}" quat="{_quat_str(q)}" rgba="{rgba}"/>'
+                    f'<geom name="bowl_wall{i}" class="fixture" type="box" '
+                    f'size="{w / 2:.4f} {half_width:.4f} {half_len:.4f}" '
+                    f'pos="{r_mid * math.cos(a):.5f} {r_mid * math.sin(a):.5f} {w + hgt / 2:.5f}" '
+                    f'quat="{_quat_str(q)}" rgba="{rgba}"/>'
                 )
         else:
             hx, hy = self.TRAY_HALF
             hr = self.TRAY_RIM_HEIGHT / 2
-            geoms.append(f'<geom name="tray_plate" class="fixture" type="box" size="{hx:.4f} {hy:.4f} {w / 2:.4f}" pos="0 0 {w / 2:.4f}" rgba="{rgba}"/>')
-            for i, (px, py, sx, sy) in enumerate(
-                ((hx - w / 2, 0, w / 2, hy), (-hx + w / 2, 0, w / 2, hy), (0, hy - w / 2, hx, w / 2), (0, -hy + w / 2, hx, w / 2))
-            ):
+            geoms.append(f'<geom name="tray_plate" class="fixture" type="box" size="{hx:.4f} {hy:.4f} {w / 2:.4f}" '
+                         f'pos="0 0 {w / 2:.4f}" rgba="{rgba}"/>')
+            rims = ((hx - w / 2, 0, w / 2, hy), (-hx + w / 2, 0, w / 2, hy),
+                    (0, hy - w / 2, hx, w / 2), (0, -hy + w / 2, hx, w / 2))
+            for i, (px, py, sx, sy) in enumerate(rims):
                 geoms.append(
                     f'<geom name="tray_rim{i}" class="fixture" type="box" size="{sx:.4f} {sy:.4f} {hr:.4f}" '
                     f'pos="{px:.4f} {py:.4f} {w + hr:.4f}" rgba="{rgba}"/>'
@@ -173,11 +177,13 @@ def build_mjcf(layout: SceneLayout, config: SceneConfig) -> str:
     tx, ty, hx, hy = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
     leg_h = 0.36
     legs = "\n".join(
-        f'      <geom class="visual" type="box" size="0.025 0.025 {leg_h:.3f}" pos="{sx * (hx - 0.05):.3f} {sy * (hy - 0.05):.3f} {-0.04 - leg_h:.3f}" rgba="0.35 0.33 0.3 1"/>'
+        f'      <geom class="visual" type="box" size="0.025 0.025 {leg_h:.3f}" '
+        f'pos="{sx * (hx - 0.05):.3f} {sy * (hy - 0.05):.3f} {-0.04 - leg_h:.3f}" rgba="0.35 0.33 0.3 1"/>'
         for sx in (-1, 1) for sy in (-1, 1)
     )
     objects = "\n".join(
-        f'    <body name="{o.body_name}" pos="{o.x:.5f} {o.y:.5f} {o.half_height + 1e-4:.5f}" quat="{_quat_str(_yaw_quat(o.yaw))}">\n'
+        f'    <body name="{o.body_name}" pos="{o.x:.5f} {o.y:.5f} {o.half_height + 1e-4:.5f}" '
+        f'quat="{_quat_str(_yaw_quat(o.yaw))}">\n'
         f'      <freejoint name="{o.body_name}_joint"/>\n'
         f'      {o.mjcf_geom()}\n'
         f'      <inertial pos="0 0 0" mass="{o.mass:.5f}" diaginertia="{_inertia(o)}"/>\n'
@@ -186,6 +192,7 @@ def build_mjcf(layout: SceneLayout, config: SceneConfig) -> str:
     )
     fixtures = "\n".join(f.mjcf() for f in layout.fixtures)
     gripper_body, gripper_extra = gripper_mjcf()
+    table_rgba = " ".join(f"{c:.3f}" for c in TABLE_RGBA)
     off_w, off_h = max(cam.width, 1280), max(cam.height, 1024)
     return f"""<mujoco model="clip_vla_tabletop">
   <compiler angle="radian" autolimits="true"/>
@@ -216,13 +223,15 @@ def build_mjcf(layout: SceneLayout, config: SceneConfig) -> str:
     </default>
   </default>
   <worldbody>
-    <light name="key" pos="0.6 -0.3 1.6" dir="-0.1 0.2 -1" diffuse="0.55 0.55 0.55" specular="0.1 0.1 0.1" castshadow="true"/>
+    <light name="key" pos="0.6 -0.3 1.6" dir="-0.1 0.2 -1" diffuse="0.55 0.55 0.55" specular="0.1 0.1 0.1"
+           castshadow="true"/>
     <light name="fill" pos="1.4 0.6 1.2" dir="-0.6 -0.3 -0.7" diffuse="0.2 0.2 0.2" castshadow="false"/>
     <geom name="floor" type="plane" size="3 3 0.05" pos="0 0 -0.76" rgba="0.30 0.30 0.32 1"/>
     <geom name="robot_pedestal" class="visual" type="cylinder" size="0.09 0.38" pos="0 0 -0.38" rgba="0.2 0.2 0.22 1"/>
     {cam.mjcf()}
     <body name="table" pos="{tx:.4f} {ty:.4f} 0">
-      <geom name="table_top" type="box" size="{hx:.4f} {hy:.4f} 0.02" pos="0 0 -0.02" rgba="{' '.join(f'{c:.3f}' for c in TABLE_RGBA)}" friction="0.5 0.005 0.0001"/>
+      <geom name="table_top" type="box" size="{hx:.4f} {hy:.4f} 0.02" pos="0 0 -0.02" rgba="{table_rgba}"
+            friction="0.5 0.005 0.0001"/>
 {legs}
     </body>
 {fixtures}
@@ -244,7 +253,8 @@ def _inertia(o: ObjectSpec) -> str:
     if o.shape == "cup":
         ixy = m * (3 * hx * hx + 4 * hz * hz) / 12.0
         return f"{ixy:.4e} {ixy:.4e} {0.5 * m * hx * hx:.4e}"
-    return f"{m * (hy * hy + hz * hz) / 3.0:.4e} {m * (hx * hx + hz * hz) / 3.0:.4e} {m * (hx * hx + hy * hy) / 3.0:.4e}"
+    ix, iy, iz = m * (hy * hy + hz * hz) / 3.0, m * (hx * hx + hz * hz) / 3.0, m * (hx * hx + hy * hy) / 3.0
+    return f"{ix:.4e} {iy:.4e} {iz:.4e}"
 
 
 def _yaw_quat(yaw: float) -> np.ndarray:

@@ -210,7 +210,8 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 # Tools built on the core; each module owns its arguments (`clip-vla NAME --help`).
 TOOLS: Dict[str, Tuple[str, str]] = {
-    "demo": ("clip_vla.tools.demo", "the simulated tabletop + vla_node as a ROS 2 graph, scripted commands (start here)"),
+    "demo": ("clip_vla.tools.demo",
+             "the simulated tabletop + vla_node as a ROS 2 graph, scripted commands (start here)"),
     "sim": ("clip_vla.tools.sim_eval", "closed-loop episodes in the simulated world: success, goal errors, latency"),
     "record": ("clip_vla.tools.record", "record simulated camera topics and commands into a rosbag2 bag"),
     "replay": ("clip_vla.tools.replay", "run the pipeline over a rosbag2 bag; compare with expected goals"),

@@ -138,7 +138,8 @@ def evaluate_sim(pipeline: Any, config: SuggestConfig, seeds: Sequence[int], n_d
             truth = [o.name for o in task.layout.objects]
             suggested = list(dict.fromkeys(s.object.name for s in result.suggestions))
             by_name = {s.object.name: s.object for s in result.suggestions}
-            on_target = [n for n in suggested if n in truth and _pixel_on(obs.mask_of(n), by_name[n].detection.centroid)]
+            on_target = [n for n in suggested
+                         if n in truth and _pixel_on(obs.mask_of(n), by_name[n].detection.centroid)]
             present_fixtures = [f.name for f in task.layout.fixtures]
             found_fixtures = [o.name for o in result.objects if o.fixture and o.name in present_fixtures]
             truth_total += len(truth)
@@ -166,7 +167,8 @@ def evaluate_sim(pipeline: Any, config: SuggestConfig, seeds: Sequence[int], n_d
         "round_ms_median": round(statistics.median(times), 1) if times else None,
         "round_ms_max": round(max(times), 1) if times else None,
         "round_cpu_ms_median": round(statistics.median(cpu), 1) if cpu else None,
-        "torch_threads": _threads(), "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
+        "torch_threads": _threads(),
+        "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
         "prompts": len(suggester.prompts), "candidates": len(suggester.candidates),
         "settings": {"max_suggestions": config.max_suggestions, "min_score": config.min_score,
                      "min_confidence": suggester.min_confidence, "merge_overlap": config.merge_overlap,

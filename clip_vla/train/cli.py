@@ -181,8 +181,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from clip_vla.train.pipeline_eval import pipeline_hit_rate
 
         target = args.base if args.eval_only else args.out
-        result["pipeline"] = pipeline_hit_rate(target, seeds=range(args.pipeline_seed_base,
-                                                                    args.pipeline_seed_base + args.pipeline_seeds))
+        seeds = range(args.pipeline_seed_base, args.pipeline_seed_base + args.pipeline_seeds)
+        result["pipeline"] = pipeline_hit_rate(target, seeds=seeds)
         if not args.eval_only:
             meta["pipeline"] = result["pipeline"]
             (Path(args.out) / "training.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")

@@ -145,7 +145,8 @@ def image_from_msg(msg: object, msgtype: str) -> np.ndarray:
     if enc not in channels:
         raise ValueError(f"unsupported image encoding '{enc}' (supported: {', '.join(channels)})")
     c = channels[enc]
-    buf = np.frombuffer(bytes(msg.data), np.uint8).reshape(h, step)[:, : w * c].reshape(h, w, c)  # type: ignore[attr-defined]
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(h, step)  # type: ignore[attr-defined]
+    buf = rows[:, :w * c].reshape(h, w, c)
     if enc == "mono8":
         return np.repeat(buf, 3, axis=2)
     if enc.startswith("bgr"):

@@ -152,8 +152,9 @@ class SegmentTrainer:
         model = inner(self.model)
         k = len(phrases) // pixels.shape[0]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
+            other_size = pixels.shape[-1] != model.config.vision_config.image_size
             out = model.clip.vision_model(pixel_values=pixels, output_hidden_states=True,
-                                          interpolate_pos_encoding=pixels.shape[-1] != model.config.vision_config.image_size)
+                                          interpolate_pos_encoding=other_size)
             acts = [out.hidden_states[i + 1].repeat_interleave(k, dim=0) for i in model.extract_layers]
             cond = self.text_features(phrases)
         logits = model.decoder(acts, cond).logits

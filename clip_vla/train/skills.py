@@ -156,7 +156,7 @@ class SkillTrainer:
             options = self.vocabulary.skill(skill).prompts(obj)
             prompts.append(options[int(rng.integers(len(options)))])
         loss = loss + 0.5 * supervised_contrastive_loss(text_emb, self.encode_text(prompts), labels.tolist(), tau,
-                                                       logit_scale=scale).loss
+                                                        logit_scale=scale).loss
         if frames and self.image_weight > 0:
             images = np.stack([e.image for e in frames])
             img = self.encode_image(images)

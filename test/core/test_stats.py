@@ -16,4 +16,4 @@ def test_no_values_give_none_which_json_can_carry():
 def test_percentiles_interpolate_linearly():
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile_summary([1.0, 2.0, 3.0, 4.0], digits=2) == {"n": 4, "p50": 2.5, "p95": 3.85, "max": 4.0,
-                                                                 "mean": 2.5}
+                                                                  "mean": 2.5}

@@ -147,7 +147,8 @@ def test_text_round_trip(tok):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "1 2 3 4", "1 2 3 4 5 6", "1 2 x 4 5", "1 2.0 3 4 5", "1 -2 3 4 5", "1 +2 3 4 5", "1 2 3 4 256", "300 1 1 1 1"],
+    ["", "1 2 3 4", "1 2 3 4 5 6", "1 2 x 4 5", "1 2.0 3 4 5", "1 -2 3 4 5", "1 +2 3 4 5", "1 2 3 4 256",
+     "300 1 1 1 1"],
 )
 def test_malformed_text_errors(tok, text):
     with pytest.raises(ValueError):

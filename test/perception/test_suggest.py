@@ -15,9 +15,9 @@ import pytest
 
 from clip_vla.core.config import ConfigError, Vocabulary, default_vocabulary_path
 from clip_vla.core.language import InstructionParser
-from clip_vla.core.types import Detection, Frame, Intrinsics
+from clip_vla.core.types import Frame, Intrinsics
 from clip_vla.perception.localize import all_components, select_component, target_mask
-from clip_vla.perception.suggest import (Candidate, Found, SceneObject, SuggestConfig, Suggester, compose_command,
+from clip_vla.perception.suggest import (Candidate, SceneObject, SuggestConfig, Suggester, compose_command,
                                          find_objects, merge_objects, rank_suggestions)
 
 H, W = 60, 80
@@ -138,7 +138,8 @@ def test_max_suggestions_and_min_score_cut_the_list():
     objects = [scene_object("red cup", 0.9), scene_object("green ball", 0.7, u=50)]
     assert len(rank_suggestions(objects, FITS, SuggestConfig(max_suggestions=3, min_score=0.0), VOCAB)) == 3
     kept = rank_suggestions(objects, FITS, SuggestConfig(min_score=0.3), VOCAB)
-    assert [(s.command, round(s.score, 2)) for s in kept] == [("pick up the red cup", 0.54), ("push the green ball", 0.42)]
+    assert [(s.command, round(s.score, 2)) for s in kept] == [("pick up the red cup", 0.54),
+                                                              ("push the green ball", 0.42)]
 
 
 def test_an_object_named_by_a_command_that_grounds_elsewhere_gets_no_suggestion():

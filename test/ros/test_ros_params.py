@@ -97,7 +97,7 @@ def test_declared_on_a_real_node():
 
     context = rclpy.Context()
     rclpy.init(context=context, args=["--ros-args", "-p", "perception.mask_threshold:=0.25",
-                                       "-p", "geometry.intrinsics:=[1.0,2.0,3.0,4.0]"])
+                                      "-p", "geometry.intrinsics:=[1.0,2.0,3.0,4.0]"])
     try:
         node = rclpy.create_node("clip_vla_params_test", context=context)
         values = P.declare_parameters(node)

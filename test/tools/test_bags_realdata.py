@@ -153,7 +153,7 @@ def test_spot_replay_answers_every_command(storage, color, spot_pipeline):
 
 
 def test_spot_camera_only_replay_with_commands_of_your_choice(spot_pipeline, tiny_models, open_vocabulary_file,
-                                                               tmp_path, capsys):
+                                                              tmp_path, capsys):
     """Item 3: --command (after the first colour frame, or at --command-at) instead of the bag's topic."""
     report = tmp_path / "report.json"
     assert replay_main([str(SPOT["mcap"]), "--color-topic", HAND_RGB8, "--depth-topic", "", "--camera-info-topic", "",

@@ -13,21 +13,21 @@ pytest.importorskip("transformers")
 from clip_vla.train import losses  # noqa: E402
 from clip_vla.train.data import Sample  # noqa: E402
 
-I = [[0.8, 0.6], [0.6, 0.8]]
-T = [[0.7, 0.7], [0.7, -0.7]]
+IMAGES = [[0.8, 0.6], [0.6, 0.8]]  # image embeddings I1, I2
+TEXTS = [[0.7, 0.7], [0.7, -0.7]]  # text embeddings T1, T2
 
 
 # --------------------------------------------------------------------------- losses
 @pytest.mark.parametrize("normalize, t2i_t2, mean", [(False, 4.02, 5.18), (True, 4.06, 5.23)])
 def test_clip_loss_worked_example(normalize, t2i_t2, mean):
-    out = losses.clip_contrastive_loss(torch.tensor(I), torch.tensor(T), temperature=0.07, normalize=normalize)
+    out = losses.clip_contrastive_loss(torch.tensor(IMAGES), torch.tensor(TEXTS), temperature=0.07, normalize=normalize)
     assert out.image_to_text[0].item() == pytest.approx(0.0, abs=1e-4)  # I1 -> T1 is right and confident
     assert out.text_to_image[1].item() == pytest.approx(t2i_t2, abs=0.01)  # T2 -> I2 is hard
     assert out.loss.item() == pytest.approx(mean, abs=0.01)
 
 
 def test_learned_temperature_and_supervised_variant():
-    i, t = torch.tensor(I), torch.tensor(T)
+    i, t = torch.tensor(IMAGES), torch.tensor(TEXTS)
     scale = torch.tensor(losses.temperature_to_logit_scale(0.07), requires_grad=True)
     learned = losses.clip_contrastive_loss(i, t, temperature=None, logit_scale=scale)
     assert learned.loss.item() == pytest.approx(5.23, abs=0.01)
@@ -221,8 +221,9 @@ def test_rosbag_reader(tmp_path):
     mask = np.zeros((6, 8), np.uint8)
     mask[1:3, 2:4] = 255
     cv2.imwrite(str(bag / "masks" / "m.png"), mask)
-    (bag / "labels.jsonl").write_text(json.dumps({"stamp": {"sec": 101, "nanosec": 500}, "masks": {"red block": "masks/m.png"},
-                                                  "command": "pick up the red block", "skill": "pick"}) + "\n")
+    label = {"stamp": {"sec": 101, "nanosec": 500}, "masks": {"red block": "masks/m.png"},
+             "command": "pick up the red block", "skill": "pick"}
+    (bag / "labels.jsonl").write_text(json.dumps(label) + "\n")
     samples = load_dataset(bag)
     assert len(samples) == 1
     s = samples[0]

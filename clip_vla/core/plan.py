@@ -35,6 +35,7 @@ __all__ = [
     "PlanResult",
     "PlanStep",
     "ground_plan",
+    "chunk_step",
     "ground_step",
     "make_plan",
     "plan_command",
@@ -97,6 +98,10 @@ class Plan:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"command": self.command, "holding": self.holding, "steps": [s.to_full_dict() for s in self.steps]}
+
+    def summary(self) -> Dict[str, Any]:
+        """What an ``accepted`` status says of the plan: how many steps, each in words."""
+        return {"steps": len(self.steps), "texts": [s.text for s in self.steps]}
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,16 @@ def ground_step(pipeline: "VLAPipeline", frame: Frame, step: PlanStep, camera_to
     if isinstance(prepared, NoAction):
         prepared.stamp = frame.stamp
         return GroundedStep(step, prepared)
-    result = pipeline.run(frame, prepared, camera_to_base)
+    return chunk_step(pipeline, step, pipeline.run(frame, prepared, camera_to_base))
+
+
+def chunk_step(pipeline: "VLAPipeline", step: PlanStep, result: Result) -> GroundedStep:
+    """A step's pipeline result -> its GroundedStep: an accepted goal gets its chunk, or the chunk's refusal.
+
+    Shared by ``ground_step`` and the node's worker (which picks the frame itself), so a goal
+    becomes a chunk by one rule everywhere. Never raises: a chunk that cannot be built or leaves
+    the workspace is the step's refusal (``no_motion`` / ``outside_workspace``).
+    """
     if not isinstance(result, ActionGoal):
         return GroundedStep(step, result)
     config = pipeline.config
@@ -188,7 +202,7 @@ def ground_step(pipeline: "VLAPipeline", frame: Frame, step: PlanStep, camera_to
                             pipeline.tokenizer, table_z=config.geometry.table_height)
     except ChunkError as exc:
         refusal = NoAction(exc.reason, f"step {step.index} ({step.text}): {exc}", command=step.text,
-                           skill=step.skill, object_phrase=step.object, stamp=frame.stamp)
+                           skill=step.skill, object_phrase=step.object, stamp=result.stamp)
         return GroundedStep(step, refusal)
     return GroundedStep(step, result, chunk)
 

@@ -18,7 +18,7 @@ import numpy as np
 from clip_vla.core.types import Frame, Intrinsics
 from clip_vla.sim._mujoco import mujoco
 from clip_vla.sim.camera import RgbdCamera
-from clip_vla.sim.executor import SkillExecutor, SkillParams
+from clip_vla.sim.executor import ChunkExecutor, SkillExecutor, SkillParams
 from clip_vla.sim.gripper import FINGER_BODIES, GRIPPER_BODY, HOME, Gripper, MotionLimits
 from clip_vla.sim.objects import body_name, phrase_of
 from clip_vla.sim.scene import FixtureSpec, SceneConfig, build_mjcf
@@ -138,6 +138,7 @@ class TabletopWorld:
         self._camera = RgbdCamera(self.model, self.config.camera)
         self.gripper = Gripper(self.model, self.data, self.limits, on_step=self.on_step)
         self.executor = SkillExecutor(self.gripper, self.params)
+        self.chunks = ChunkExecutor(self.gripper, self.params)
         self._index_bodies(task)
         mujoco.mj_forward(self.model, self.data)
         self.gripper.wait(0.3)  # let objects settle onto the table
@@ -277,8 +278,14 @@ class TabletopWorld:
         return None
 
     # ------------------------------------------------------------------ acting
-    def execute(self, skill: str, xyz: Optional[Sequence[float]] = None, theta: float = 0.0) -> ExecutionResult:
-        """Run one goal through the physics and judge its effect on the object it acted on."""
+    def execute(self, skill: str, xyz: Optional[Sequence[float]] = None, theta: float = 0.0,
+                chunk: Optional[Sequence[Any]] = None) -> ExecutionResult:
+        """Run one goal through the physics and judge its effect on the object it acted on.
+
+        With ``chunk`` (the step's action-chunk waypoints, ``ChunkExecutor``) the gripper follows
+        the chunk instead of the scripted skill; the goal ``xyz``/``theta`` still say what the step
+        acts on, so both are judged by the same rules.
+        """
         if skill not in SKILLS:
             return self._done(ExecutionResult(False, f"unknown skill '{skill}' (known: {list(SKILLS)})", {"skill": skill}))
         if skill in ("open", "close"):
@@ -297,13 +304,19 @@ class TabletopWorld:
             if obj is None:
                 return self._done(ExecutionResult(False, "nothing is held: pick something first", details))
             details["goal_on"] = self.goal_on((x, y), exclude=obj)  # before the object moves under it
-            self.executor.place(x, y, z, theta)
+            if chunk is not None:
+                self.chunks.run(chunk)
+            else:
+                self.executor.place(x, y, z, theta)
             result = self._judge_place(obj, (x, y, z), details)
         else:
             details["goal_on"] = self.goal_on((x, y))
             obj = self.nearest_object((x, y))
             start = self.object_pose(obj)[0] if obj else None
-            getattr(self.executor, skill)(x, y, z, theta)
+            if chunk is not None:
+                self.chunks.run(chunk)
+            else:
+                getattr(self.executor, skill)(x, y, z, theta)
             details["object"] = obj
             if obj is None:
                 result = ExecutionResult(False, "no object within 8 cm of the goal", details)

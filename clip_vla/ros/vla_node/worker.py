@@ -6,9 +6,15 @@
                                                                                      ▼
                                                    ~/goal, ~/goal_pose, ~/markers, ~/status
 
-In continuous mode the last accepted command becomes a ``Job`` that re-runs on every newer
-frame (at most ``max_rate`` Hz) and publishes goals, not statuses, until a new command or
-``stop`` replaces it.
+A command is a plan (``clip_vla.core.plan``): its first step is grounded at once and answers
+the command's one status; each later step is grounded here too, on a frame stamped after
+the executor reported the previous one (``tasks.TaskTracker``), and its goal, chunk and the
+plan go out on ``~/goal``, ``~/chunk_path`` and ``~/plan``. A one-step command is a plan of one
+step, answered exactly as before.
+
+In continuous mode the last accepted one-step command becomes a ``Job`` that re-runs on
+every newer frame (at most ``max_rate`` Hz) and publishes goals, not statuses, until a new
+command or ``stop`` replaces it.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from clip_vla.core import framesync
 from clip_vla.core.framesync import Refusal
+from clip_vla.core.language import CommandError
+from clip_vla.core.plan import GroundedStep, Plan, chunk_step, plan_command
 from clip_vla.core.records import echo
 from clip_vla.core.types import ActionGoal, NoAction, Reason
 from clip_vla.ros import conversions as conv
@@ -26,7 +34,10 @@ from clip_vla.ros.vla_node.diagnostics import Throttle
 from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs, goal_record
 from clip_vla.ros.vla_node.settings import NodeSettings
+from clip_vla.ros.vla_node.tasks import PlanRun, TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
+
+NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame newer than a step's report, then use the freshest
 
 
 class Models:
@@ -88,7 +99,9 @@ class InferenceWorker:
 
     def __init__(self, *, cond: threading.Condition, inputs: CameraInputs, commands: CommandQueue, models: Models,
                  outputs: Outputs, tf: TfLookup, settings: Callable[[], NodeSettings], state: Callable[[], str],
-                 topic: Callable[[str], str], log: Throttle, logger: Any) -> None:
+                 topic: Callable[[str], str], log: Throttle, logger: Any, tasks: TaskTracker,
+                 now: Callable[[], float]) -> None:
+        """``now()``: the node's ROS time in seconds, as camera stamps read (execution reports are timed by it)."""
         self._cond = cond
         self._inputs = inputs
         self._commands = commands
@@ -100,6 +113,8 @@ class InferenceWorker:
         self._topic = topic
         self._log = log
         self._logger = logger
+        self._tasks = tasks
+        self._now = now
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="clip_vla_inference", daemon=True)
 
@@ -127,6 +142,8 @@ class InferenceWorker:
                 self._apply_reconfiguration()
                 if isinstance(task, Job):
                     self._run_job_update(task)
+                elif isinstance(task, PlanRun):
+                    self._run_next_step(task)
                 else:
                     self._run_command(task)
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
@@ -134,9 +151,13 @@ class InferenceWorker:
                 if isinstance(task, Command):
                     self._outputs.answer(task, NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}",
                                                         command=echo(task.text)), self._settings())
+                elif isinstance(task, PlanRun):
+                    self._end_step(task, GroundedStep(task.plan.steps[task.next_index], NoAction(
+                        Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(task.command.text))))
 
-    def _next_task(self) -> Union[Command, Job, None]:
-        """The next command, else the job when a newer frame is in and max_rate allows; None: stop."""
+    def _next_task(self) -> Union[Command, Job, PlanRun, None]:
+        """The next command, else a plan's due step, else the job when a newer frame is in and max_rate
+        allows; None: stop."""
         with self._cond:
             while True:
                 if self._stopping:
@@ -144,14 +165,16 @@ class InferenceWorker:
                 cmd = self._commands.pop()
                 if cmd is not None:
                     return cmd
+                run, timeout = self._tasks.due(self._inputs.latest_stamp())
+                if run is not None and self._tasks.take(run):
+                    return run
                 job = self._commands.job
-                timeout = None
                 version = self._inputs.version()
                 if job is not None and version is not None and version != job.last_version:
                     wait = job.last_run + 1.0 / self._settings().max_rate - time.monotonic()
                     if wait <= 0:
                         return job
-                    timeout = wait
+                    timeout = wait if timeout is None else min(timeout, wait)
                 self._cond.wait(timeout)
 
     def _apply_reconfiguration(self) -> None:
@@ -177,8 +200,11 @@ class InferenceWorker:
             self._outputs.answer(cmd, NoAction(Reason.INACTIVE, f"the node is {state}", command=echo(cmd.text)),
                                  settings)
             return
+        cancelled = self._tasks.cancel(cmd)  # a new command, "stop" included, ends the running plan
+        if cancelled is not None:
+            self._outputs.task_ended(cancelled)
         try:
-            prepared = pipeline.prepare(cmd.text)
+            plan, prepared = self._plan(pipeline, cmd)
         except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text
             self._outputs.answer(cmd, NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}",
                                                command=echo(cmd.text)), settings)
@@ -188,16 +214,85 @@ class InferenceWorker:
             if prepared.reason == Reason.STOPPED and previous_job is not None:
                 prepared.message = f"stopped continuous goal updates of command {previous_job.command.command_id}"
                 self._outputs.clear_markers(settings.goal_frame)
+            elif prepared.reason == Reason.STOPPED and cancelled is not None:
+                prepared.message = f"stopped the plan of command {cancelled.run.command.command_id}: {cancelled.message}"
+                self._outputs.clear_markers(settings.goal_frame)
             self._outputs.answer(cmd, prepared, settings)
             return
-        job = Job(cmd) if settings.continuous else None
-        result, header, rgb = self._infer(cmd, prepared, job, settings)
+        assert plan is not None  # a prepared command always comes with its plan
+        job = Job(cmd) if settings.continuous and len(plan.steps) == 1 else None
+        self._ground(self._tasks.begin(cmd, plan), prepared, job, settings)
+
+    def _plan(self, pipeline: Any, cmd: Command) -> Tuple[Optional[Plan], Any]:
+        """(plan, its first step prepared) of a command, or (None, the refusal).
+
+        A one-clause command is prepared exactly as before plans existed (``pipeline.prepare``,
+        cached, the same refusals); a compound command's first step is prepared from its parse.
+        """
+        prepared = pipeline.prepare(cmd.text)
+        try:
+            plan = plan_command(pipeline.parser, cmd.text, self._tasks.holding)
+        except CommandError as exc:
+            if isinstance(prepared, NoAction):
+                return None, prepared
+            reason = next((r for r in Reason if r.value == exc.reason), Reason.BAD_COMMAND)
+            return None, NoAction(reason, str(exc), command=echo(cmd.text))
+        first = plan.steps[0]
+        if len(plan.steps) == 1 and not first.implicit:
+            return plan, prepared
+        return plan, pipeline.prepare_parsed(first.parsed(), cmd.text)
+
+    def _run_next_step(self, run: PlanRun) -> None:
+        """Ground a plan's due step on the freshest frame (the executor reported the one before)."""
+        step = run.plan.steps[run.next_index]
+        pipeline = self._models.pipeline
+        if pipeline is None or self._state() != "active":
+            self._end_step(run, GroundedStep(step, NoAction(Reason.INACTIVE, f"the node is {self._state()}",
+                                                            command=echo(run.command.text))))
+            return
+        self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, self._settings())
+
+    def _ground(self, run: PlanRun, prepared: Any, job: Optional[Job], settings: NodeSettings) -> None:
+        """Ground ``run``'s next step and publish it: goal, chunk, plan; the first step also answers the command."""
+        cmd = run.command
+        step = run.plan.steps[run.next_index]
+        first = step.index == 0
+        if isinstance(prepared, NoAction):
+            result, header, rgb = prepared, None, None
+        else:
+            result, header, rgb = self._infer(cmd, prepared, job, settings)
+        pipeline = self._models.pipeline
+        grounded = chunk_step(pipeline, step, result) if pipeline is not None else GroundedStep(step, result)
         if job is not None:
             with self._cond:
                 if self._commands.job is None and not self._commands.has_queued() and self._settings().continuous:
                     self._commands.job = job
-        goal = self._publish_result(cmd, result, header, rgb, 0, settings)
-        self._outputs.answer(cmd, result, settings, None if header is None else header.stamp, goal)
+        goal = self._publish_result(cmd, grounded.result, header, rgb, 0, settings, grounded.chunk)
+        ending = self._tasks.grounded(run, grounded, goal)
+        if header is not None and (ending is None or not first):
+            chunk = grounded.chunk if ending is None else None
+            self._outputs.plan(run.record(conv.stamp_to_seconds(header.stamp)), chunk, settings.base_frame,
+                               header.stamp)
+        if first:
+            summary = run.plan.summary() if ending is None else None
+            self._outputs.answer(cmd, grounded.result, settings, None if header is None else header.stamp, goal,
+                                 plan=summary)
+        elif ending is not None:
+            self._outputs.task_ended(ending)
+
+    def _end_step(self, run: PlanRun, refused: GroundedStep) -> None:
+        """A later step that could not even be tried ends its plan (``failed``, with the reason)."""
+        ending = self._tasks.grounded(run, refused, None)
+        if ending is not None:
+            self._outputs.task_ended(ending)
+
+    def on_execution(self, text: Any) -> None:
+        """An ``execution`` message (executor thread): release the next step, end the plan, or log and ignore."""
+        verdict = self._tasks.report(text, self._now(), NEXT_STEP_PATIENCE_S)
+        if verdict.ignored:
+            self._log("execution", "warning", f"{verdict.ignored}: ignored")
+        elif verdict.ending is not None:
+            self._outputs.task_ended(verdict.ending)
 
     def _run_job_update(self, job: Job) -> None:
         pipeline = self._models.pipeline
@@ -253,7 +348,7 @@ class InferenceWorker:
         return result, slot.msg.header, frame.rgb
 
     def _publish_result(self, cmd: Command, result: Any, header: Any, rgb: Any, update: int,
-                        settings: NodeSettings) -> Optional[Dict[str, Any]]:
+                        settings: NodeSettings, chunk: Any = None) -> Optional[Dict[str, Any]]:
         """Publish a goal (or clear the markers) and the debug image; returns the goal record if published."""
         if header is None:
             return None
@@ -264,7 +359,7 @@ class InferenceWorker:
             except Refusal as refusal:
                 self._log("target_tf", "warning", refusal.message)
             if record is not None:
-                self._outputs.goal(record, header.stamp)
+                self._outputs.goal(record, header.stamp, chunk)
         elif update == 0:
             self._outputs.clear_markers(settings.goal_frame, header.stamp)
         if rgb is not None and self._outputs.wants_debug_image():

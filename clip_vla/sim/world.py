@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,8 +23,8 @@ from clip_vla.sim.gripper import FINGER_BODIES, GRIPPER_BODY, HOME, Gripper, Mot
 from clip_vla.sim.objects import body_name, phrase_of
 from clip_vla.sim.scene import FixtureSpec, SceneConfig, build_mjcf
 from clip_vla.sim import tasks
-from clip_vla.sim.tasks import (DESTINATIONS, PUSH_MIN_DISPLACEMENT, SKILLS, Task, entity_at, lifted, oracle_theta,
-                                placed, pointed, pushed, sample_task)
+from clip_vla.sim.tasks import (COMPOUND, DESTINATIONS, PUSH_MIN_DISPLACEMENT, SKILLS, Task, entity_at, lifted,
+                                oracle_theta, placed, pointed, pushed, sample_compound_task, sample_task)
 
 FRAME_ID = "camera_color_optical_frame"
 
@@ -125,6 +125,10 @@ class TabletopWorld:
         ("bowl"/"tray") where a place task goes, ``direction`` ("left", ...: push/pull only) the
         direction the command names. Same seed and arguments, same episode.
         """
+        if task is None and skill == COMPOUND:
+            if seed is None:
+                seed = int(self._rng.integers(2**31 - 1))
+            task = sample_compound_task(np.random.default_rng(seed), self.n_distractors, self.config, seed)
         if task is None:
             if seed is None:
                 seed = int(self._rng.integers(2**31 - 1))
@@ -146,6 +150,8 @@ class TabletopWorld:
         if task.object is not None:
             xyz, yaw = self.rest[task.object]
             task = _with_truth(task, xyz, yaw)
+        if task.parts:
+            task = replace(task, parts=tuple(_with_truth(p, *self.rest[p.object]) for p in task.parts))
         self.task = task
         self.last: Optional[ExecutionResult] = None
         self._last_push: Optional[Tuple[str, float]] = None  # (object, direction of object motion)
@@ -432,12 +438,19 @@ class TabletopWorld:
         task = task or self.task
         return task is not None and self._achieved(task.skill, task)
 
+    def step_achieved(self, skill: str, task: Task) -> bool:
+        """Is ``skill``, one step of ``task``, carried out on its target now (the pick of a place task:
+        the object lifted and held)? A compound task's step is judged on its part (``Task.step_parts``)."""
+        return bool(self._achieved(skill, task))
+
     def _achieved(self, skill: str, task: Task) -> bool:
         """Is ``skill`` carried out on the task's target now (into its destination, for place)?
 
         The one success rule: the whole task's (``check_success``) and each goal's (no
         ``failure_label``), so a step is never counted a success one way and a failure the other.
         """
+        if task.parts and skill == COMPOUND:
+            return all(self._achieved(p.skill, p) for p in task.parts)
         if skill == "none":
             return all(np.linalg.norm(self.object_pose(n)[0] - self.rest[n][0]) < 0.01 for n in self.object_names)
         if skill in ("open", "close") or task.object is None:

@@ -7,8 +7,11 @@ executor (a robot, ``sim_node``, ``examples/minimal_executor.py``) runs it and a
 
 ``outcome`` is ``done`` or ``failed``; ``holding`` is the name of what the hand holds after the
 step (the object phrase of the pick, as the plan names it), or null for an empty hand. The
-node grounds the next step on a frame stamped after the report. Reading a report never
-trusts the sender: anything else is a ``ReportError`` (the node logs it and ignores it).
+node grounds the next step on a frame stamped after the report. Outside any plan the
+executor may say what the hand holds with ``{"holding": "red cup"}`` alone (after a reset,
+or when a person took the object): a *hand report*, which only updates what the planner
+assumes held. Reading a report never trusts the sender: anything else is a ``ReportError``
+(the node logs it and ignores it).
 """
 from __future__ import annotations
 
@@ -32,16 +35,27 @@ class ReportError(ValueError):
 class ExecutionReport:
     """What the executor did with step ``step`` of command ``command_id``."""
 
-    command_id: int
-    step: int
-    outcome: str
+    command_id: Optional[int]
+    step: Optional[int]
+    outcome: Optional[str]
     holding: Optional[str] = None
+
+    @classmethod
+    def hand(cls, holding: Optional[str]) -> "ExecutionReport":
+        """A hand report: what the hand holds now, about no step."""
+        return cls(None, None, None, holding)
+
+    @property
+    def about_hand_only(self) -> bool:
+        return self.command_id is None
 
     @property
     def done(self) -> bool:
         return self.outcome == DONE
 
     def to_dict(self) -> Dict[str, Any]:
+        if self.about_hand_only:
+            return {"holding": self.holding}
         return {"command_id": self.command_id, "step": self.step, "outcome": self.outcome, "holding": self.holding}
 
     def to_json(self) -> str:
@@ -54,7 +68,7 @@ class ExecutionReport:
         Raises:
             ReportError: not a JSON object of the four fields with their types (``command_id`` and
                 ``step`` non-negative integers, ``outcome`` one of ``OUTCOMES``, ``holding`` a
-                string or null).
+                string or null), nor a hand report (``holding`` alone).
         """
         if not isinstance(text, str) or len(text) > MAX_REPORT_CHARS:
             raise ReportError(f"an execution report is a JSON string of at most {MAX_REPORT_CHARS} characters")
@@ -64,13 +78,15 @@ class ExecutionReport:
             raise ReportError(f"an execution report is JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ReportError(f"an execution report is a JSON object, not {type(data).__name__}")
+        holding = data.get("holding")
+        if holding is not None and not isinstance(holding, str):
+            raise ReportError(f"'holding' must be a string or null, got {holding!r}")
+        if set(data) == {"holding"}:
+            return cls.hand(holding or None)
         for key in ("command_id", "step"):
             value = data.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ReportError(f"'{key}' must be a non-negative integer, got {value!r}")
         if data.get("outcome") not in OUTCOMES:
             raise ReportError(f"'outcome' must be one of {list(OUTCOMES)}, got {data.get('outcome')!r}")
-        holding = data.get("holding")
-        if holding is not None and not isinstance(holding, str):
-            raise ReportError(f"'holding' must be a string or null, got {holding!r}")
         return cls(int(data["command_id"]), int(data["step"]), str(data["outcome"]), holding or None)

@@ -151,7 +151,9 @@ class TaskTracker:
         except ReportError as exc:
             return ReportVerdict(ignored=f"malformed execution report: {exc}")
         with self._cond:
-            self._holding = report.holding
+            if report.about_hand_only:
+                self._holding = report.holding
+                return ReportVerdict()
             run = self._run
             if run is None or run.command.command_id != report.command_id:
                 return ReportVerdict(ignored=f"execution report for command {report.command_id}, which is not "
@@ -160,6 +162,7 @@ class TaskTracker:
                 return ReportVerdict(ignored=f"execution report for step {report.step} of command "
                                              f"{report.command_id}, which awaits "
                                              f"{'no report' if run.awaiting is None else f'step {run.awaiting}'}")
+            self._holding = report.holding
             ok, reason = judge_step(run, report)
             run.awaiting = None
             last = report.step == len(run.plan.steps) - 1

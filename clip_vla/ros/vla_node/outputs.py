@@ -189,13 +189,17 @@ class Outputs:
             if chunk is not None:
                 self._chunk_path.publish(chunk_path(chunk, frame_id, stamp))
 
+    def now(self) -> Any:
+        """The node's clock now, as a message stamp (outputs that have no image to carry the stamp of)."""
+        return self._node.get_clock().now().to_msg()
+
     def task_ended(self, ending: Ending) -> None:
         """Publish how a plan ended on ``~/task_status`` (``records.task_status_record``), stamped now."""
         run = ending.run
         record = records.task_status_record(
             command_id=run.command.command_id, command=run.command.text, outcome=ending.outcome, step=ending.step,
             steps=len(run.plan.steps), reason=ending.reason, message=ending.message,
-            stamp=conv.stamp_to_dict(self._node.get_clock().now().to_msg()))
+            stamp=conv.stamp_to_dict(self.now()))
         with self._lock:
             self._task_status.publish(String(data=json.dumps(record)))
 

@@ -41,7 +41,8 @@ class PlanRun:
     goal_records: List[Optional[Dict[str, Any]]] = field(default_factory=list)
     awaiting: Optional[int] = None  # the step whose report is awaited
     due_after: Optional[float] = None  # ROS seconds: the next step needs a frame stamped later than this
-    due_by: float = 0.0  # time.monotonic(): ground anyway (it may then be refused stale) after this
+    due_by: float = 0.0  # time.monotonic(): give up waiting for such a frame after this
+    reported_at: Optional[float] = None  # ROS seconds: when the last report released a step
 
     @property
     def next_index(self) -> int:
@@ -120,25 +121,26 @@ class TaskTracker:
         return Ending(run, CANCELLED, step, "cancelled",
                       f"cancelled at step {step} of {len(run.plan.steps)} by command {by.command_id}")
 
-    def grounded(self, run: PlanRun, step: GroundedStep, goal: Optional[Dict[str, Any]]) -> Optional[Ending]:
-        """Record a grounded step of ``run``; a refused step ends the plan (the returned Ending).
+    def grounded(self, run: PlanRun, step: GroundedStep,
+                 goal: Optional[Dict[str, Any]]) -> Tuple[bool, Optional[Ending]]:
+        """Record a grounded step of ``run``: (still the running plan, the Ending a refused step caused).
 
-        Returns None when the step is out and its report awaited, or when ``run`` is no longer
-        the running plan (cancelled while the step was grounded: nothing more to publish).
+        (True, None): the step is out and its report awaited. (False, None): ``run`` was
+        cancelled while the step was grounded, so nothing of it may be published.
         """
         with self._cond:
             if self._run is not run:
-                return None
+                return False, None
             run.grounded.append(step)
             run.goal_records.append(goal if step.accepted else None)
             run.due_after = None
             if step.accepted and goal is not None:
                 run.awaiting = step.step.index
-                return None
+                return True, None
             self._run = None
         reason = step.reason or "bad_input"
         message = step.result.message if not step.accepted else "the goal could not be expressed in target_frame"
-        return Ending(run, FAILED, step.step.index, reason, message)
+        return True, Ending(run, FAILED, step.step.index, reason, message)
 
     def report(self, text: Any, now: float, patience: float) -> ReportVerdict:
         """Take one ``execution`` message received at ROS time ``now`` (seconds).
@@ -167,7 +169,7 @@ class TaskTracker:
             run.awaiting = None
             last = report.step == len(run.plan.steps) - 1
             if ok and not last:
-                run.due_after, run.due_by = now, time.monotonic() + patience
+                run.due_after, run.reported_at, run.due_by = now, now, time.monotonic() + patience
                 self._cond.notify_all()
                 return ReportVerdict(released=run.next_index)
             self._run = None
@@ -182,8 +184,8 @@ class TaskTracker:
         """(the run whose next step is due now, else None; seconds until its patience runs out, else None).
 
         Due once a frame stamped after the report is in (``latest_stamp``), or when the
-        patience has run out (it is then grounded on what there is, and may be refused stale).
-        Call with ``cond`` held (the worker's wait loop).
+        patience has run out (the worker then refuses the step ``stale_frame``: a step is never
+        grounded on a frame from before the report). Call with ``cond`` held (the worker's wait loop).
         """
         run = self._run
         if run is None or run.due_after is None:

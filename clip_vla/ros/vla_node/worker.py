@@ -243,12 +243,19 @@ class InferenceWorker:
         return plan, pipeline.prepare_parsed(first.parsed(), cmd.text)
 
     def _run_next_step(self, run: PlanRun) -> None:
-        """Ground a plan's due step on the freshest frame (the executor reported the one before)."""
+        """Ground a plan's due step on the freshest frame, which must be stamped after the previous step's report."""
         step = run.plan.steps[run.next_index]
         pipeline = self._models.pipeline
+        latest = self._inputs.latest_stamp()
+        refusal = None
         if pipeline is None or self._state() != "active":
-            self._end_step(run, GroundedStep(step, NoAction(Reason.INACTIVE, f"the node is {self._state()}",
-                                                            command=echo(run.command.text))))
+            refusal = NoAction(Reason.INACTIVE, f"the node is {self._state()}", command=echo(run.command.text))
+        elif latest is None or run.reported_at is None or latest <= run.reported_at:
+            refusal = NoAction(Reason.STALE_FRAME, f"no {self._topic('image')} frame stamped after the report of step "
+                                                   f"{step.index - 1} within {NEXT_STEP_PATIENCE_S:.0f} s",
+                               command=echo(run.command.text), skill=step.skill, object_phrase=step.object)
+        if refusal is not None:
+            self._end_step(run, GroundedStep(step, refusal))
             return
         self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, self._settings())
 
@@ -268,11 +275,9 @@ class InferenceWorker:
                 if self._commands.job is None and not self._commands.has_queued() and self._settings().continuous:
                     self._commands.job = job
         goal = self._publish_result(cmd, grounded.result, header, rgb, 0, settings, grounded.chunk)
-        ending = self._tasks.grounded(run, grounded, goal)
-        if header is not None and (ending is None or not first):
-            chunk = grounded.chunk if ending is None else None
-            self._outputs.plan(run.record(conv.stamp_to_seconds(header.stamp)), chunk, settings.base_frame,
-                               header.stamp)
+        current, ending = self._tasks.grounded(run, grounded, goal)
+        if current and (ending is None or not first):  # a refused first step is the command's refusal, no plan
+            self._publish_plan(run, grounded.chunk if ending is None else None, header, settings)
         if first:
             summary = run.plan.summary() if ending is None else None
             self._outputs.answer(cmd, grounded.result, settings, None if header is None else header.stamp, goal,
@@ -282,9 +287,15 @@ class InferenceWorker:
 
     def _end_step(self, run: PlanRun, refused: GroundedStep) -> None:
         """A later step that could not even be tried ends its plan (``failed``, with the reason)."""
-        ending = self._tasks.grounded(run, refused, None)
+        _, ending = self._tasks.grounded(run, refused, None)
         if ending is not None:
+            self._publish_plan(run, None, None, self._settings())
             self._outputs.task_ended(ending)
+
+    def _publish_plan(self, run: PlanRun, chunk: Any, header: Any, settings: NodeSettings) -> None:
+        """``~/plan`` as grounded so far, stamped with the step's image (else now), and the step's chunk."""
+        stamp = header.stamp if header is not None else self._outputs.now()
+        self._outputs.plan(run.record(conv.stamp_to_seconds(stamp)), chunk, settings.base_frame, stamp)
 
     def on_execution(self, text: Any) -> None:
         """An ``execution`` message (executor thread): release the next step, end the plan, or log and ignore."""

@@ -139,7 +139,9 @@ class SimBridge:
         self._publish_result(dict(judged, command_id=record.get("command_id"), command=record.get("command"),
                                   step=step["index"], steps=len(record.get("steps", [])), cmd=cmd,
                                   success=bool(result.success), reason=result.reason,
-                                  goal={"pose": pose, "tokens": goal.get("tokens"), "cmd": cmd},
+                                  goal={"pose": pose, "tokens": goal.get("tokens"), "cmd": cmd,
+                                        "stamp": goal.get("stamp")},
+                                  chunk=step["waypoints"],
                                   details=_jsonable(result.details)))
         report = ExecutionReport(int(record["command_id"]), int(step["index"]),
                                  DONE if result.success else FAILED, holding)

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from clip_vla.core import framesync
 from clip_vla.core.framesync import Refusal
 from clip_vla.core.language import CommandError
 from clip_vla.core.plan import GroundedStep, Plan, chunk_step, plan_command
 from clip_vla.core.records import echo
-from clip_vla.core.types import ActionGoal, NoAction, Reason
+from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
 from clip_vla.ros import conversions as conv
 from clip_vla.ros.vla_node.commands import Command, CommandQueue, Job
 from clip_vla.ros.vla_node.diagnostics import Throttle
@@ -38,6 +38,13 @@ from clip_vla.ros.vla_node.tasks import PlanRun, TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
 
 NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame newer than a step's report, then use the freshest
+
+
+class Seen(NamedTuple):
+    """The frame a result was found on and the camera pose then (for drawing the debug image)."""
+
+    frame: Frame
+    camera_to_base: Any
 
 
 class Models:
@@ -265,16 +272,16 @@ class InferenceWorker:
         step = run.plan.steps[run.next_index]
         first = step.index == 0
         if isinstance(prepared, NoAction):
-            result, header, rgb = prepared, None, None
+            result, header, seen = prepared, None, None
         else:
-            result, header, rgb = self._infer(cmd, prepared, job, settings)
+            result, header, seen = self._infer(cmd, prepared, job, settings)
         pipeline = self._models.pipeline
         grounded = chunk_step(pipeline, step, result) if pipeline is not None else GroundedStep(step, result)
         if job is not None:
             with self._cond:
                 if self._commands.job is None and not self._commands.has_queued() and self._settings().continuous:
                     self._commands.job = job
-        goal = self._publish_result(cmd, grounded.result, header, rgb, 0, settings, grounded.chunk)
+        goal = self._publish_result(cmd, grounded.result, header, seen, 0, settings, grounded.chunk)
         current, ending = self._tasks.grounded(run, grounded, goal)
         if current and (ending is None or not first):  # a refused first step is the command's refusal, no plan
             self._publish_plan(run, grounded.chunk if ending is None else None, header, settings)
@@ -316,17 +323,17 @@ class InferenceWorker:
                     self._commands.job = None
             return
         settings = self._settings()
-        result, header, rgb = self._infer(job.command, prepared, job, settings)
+        result, header, seen = self._infer(job.command, prepared, job, settings)
         with self._cond:
             if self._commands.job is not job:  # replaced or stopped while it ran: its result is obsolete
                 return
         job.updates += 1
         if header is not None:
-            self._publish_result(job.command, result, header, rgb, job.updates, settings)
+            self._publish_result(job.command, result, header, seen, job.updates, settings)
 
     # ---- one inference
     def _infer(self, cmd: Command, prepared: Any, job: Optional[Job], settings: NodeSettings) -> Tuple[Any, Any, Any]:
-        """(result, colour header or None, rgb or None) for one command on the freshest frame."""
+        """(result, colour header or None, what it was seen on or None) for one command on the freshest frame."""
         if job is not None:  # a job re-runs only on a newer frame, whatever this run answers
             version = self._inputs.version()
             job.last_version = -1 if version is None else version
@@ -356,9 +363,9 @@ class InferenceWorker:
             if sizes:
                 w, h = slot.size
                 result.message += f" (camera_info received only for {', '.join(sizes)}, not for this {w}x{h} image)"
-        return result, slot.msg.header, frame.rgb
+        return result, slot.msg.header, Seen(frame, camera_to_base or pipeline.camera_to_base)
 
-    def _publish_result(self, cmd: Command, result: Any, header: Any, rgb: Any, update: int,
+    def _publish_result(self, cmd: Command, result: Any, header: Any, seen: Optional["Seen"], update: int,
                         settings: NodeSettings, chunk: Any = None) -> Optional[Dict[str, Any]]:
         """Publish a goal (or clear the markers) and the debug image; returns the goal record if published."""
         if header is None:
@@ -373,11 +380,15 @@ class InferenceWorker:
                 self._outputs.goal(record, header.stamp, chunk)
         elif update == 0:
             self._outputs.clear_markers(settings.goal_frame, header.stamp)
-        if rgb is not None and self._outputs.wants_debug_image():
+        if seen is not None and self._outputs.wants_debug_image():
             try:
-                from clip_vla.core.visualize import annotate
+                from clip_vla.core.visualize import annotate, project_chunk
 
-                self._outputs.debug_image(conv.rgb_to_image(annotate(rgb, result), header.stamp, header.frame_id))
+                points = None
+                if chunk is not None and seen.frame.intrinsics is not None:
+                    points = project_chunk(chunk.decoded, seen.camera_to_base, seen.frame.intrinsics)
+                self._outputs.debug_image(conv.rgb_to_image(annotate(seen.frame.rgb, result, chunk=points),
+                                                            header.stamp, header.frame_id))
             except Exception as exc:  # noqa: BLE001 - a debug view never breaks the goal path
                 self._log("debug", "warning", f"debug image failed: {exc}")
         return record

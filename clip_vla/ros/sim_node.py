@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from clip_vla.core.plan import current_step
 from clip_vla.sim.oracle import ObservationLog
 
 
@@ -217,12 +218,6 @@ class SimBridge:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10.0)
-
-
-def current_step(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The step of a ``~/plan`` record that is out now: the last with a goal and waypoints, None if none."""
-    grounded = [s for s in record["steps"] if s.get("goal") is not None and s.get("waypoints")]
-    return grounded[-1] if grounded else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -24,8 +24,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from clip_vla.core import framesync
 from clip_vla.core.framesync import Refusal
-from clip_vla.core.language import CommandError
-from clip_vla.core.plan import GroundedStep, Plan, chunk_step, plan_command
+from clip_vla.core.plan import GroundedStep, chunk_step, prepare_plan
 from clip_vla.core.records import echo
 from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
 from clip_vla.ros import conversions as conv
@@ -211,7 +210,7 @@ class InferenceWorker:
         if cancelled is not None:
             self._outputs.task_ended(cancelled)
         try:
-            plan, prepared = self._plan(pipeline, cmd)
+            plan, prepared = prepare_plan(pipeline, cmd.text, self._tasks.holding)
         except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text
             self._outputs.answer(cmd, NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}",
                                                command=echo(cmd.text)), settings)
@@ -229,25 +228,6 @@ class InferenceWorker:
         assert plan is not None  # a prepared command always comes with its plan
         job = Job(cmd) if settings.continuous and len(plan.steps) == 1 else None
         self._ground(self._tasks.begin(cmd, plan), prepared, job, settings)
-
-    def _plan(self, pipeline: Any, cmd: Command) -> Tuple[Optional[Plan], Any]:
-        """(plan, its first step prepared) of a command, or (None, the refusal).
-
-        A one-clause command is prepared exactly as before plans existed (``pipeline.prepare``,
-        cached, the same refusals); a compound command's first step is prepared from its parse.
-        """
-        prepared = pipeline.prepare(cmd.text)
-        try:
-            plan = plan_command(pipeline.parser, cmd.text, self._tasks.holding)
-        except CommandError as exc:
-            if isinstance(prepared, NoAction):
-                return None, prepared
-            reason = next((r for r in Reason if r.value == exc.reason), Reason.BAD_COMMAND)
-            return None, NoAction(reason, str(exc), command=echo(cmd.text))
-        first = plan.steps[0]
-        if len(plan.steps) == 1 and not first.implicit:
-            return plan, prepared
-        return plan, pipeline.prepare_parsed(first.parsed(), cmd.text)
 
     def _run_next_step(self, run: PlanRun) -> None:
         """Ground a plan's due step on the freshest frame, which must be stamped after the previous step's report."""

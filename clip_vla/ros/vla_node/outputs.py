@@ -110,7 +110,7 @@ def chunk_path(chunk: Chunk, frame_id: str, stamp: Any) -> Path:
 
 
 def chunk_markers(chunk: Chunk, frame_id: str, stamp: Any) -> MarkerArray:
-    """RViz markers of a chunk: the path as a line, a sphere per waypoint (red closed, green open), its number."""
+    """RViz markers of a chunk: the path as a line, a sphere per waypoint (magenta closed, green open), its number."""
     markers = []
 
     def marker(mid: int, mtype: int) -> Marker:
@@ -131,7 +131,7 @@ def chunk_markers(chunk: Chunk, frame_id: str, stamp: Any) -> MarkerArray:
         dot.pose.position.x, dot.pose.position.y, dot.pose.position.z = w.x, w.y, w.z
         dot.scale.x = dot.scale.y = dot.scale.z = 0.015
         closed = w.gripper >= GRIPPER_CLOSED
-        dot.color.r, dot.color.g, dot.color.b, dot.color.a = (0.9, 0.2, 0.2, 1.0) if closed else (0.2, 0.9, 0.3, 1.0)
+        dot.color.r, dot.color.g, dot.color.b, dot.color.a = (0.92, 0.24, 0.82, 1.0) if closed else (0.24, 0.9, 0.35, 1.0)
         text = marker(2 + 2 * i, Marker.TEXT_VIEW_FACING)
         text.pose.position.x, text.pose.position.y, text.pose.position.z = w.x, w.y, w.z + 0.02
         text.scale.z = 0.02

@@ -36,7 +36,7 @@ from clip_vla.ros.vla_node.settings import NodeSettings
 from clip_vla.ros.vla_node.tasks import PlanRun, TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
 
-NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame newer than a step's report, then use the freshest
+NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame stamped after a step's report, then refuse stale_frame
 
 
 class Seen(NamedTuple):

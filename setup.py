@@ -15,7 +15,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.sdf")),
     ],
-    package_data={package_name: ["weights/*/*", "weights/*/*/*"]},
+    package_data={package_name: ["weights/*/*", "weights/*/*/*", "tools/console/static/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     # torch is deliberately absent: install it first for your platform (CPU, CUDA, Jetson wheel),
@@ -34,7 +34,8 @@ setup(
         "sim": ["mujoco>=3.1"],
         "bags": ["rosbags>=0.9.20"],
         "train": ["peft>=0.10"],
-        "test": ["pytest>=7"],
+        "console": ["aiohttp>=3.9"],
+        "test": ["pytest>=7", "selenium>=4.10"],
     },
     zip_safe=False,  # reads its shipped models and config from the package directory
     maintainer="clip_vla maintainers",
@@ -46,6 +47,7 @@ setup(
         "console_scripts": [
             "vla_node = clip_vla.ros.vla_node:main",
             "sim_node = clip_vla.ros.sim_node:main",
+            "console_node = clip_vla.ros.console_node:main",
             "clip-vla = clip_vla.tools.cli:main",
         ],
     },

@@ -12,11 +12,9 @@ confidence threshold is never returned as an ``ActionGoal``; it becomes a ``NoAc
 from __future__ import annotations
 
 import math
-import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,6 +24,7 @@ from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, Instruction
 from clip_vla.perception.localize import detect
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
+from clip_vla.perception.timing import StageTimer
 from clip_vla.perception.segmenter import Segmenter
 from clip_vla.perception.skill_scorer import SkillScorer
 from clip_vla.core.tokenizer import Action, ActionTokenizer
@@ -54,24 +53,6 @@ class PreparedCommand:
     prompts: List[str]  # CLIPSeg prompts: [object?, destination?, *distractors]
     object_index: Optional[int]
     destination_index: Optional[int]
-
-
-class _Timer:
-    """Per-stage wall-clock timings in milliseconds (synchronising CUDA so stages are honest)."""
-
-    def __init__(self, device) -> None:
-        self.ms: Dict[str, float] = {}
-        self._cuda = getattr(device, "type", "cpu") == "cuda"
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        if self._cuda:
-            import torch
-
-            torch.cuda.synchronize()
-        self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
 
 
 class VLAPipeline:
@@ -202,7 +183,7 @@ class VLAPipeline:
                         object_phrase=prepared.parsed.object, stamp=frame.stamp, **extra)
 
     def _run(self, frame: Frame, prepared: PreparedCommand, camera_to_base: geometry.RigidTransform) -> Result:
-        timer = _Timer(self.models.device if self.models is not None else None)
+        timer = StageTimer(self.models.device if self.models is not None else None)
         intrinsics = frame.intrinsics or self.default_intrinsics
         if intrinsics is None:
             return self._no(prepared, frame, Reason.NO_INTRINSICS,
@@ -273,25 +254,36 @@ class VLAPipeline:
         )
 
     def _perceive(self, frame: Frame, prepared: PreparedCommand,
-                  timer: _Timer) -> Tuple[Dict[str, Detection], Dict[str, float]]:
+                  timer: StageTimer) -> Tuple[Dict[str, Detection], Dict[str, float]]:
         """CLIPSeg detections of the named object/destination and CLIP skill probabilities."""
         perception = self.config.perception
-        height, width = frame.rgb.shape[:2]
-        with timer.stage("preprocess"):
-            image = to_device_uint8(frame.rgb, self.models.device)
-            seg_pixels = model_input(image, self.models.clipseg_image, self.models.dtype)
-        with timer.stage("image_encoding"):
-            features = self.segmenter.encode_image(seg_pixels)
-        with timer.stage("text_encoding"):
-            text = self.segmenter.text_embeddings(prepared.prompts)
+        image, features, logits = self.segment(frame.rgb, prepared.prompts, timer)
         with timer.stage("mask_decoding"):
-            logits = self.segmenter.decode(features, text)
-            probs = self.segmenter.probabilities(logits, (height, width))
+            probs = self.segmenter.probabilities(logits, frame.rgb.shape[:2])
         with timer.stage("skill_scoring"):
             skill_probs = self._score_skills(prepared, image, features)
         with timer.stage("postprocess"):
             detections = detect_roles(probs, prepared, perception)
         return detections, skill_probs
+
+    def segment(self, rgb: np.ndarray, prompts: Sequence[str], timer: Optional[StageTimer] = None):
+        """One CLIPSeg vision pass over ``rgb`` and one decoder batch over ``prompts``.
+
+        Returns ``(image, features, logits)``: the 1x3xHxW uint8 frame on the device (CLIP's
+        image term reuses it), the vision features and the KxhxW decoder logits. Every caller
+        that segments (goals, suggestions, verification) goes through here.
+        """
+        timer = timer or StageTimer(self.models.device)
+        with timer.stage("preprocess"):
+            image = to_device_uint8(rgb, self.models.device)
+            pixels = model_input(image, self.models.clipseg_image, self.models.dtype)
+        with timer.stage("image_encoding"):
+            features = self.segmenter.encode_image(pixels)
+        with timer.stage("text_encoding"):
+            text = self.segmenter.text_embeddings(list(prompts))
+        with timer.stage("mask_decoding"):
+            logits = self.segmenter.decode(features, text)
+        return image, features, logits
 
     def _score_skills(self, prepared: PreparedCommand, image, features) -> Dict[str, float]:
         """CLIP skill probabilities; the image term costs a CLIP vision pass only when weighted."""

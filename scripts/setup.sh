@@ -9,6 +9,8 @@ DEV=0
 
 # System packages: venv support, and Mesa EGL so MuJoCo renders offscreen on the CPU.
 PKGS="python3-venv python3-pip libegl1 libegl-mesa0 libgl1-mesa-dri libgl1"
+# --dev: a headless browser for the operator console's test (Selenium drives it; nothing is downloaded)
+[ "$DEV" = 1 ] && PKGS="$PKGS chromium chromium-driver"
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
   for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -53,6 +53,7 @@ DTYPES: Tuple[str, ...] = ("auto", "float32", "float16", "bfloat16", "fp32", "fp
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # ROS parameters cannot be empty arrays: a number list of just [0.0] means "not set".
 UNSET_ARRAY: List[float] = [0.0]
+UNSET_STRINGS: List[str] = [""]  # the same for a string list
 
 
 class ConfigError(ValueError):
@@ -174,7 +175,7 @@ class Setting:
             count = f"{self.length} numbers" if self.length else "a list of numbers"
             return f"{count} or {UNSET_ARRAY} for unset" if self.unset_ok else count
         if self.kind == "strs":
-            return "a list of strings"
+            return f"a list of strings or {UNSET_STRINGS} for none" if self.unset_ok else "a list of strings"
         return "a string" if self.kind == "str" else "a string (empty: unset)"
 
     def check(self, value: Any) -> Any:
@@ -209,6 +210,8 @@ class Setting:
         if self.kind == "strs":
             if not all(isinstance(v, str) for v in items):
                 raise fail()
+            if self.unset_ok and items == UNSET_STRINGS:
+                return []
             return items
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
             raise fail()
@@ -530,12 +533,49 @@ class MotionConfig(Validated):
     point_height: float = setting(0.05, "point_at: hover this far above the goal point, metres", range=(1e-3, 1.0))
 
 
+@dataclass
+class SuggestSection(Validated):
+    """What ``~/suggest`` and ``clip-vla suggest`` offer (``clip_vla.perception.suggest.SuggestConfig``
+    is built from it, so these are the one set of defaults).
+
+    String lists follow the ROS spelling of "empty": ``[""]`` (a ROS parameter cannot be an
+    empty array), read as ``[]``.
+    """
+
+    SECTION: ClassVar[str] = "suggest"
+
+    max_suggestions: int = setting(10, "most suggestions in one list", range=(1, 1000))
+    min_score: float = setting(0.0, "suggestions scoring lower are dropped (object confidence x skill fit "
+                                    "[x destination confidence])", range=(0.0, 1.0))
+    skills: List[str] = setting(factory=lambda: ["pick", "place", "push"], doc="skills to suggest (vocabulary "
+                                "skill names; never the stop skill)")
+    min_confidence: float = setting(-1.0, "an object's mean mask probability to be suggested; negative: "
+                                          "perception.min_confidence", range=(-1.0, 1.0))
+    merge_overlap: float = setting(0.3, "shared pixels / the smaller mask at which two names are one object",
+                                   range=(1e-6, 1.0))
+    colours: List[str] = setting(factory=list, unset_ok=True, doc="with shapes: every '<colour> <shape>' is a "
+                                 "candidate name; [\"\"] = none")
+    shapes: List[str] = setting(factory=list, unset_ok=True, doc="shapes for the colours; [\"\"] = none")
+    objects: List[str] = setting(factory=list, unset_ok=True, doc="extra candidate object names; [\"\"] = none")
+    vocabulary_objects: bool = setting(True, "the vocabulary's objects are candidates too")
+    fixtures: List[str] = setting(factory=lambda: ["bowl", "tray"], unset_ok=True,
+                                  doc="destinations: never picked or pushed, only put things in/on")
+
+    def check_together(self) -> None:
+        if not self.skills:
+            raise invalid("suggest.skills", self.skills, "at least one skill")
+        if bool(self.colours) != bool(self.shapes):
+            raise invalid("suggest.colours", self.colours, "colours together with suggest.shapes (names are "
+                          "'<colour> <shape>')")
+
+
 SECTIONS: Dict[str, Type[Validated]] = {
     "models": ModelConfig,
     "perception": PerceptionConfig,
     "geometry": GeometryConfig,
     "workspace": WorkspaceConfig,
     "motion": MotionConfig,
+    "suggest": SuggestSection,
 }
 
 
@@ -546,6 +586,7 @@ class ClipVlaConfig(Validated):
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    suggest: SuggestSection = field(default_factory=SuggestSection)
     vocabulary_file: str = setting("", "skills/objects vocabulary YAML; empty: the package's config/vocabulary.yaml")
     base_frame: str = setting("base_link", "robot base frame: workspace bounds and tokens are expressed in it")
     vocabulary: Optional[Vocabulary] = None

@@ -101,6 +101,7 @@ class Reason(str, enum.Enum):
     QUEUE_FULL = "queue_full"
     STOPPED = "stopped"
     INACTIVE = "inactive"
+    UNKNOWN_OPTION = "unknown_option"  # "option N": no suggestion list yet, or none numbered N
 
 
 @dataclass

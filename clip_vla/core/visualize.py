@@ -16,12 +16,15 @@ What is drawn, when the result has it:
 - the step's action chunk, when given: its waypoints projected into the image, joined in
   order, numbered from 0, each dot coloured by the gripper (green open, magenta closed).
 
+``annotate_suggestions`` draws a suggestion round instead: each suggested object's box with
+the numbers of its suggestions ("1", "2,5"), so a person can say "option 2" looking at it.
+
 Drawing never raises for a well-formed RGB frame: a detection whose mask does not match the
 frame (e.g. a stale result) is drawn without its mask.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -90,6 +93,36 @@ def annotate(rgb: np.ndarray, result: Any, top_k: int = 3,
     bars = _top_scores(getattr(result, "skill_probabilities", {}) or {}, top_k)
     _text_panel(out, lines, color, bars=bars, chosen=getattr(result, "cmd", None) or getattr(result, "skill", None),
                 keep_visible=keep_visible)
+    return out
+
+
+SUGGESTION_COLOR: Color = (255, 200, 0)
+
+
+def annotate_suggestions(rgb: np.ndarray, suggestions: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """A copy of ``rgb`` with each suggested object boxed and labelled with its suggestion numbers.
+
+    ``suggestions`` are ``Suggestion.to_dict()`` records (``rank``, ``box``, ``pixel``, ``command``);
+    suggestions about one object (same box) share one label. A one-line legend lists the first ones.
+    """
+    out = _as_rgb(rgb).copy()
+    by_box: Dict[Tuple[int, ...], List[int]] = {}
+    for s in suggestions:
+        if s.get("box") is not None:
+            by_box.setdefault(tuple(int(b) for b in s["box"]), []).append(int(s["rank"]))
+    scale = max(0.4, min(1.2, out.shape[1] / 600.0))
+    thick = max(1, _thickness(out) + 1)
+    for box, ranks in by_box.items():
+        _draw_box(out, box, SUGGESTION_COLOR)
+        label = ",".join(str(r) for r in sorted(ranks))
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        u0 = min(max(0, box[0]), max(0, out.shape[1] - tw - 6))
+        v0 = max(th + base + 4, box[1])
+        cv2.rectangle(out, (u0, v0 - th - base - 4), (u0 + tw + 6, v0), SUGGESTION_COLOR, -1)
+        cv2.putText(out, label, (u0 + 3, v0 - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, PANEL_COLOR, thick,
+                    cv2.LINE_AA)
+    legend = [f"{s['rank']}: {s['command']}" for s in suggestions[:3]]
+    _text_panel(out, legend or ["no suggestion"], SUGGESTION_COLOR, keep_visible=list(by_box))
     return out
 
 

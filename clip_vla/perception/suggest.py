@@ -28,11 +28,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from clip_vla.core import geometry
-from clip_vla.core.config import ConfigError, Vocabulary
+from clip_vla.core.config import ConfigError, SuggestSection, Vocabulary, invalid
 from clip_vla.core.language import CommandError, InstructionParser
 from clip_vla.core.types import Detection, Frame
 from clip_vla.perception.localize import all_components
-from clip_vla.perception.preprocess import model_input, to_device_uint8
+from clip_vla.perception.timing import StageTimer
 
 # How a suggestion is said, per skill; a skill not listed is said with its first verb.
 DEFAULT_PHRASINGS: Dict[str, str] = {
@@ -47,43 +47,68 @@ DEFAULT_PHRASINGS: Dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- settings
+_SECTION = SuggestSection()  # the schema's defaults: one set, for the node, the CLI and this module
+
+
 @dataclass(frozen=True)
 class SuggestConfig:
-    """What to suggest and how many (the node will read these as a ``suggest`` parameter section).
+    """What to suggest and how many; ``from_section`` builds it from the ``suggest`` config section.
+
+    The defaults are the section's (``clip_vla.core.config.SuggestSection``); ``relations`` and
+    ``phrasings`` are how commands are worded, not settings of a robot, so they live only here.
 
     Raises:
         ConfigError: on construction, for a value out of range, no skills, or colours without shapes.
     """
 
-    max_suggestions: int = 10
-    min_score: float = 0.0  # suggestions scoring lower are dropped (score = confidence x skill fit [x destination])
-    skills: Tuple[str, ...] = ("pick", "place", "push")
-    colours: Tuple[str, ...] = ()  # with ``shapes``: every "<colour> <shape>" is a candidate name
-    shapes: Tuple[str, ...] = ()
-    objects: Tuple[str, ...] = ()  # names a user adds
-    vocabulary_objects: bool = True  # also the vocabulary's ``objects`` (fixtures among them stay fixtures)
-    fixtures: Tuple[str, ...] = ("bowl", "tray")  # destinations: never picked, pushed, ...
+    max_suggestions: int = _SECTION.max_suggestions
+    min_score: float = _SECTION.min_score  # score = confidence x skill fit [x destination]
+    skills: Tuple[str, ...] = tuple(_SECTION.skills)
+    colours: Tuple[str, ...] = tuple(_SECTION.colours)  # with ``shapes``: every "<colour> <shape>" is a name
+    shapes: Tuple[str, ...] = tuple(_SECTION.shapes)
+    objects: Tuple[str, ...] = tuple(_SECTION.objects)  # names a user adds
+    vocabulary_objects: bool = _SECTION.vocabulary_objects  # also the vocabulary's objects (fixtures stay fixtures)
+    fixtures: Tuple[str, ...] = tuple(_SECTION.fixtures)  # destinations: never picked, pushed, ...
     relations: Mapping[str, str] = field(default_factory=lambda: {"tray": "on"})  # "on the tray"; default "in"
     min_confidence: Optional[float] = None  # an object's mean mask probability; None: perception.min_confidence
-    merge_overlap: float = 0.3  # shared pixels / the smaller mask at which two names are one object
+    merge_overlap: float = _SECTION.merge_overlap  # shared pixels / the smaller mask at which two names are one
     phrasings: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PHRASINGS))
+
+    @classmethod
+    def from_section(cls, section: SuggestSection, **overrides: Any) -> "SuggestConfig":
+        """The settings of a config's ``suggest`` section (a negative min_confidence: the perception's).
+
+        Raises:
+            ConfigError: see the class.
+        """
+        values: Dict[str, Any] = dict(
+            max_suggestions=section.max_suggestions, min_score=section.min_score, skills=tuple(section.skills),
+            colours=tuple(section.colours), shapes=tuple(section.shapes), objects=tuple(section.objects),
+            vocabulary_objects=section.vocabulary_objects, fixtures=tuple(section.fixtures),
+            min_confidence=None if section.min_confidence < 0 else section.min_confidence,
+            merge_overlap=section.merge_overlap)
+        values.update(overrides)
+        return cls(**values)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "skills", tuple(self.skills))
         for name in ("colours", "shapes", "objects", "fixtures"):
             object.__setattr__(self, name, tuple(str(v).strip().lower() for v in getattr(self, name) if str(v).strip()))
-        if self.max_suggestions < 1:
-            raise ConfigError(f"suggest.max_suggestions must be >= 1, got {self.max_suggestions}")
-        if not 0.0 <= self.min_score <= 1.0:
-            raise ConfigError(f"suggest.min_score must be in [0, 1], got {self.min_score}")
-        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError(f"suggest.min_confidence must be in [0, 1] or None, got {self.min_confidence}")
-        if not 0.0 < self.merge_overlap <= 1.0:
-            raise ConfigError(f"suggest.merge_overlap must be in (0, 1], got {self.merge_overlap}")
-        if not self.skills:
-            raise ConfigError("suggest.skills: at least one skill is required")
-        if bool(self.colours) != bool(self.shapes):
-            raise ConfigError("suggest.colours and suggest.shapes go together: names are '<colour> <shape>'")
+        if self.min_confidence is not None and self.min_confidence < 0:  # here None says "the perception's"
+            raise invalid("suggest.min_confidence", self.min_confidence, "a number in [0, 1] or None")
+        self.section()  # the schema judges every value: one set of rules
+
+    def section(self) -> SuggestSection:
+        """These settings as the config section (``from_section``'s inverse, wording aside).
+
+        Raises:
+            ConfigError: a value the schema refuses.
+        """
+        return SuggestSection(
+            max_suggestions=self.max_suggestions, min_score=self.min_score, skills=list(self.skills),
+            min_confidence=-1.0 if self.min_confidence is None else self.min_confidence,
+            merge_overlap=self.merge_overlap, colours=list(self.colours), shapes=list(self.shapes),
+            objects=list(self.objects), vocabulary_objects=self.vocabulary_objects, fixtures=list(self.fixtures))
 
     def candidates(self, vocabulary: Vocabulary) -> List["Candidate"]:
         """Every name to look for, objects first, each once (a fixture name is always a fixture)."""
@@ -365,22 +390,13 @@ class Suggester:
 
     def suggest(self, frame: Frame, camera_to_base: Optional[geometry.RigidTransform] = None) -> SuggestionList:
         """Ranked suggestions for one frame (``camera_to_base`` default: the pipeline's)."""
-        from clip_vla.pipeline import _Timer
-
         pipe = self.pipeline
         models, segmenter, perception = pipe.models, pipe.segmenter, pipe.config.perception
-        timer = _Timer(models.device)
+        timer = StageTimer(models.device)
         height, width = frame.rgb.shape[:2]
         k = len(self.candidates)
-        with timer.stage("preprocess"):
-            image = to_device_uint8(frame.rgb, models.device)
-            pixels = model_input(image, models.clipseg_image, models.dtype)
-        with timer.stage("image_encoding"):
-            features = segmenter.encode_image(pixels)
-        with timer.stage("text_encoding"):
-            text = segmenter.text_embeddings(self.prompts)
+        image, features, logits = pipe.segment(frame.rgb, self.prompts, timer)
         with timer.stage("mask_decoding"):
-            logits = segmenter.decode(features, text)
             maps = segmenter.target_maps(logits, (height, width), range(k), perception.mask_threshold,
                                          competitors=range(k, len(self.prompts)))
         with timer.stage("postprocess"):
@@ -400,18 +416,39 @@ class Suggester:
         return SuggestionList(ranked, objects, timer.ms, frame.stamp)
 
     def _locate(self, objects: Sequence[SceneObject], frame: Frame, camera_to_base: geometry.RigidTransform) -> None:
-        """Each object's base-frame point as the pipeline computes a goal's; None where it cannot."""
-        intrinsics = frame.intrinsics or self.pipeline.default_intrinsics
-        if intrinsics is None:
-            return
-        for obj in objects:
-            det = obj.detection
-            try:
-                located = geometry.locate(det.mask, det.centroid, frame.depth, intrinsics, camera_to_base,
-                                          self.pipeline.config.geometry)
-            except geometry.GeometryError:
-                continue
-            obj.xyz = tuple(float(v) for v in located.xyz_base)  # type: ignore[assignment]
+        locate_objects(objects, frame, camera_to_base, self.pipeline)
+
+
+def locate_objects(objects: Sequence[SceneObject], frame: Frame, camera_to_base: geometry.RigidTransform,
+                   pipeline: Any) -> None:
+    """Each object's base-frame point as ``pipeline`` computes a goal's; None where it cannot."""
+    intrinsics = frame.intrinsics or pipeline.default_intrinsics
+    if intrinsics is None:
+        return
+    for obj in objects:
+        det = obj.detection
+        try:
+            located = geometry.locate(det.mask, det.centroid, frame.depth, intrinsics, camera_to_base,
+                                      pipeline.config.geometry)
+        except geometry.GeometryError:
+            continue
+        obj.xyz = tuple(float(v) for v in located.xyz_base)  # type: ignore[assignment]
+
+
+def make_suggester(pipeline: Any, config: SuggestConfig) -> Any:
+    """What suggests on ``pipeline``: a ``Suggester`` on its models, or its oracle's own (simulation).
+
+    An oracle perception (the simulator's ground truth) has no models to suggest with; one that
+    offers ``suggester(pipeline, config)`` answers from the truth instead, with the same interface.
+
+    Raises:
+        ConfigError: see ``Suggester``.
+        ValueError: an oracle pipeline whose oracle cannot suggest.
+    """
+    oracle = getattr(pipeline, "oracle", None)
+    if pipeline.models is None and hasattr(oracle, "suggester"):
+        return oracle.suggester(pipeline, config)
+    return Suggester(pipeline, config)
 
 
 def suggest(frame: Frame, pipeline: Any, config: Optional[SuggestConfig] = None,

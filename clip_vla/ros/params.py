@@ -6,8 +6,9 @@ a description, a range for every threshold, and ``read_only`` for what needs a r
 (the models) or a restart (QoS, autostart).
 
 ROS parameters have no "None" and no empty arrays, so the core's unset values are spelled:
-``""`` for an unset string (models.cache_dir, models.revision, vocabulary_file, target_frame)
-and ``[0.0]`` for an unset number list (geometry.intrinsics, geometry.camera_to_base_matrix).
+``""`` for an unset string (models.cache_dir, models.revision, vocabulary_file, target_frame),
+``[0.0]`` for an unset number list (geometry.intrinsics, geometry.camera_to_base_matrix) and
+``[""]`` for an empty string list (suggest.colours, suggest.shapes, suggest.objects).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from clip_vla.core.language import DEFAULT_MAX_LENGTH
-from clip_vla.core.config import UNSET_ARRAY, ClipVlaConfig, ConfigError, check_setting, invalid, settings
+from clip_vla.core.config import (UNSET_ARRAY, UNSET_STRINGS, ClipVlaConfig, ConfigError, check_setting, invalid,
+                                  settings)
 
 MODES = ("on_command", "continuous")
 RELIABILITIES = ("best_effort", "reliable")
@@ -73,15 +75,21 @@ NODE_PARAMETERS: Tuple[ParamSpec, ...] = (
               "allocating", (1, 1 << 31), core=False),
     ParamSpec("autostart", True, "configure and activate at start-up (no lifecycle manager needed); false: "
               "wait for lifecycle transitions", read_only=True, core=False),
+    ParamSpec("suggest_rate", 0.0, "Hz: suggestion rounds published on ~/suggestions per second (on new "
+              "frames); 0: only when ~/suggest is called", (0.0, 100.0), core=False),
+    ParamSpec("suggest_timeout", 10.0, "seconds ~/suggest waits for its round before answering that it timed out",
+              (0.1, 600.0), core=False),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 3600.0), read_only=True,
               core=False),
 )
 
 
-def _ros_value(value: Any) -> Any:
-    """A core default as a ROS parameter value (no None, no empty arrays)."""
+def _ros_value(value: Any, kind: str) -> Any:
+    """A core default of schema ``kind`` as a ROS parameter value (no None, no empty arrays)."""
     if value is None:
         return ""
+    if kind == "strs":
+        return [str(v) for v in value] or list(UNSET_STRINGS)
     if isinstance(value, (list, tuple)):
         if not value:
             return list(UNSET_ARRAY)
@@ -91,14 +99,14 @@ def _ros_value(value: Any) -> Any:
 
 def core_defaults() -> Dict[str, Any]:
     """``ClipVlaConfig.to_flat()`` of the defaults, as ROS values, without reading any vocabulary file."""
-    return {key: _ros_value(s.default) for key, s in settings().items()}
+    return {key: _ros_value(s.default, s.kind) for key, s in settings().items()}
 
 
 def parameter_specs() -> Dict[str, ParamSpec]:
     """Every parameter the node declares, by name, in declaration order."""
     specs: Dict[str, ParamSpec] = {}
     for key, s in settings().items():
-        specs[key] = ParamSpec(key, _ros_value(s.default), s.doc, s.range, read_only=key.startswith("models."),
+        specs[key] = ParamSpec(key, _ros_value(s.default, s.kind), s.doc, s.range, read_only=key.startswith("models."),
                                choices=s.choices)
     for spec in NODE_PARAMETERS:
         specs[spec.name] = spec

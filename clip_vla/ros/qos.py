@@ -51,3 +51,13 @@ def output_qos(depth: int = 10) -> QoSProfile:
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.VOLATILE,
     )
+
+
+def latched_qos(depth: int = 1) -> QoSProfile:
+    """Reliable and transient-local: a subscriber that joins later still gets the latest message(s)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=max(1, int(depth)),
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )

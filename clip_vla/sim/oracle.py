@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from clip_vla.perception.localize import detection_from_mask
 from clip_vla.core.types import Detection, Frame
@@ -41,6 +41,10 @@ class GroundTruthPerception:
         self.log = log
         self.min_area = min_area
 
+    def suggester(self, pipeline: Any, config: Any) -> "GroundTruthSuggester":
+        """Suggestions from the true masks, for a pipeline built on this oracle (``make_suggester``)."""
+        return GroundTruthSuggester(self.log, pipeline, config, self.min_area)
+
     def __call__(self, frame: Frame, prepared) -> Tuple[Dict[str, Detection], Dict[str, float]]:
         obs = self.log.get(frame.stamp)
         detections: Dict[str, Detection] = {}
@@ -59,3 +63,37 @@ class GroundTruthPerception:
                 detections[role] = detection_from_mask(phrase, mask, self.min_area)
         skill = prepared.skill.name if prepared.skill is not None else None
         return detections, ({skill: 1.0} if skill else {})
+
+
+class GroundTruthSuggester:
+    """``Suggester``'s interface on the simulator's truth: every visible entity, under its own name.
+
+    Every skill fits every object equally (the oracle knows what is there, not what suits it),
+    so the ranking is by name within each skill; fixtures are ``config.fixtures``. The table and
+    the gripper are never candidates.
+    """
+
+    NOT_CANDIDATES = ("table", "gripper")
+
+    def __init__(self, log: ObservationLog, pipeline: Any, config: Any, min_area: int = 1) -> None:
+        self.log = log
+        self.pipeline = pipeline
+        self.config = config
+        self.min_area = min_area
+
+    def suggest(self, frame: Frame, camera_to_base: Any = None) -> Any:
+        """The ranked suggestions of the observation published with ``frame``'s stamp (none if unknown)."""
+        from clip_vla.perception import suggest as S
+
+        obs = self.log.get(frame.stamp)
+        objects = []
+        for name in ([] if obs is None or obs.segmentation is None else sorted(set(obs.labels.values()))):
+            mask = obs.mask_of(name)
+            if name in self.NOT_CANDIDATES or mask.sum() < self.min_area:
+                continue
+            objects.append(S.SceneObject(name, name in self.config.fixtures,
+                                         detection_from_mask(name, mask, self.min_area)))
+        S.locate_objects(objects, frame, camera_to_base or self.pipeline.camera_to_base, self.pipeline)
+        fits = {o.name: S.allowed_fits({}, self.config.skills) for o in objects if not o.fixture}
+        ranked = S.rank_suggestions(objects, fits, self.config, self.pipeline.vocabulary, self.pipeline.parser)
+        return S.SuggestionList(ranked, objects, {}, frame.stamp)

@@ -451,9 +451,16 @@ class Client:
         """
         from lifecycle_msgs.msg import Transition
 
-        for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
-            if not self.change_state(transition, timeout):
-                raise RuntimeError(f"lifecycle transition {transition} failed")
+        if not self.change_state(Transition.TRANSITION_DEACTIVATE, timeout):
+            raise RuntimeError("the node did not deactivate")
+        # Until discovery has seen the old camera subscriptions go, they would count as connected.
+        deadline = time.monotonic() + timeout
+        while self.pub_image.get_subscription_count() > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the node's camera subscriptions did not go away")
+            time.sleep(0.02)
+        if not self.change_state(Transition.TRANSITION_ACTIVATE, timeout):
+            raise RuntimeError("the node did not activate")
         self.wait_connected(timeout)
 
     def get_state(self, timeout: float = 10.0) -> str:

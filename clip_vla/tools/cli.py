@@ -218,6 +218,8 @@ TOOLS: Dict[str, Tuple[str, str]] = {
     "bench": ("clip_vla.tools.bench", "per-stage latency, fast path vs naive baseline, memory"),
     "soak": ("clip_vla.tools.soak", "long-running vla_node load test over DDS (latency, memory growth)"),
     "suggest": ("clip_vla.tools.suggest", "ranked commands for what is in one image (or --eval-sim N scenes)"),
+    "verify-eval": ("clip_vla.tools.verify_eval", "the step verifier against the simulator's truth (no ROS)"),
+    "console": ("clip_vla.ros.console_node", "the operator console: a local web page to watch and command vla_node"),
 }
 
 

@@ -12,17 +12,21 @@ gripper, which follows the chunk's waypoints and reports the step on ``execution
 step is grounded on a fresh frame. Each step prints its goal (skill, pose in the base frame,
 RT-2 tokens), its chunk (waypoints with the gripper state) and what the simulator made of it,
 and saves vla_node's own ``~/debug_image`` for that step (the chunk drawn on the frame).
+
+``clip-vla demo --console`` runs the same graph with the operator console instead of the script:
+open the printed URL, click a suggestion or type a command; Ctrl-C ends it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 DEFAULT_SEED = 1002  # held-out (training used seeds >= 5,000,000), one the shipped models get right; rates: README
 
@@ -82,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", help="CLIP id or directory instead of the shipped sim model")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     p.add_argument("--distractors", type=int, default=3, help="look-alike objects besides the target")
+    p.add_argument("--console", action="store_true",
+                   help="instead of the script: serve the operator console and wait (type or click; Ctrl-C ends it)")
+    p.add_argument("--host", default="127.0.0.1", help="--console: address (another than loopback needs --token)")
+    p.add_argument("--port", type=int, default=8765, help="--console: port (default %(default)s)")
+    p.add_argument("--token", default="", help="--console: token every request must carry (?token=...)")
     return p
 
 
@@ -166,12 +175,59 @@ def run_script(graph: Any, seed: int, out_dir: Path, log=print) -> List[Dict[str
     return records
 
 
+@contextlib.contextmanager
+def attached_console(graph: Any, host: str = "127.0.0.1", port: int = 0, token: str = "") -> Iterator[Any]:
+    """The operator console on ``graph`` (its namespace, context and executor) while the block runs.
+
+    Raises:
+        ConsoleError: a non-loopback host without a token.
+    """
+    from rclpy.parameter import Parameter
+
+    from clip_vla.ros.console_node import ConsoleNode
+
+    params = [Parameter("host", value=host), Parameter("port", value=int(port)), Parameter("token", value=token)]
+    node = ConsoleNode(namespace=graph.vla_node.get_namespace(), context=graph.context, parameter_overrides=params)
+    graph.executor.add_node(node)
+    try:
+        yield node
+    finally:
+        node.close()
+        graph.executor.remove_node(node)
+        node.destroy_node()
+
+
+def serve_console(graph: Any, args: argparse.Namespace) -> None:
+    """The interactive demo: a scene with a bowl, the console, a first suggestion list; until Ctrl-C."""
+    task = graph.driver.reset(args.seed, "place", destination="bowl")
+    if task is None:
+        raise RuntimeError("the simulator did not answer the reset")
+    with attached_console(graph, args.host, args.port, args.token) as console:
+        console.request_suggestions(wait_for_service=10.0)
+        url = console.url + (f"?token={args.token}" if args.token else "")
+        print(f"operator console: {url}\n  click a suggestion or type a command (\"pick up the "
+              f"{task['object']}\", \"option 2\"); Ctrl-C ends the demo", flush=True)
+        try:
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            print("\nclip-vla demo: stopped")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from clip_vla.tools.sim_eval import SimGraph
     from clip_vla.train.shipped import MODELS_DIR
 
+    if args.console:
+        from clip_vla.tools.console import ConsoleError, check_bind
+
+        try:
+            check_bind(args.host, args.port, args.token)
+        except ConsoleError as exc:
+            print(f"clip-vla demo: error: {exc}", file=sys.stderr)
+            return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -194,6 +250,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     with graph:
         print(f"graph up in {time.perf_counter() - started:.1f} s (nodes: {graph.vla_node.get_namespace()}/"
               f"{{clip_vla, sim, driver}})")
+        if args.console:
+            serve_console(graph, args)
+            return 0
         records = run_script(graph, args.seed, out_dir)
     done = sum(r["success"] for r in records)
     print(f"\n{done}/{len(records)} commands carried out by the simulated robot; "

@@ -440,13 +440,21 @@ def _oracle_factory(oracle: Any) -> Callable[[Any], Any]:
     return lambda config: VLAPipeline(config, oracle=oracle)
 
 
+def sim_suggest_parameters() -> Dict[str, Any]:
+    """The ``suggest`` section for the simulated world: its catalogue's names, its bowl and tray."""
+    from clip_vla.sim.objects import DEFAULT_COLOURS, DEFAULT_SHAPES
+
+    return {"suggest.colours": list(DEFAULT_COLOURS), "suggest.shapes": list(DEFAULT_SHAPES),
+            "suggest.vocabulary_objects": False, "suggest.fixtures": ["bowl", "tray"]}
+
+
 def sim_model_overrides(perception: str, clipseg: Optional[str] = None,
                         clip: Optional[str] = None) -> Dict[str, Any]:
     """vla_node parameters for the simulated world, on CPU: the models given, else the shipped
     compact sim-domain pair (needed only for ``model`` perception)."""
     from clip_vla.train.shipped import SIM_CLIP, SIM_CLIPSEG, sim_model_config
 
-    overrides: Dict[str, Any] = {"models.device": "cpu"}
+    overrides: Dict[str, Any] = {"models.device": "cpu", **sim_suggest_parameters()}
     if perception == "model" and not (clipseg and clip):
         missing = [str(p) for p in (SIM_CLIPSEG, SIM_CLIP) if not (p / "config.json").is_file()]
         if missing:

@@ -24,7 +24,6 @@ from clip_vla.perception.suggest import SuggestConfig, SuggestionList
 
 EXIT_OK = 0
 EXIT_ERROR = 2
-SIM_FIXTURES = ("bowl", "tray")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,24 +33,28 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="colour image file (PNG/JPEG)")
     src.add_argument("--eval-sim", type=int, metavar="N", help="evaluate on N simulated scenes instead")
+    src.add_argument("--eval-option", type=int, metavar="N",
+                     help="on N simulated scenes over the ROS graph: success of 'option 1' vs its command typed")
+    p.add_argument("--perception", choices=("model", "oracle"), default="model",
+                   help="--eval-option: the shipped models (or --clipseg/--clip), or the simulator's truth")
     p.add_argument("--depth", help="depth: 16-bit PNG in millimetres, or .npy in metres")
     p.add_argument("--intrinsics", help="fx,fy,cx,cy in pixels (default: geometry.intrinsics)")
     p.add_argument("--json", action="store_true", help="print the suggestions as JSON")
     p.add_argument("--repeat", type=int, default=1,
                    help="run N timed rounds on the image (after one untimed) and print their time to stderr")
-    p.add_argument("--max", type=int, default=SuggestConfig.max_suggestions, help="most suggestions (default %(default)s)")
-    p.add_argument("--min-score", type=float, default=SuggestConfig.min_score,
-                   help="drop suggestions scoring lower (default %(default)s)")
-    p.add_argument("--min-confidence", type=float, default=None,
+    # Unset flags leave the config file's ``suggest`` section as it is (its defaults: the schema's).
+    p.add_argument("--max", type=int, help=f"most suggestions (default {SuggestConfig.max_suggestions})")
+    p.add_argument("--min-score", type=float,
+                   help=f"drop suggestions scoring lower (default {SuggestConfig.min_score})")
+    p.add_argument("--min-confidence", type=float,
                    help="an object's mean mask probability (default: perception.min_confidence)")
-    p.add_argument("--skills", default=",".join(SuggestConfig.skills), help="skills to suggest (default %(default)s)")
-    p.add_argument("--objects", default="", help="extra object names, comma-separated")
-    p.add_argument("--colours", default="", help="colours, comma-separated: with --shapes, '<colour> <shape>' names")
-    p.add_argument("--shapes", default="", help="shapes, comma-separated")
+    p.add_argument("--skills", help=f"skills to suggest (default {','.join(SuggestConfig.skills)})")
+    p.add_argument("--objects", help="extra object names, comma-separated")
+    p.add_argument("--colours", help="colours, comma-separated: with --shapes, '<colour> <shape>' names")
+    p.add_argument("--shapes", help="shapes, comma-separated")
     p.add_argument("--no-vocabulary-objects", action="store_true",
                    help="leave the vocabulary's objects out of the candidates")
-    p.add_argument("--fixtures", default=",".join(SuggestConfig.fixtures),
-                   help="destinations, never picked (default %(default)s)")
+    p.add_argument("--fixtures", help=f"destinations, never picked (default {','.join(SuggestConfig.fixtures)})")
     p.add_argument("--seed", type=int, default=8000, help="--eval-sim: first scene seed (default %(default)s)")
     p.add_argument("--distractors", type=int, default=3, help="--eval-sim: objects besides the target (default 3)")
     add_config_flags(p)
@@ -62,15 +65,20 @@ def _names(text: str) -> List[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def suggest_config(args: argparse.Namespace, **overrides: Any) -> SuggestConfig:
-    """The settings the flags give (``overrides`` win). Raises ConfigError for invalid ones."""
-    settings: Dict[str, Any] = dict(max_suggestions=args.max, min_score=args.min_score,
-                                    min_confidence=args.min_confidence, skills=_names(args.skills),
-                                    objects=_names(args.objects), colours=_names(args.colours),
-                                    shapes=_names(args.shapes), fixtures=_names(args.fixtures),
-                                    vocabulary_objects=not args.no_vocabulary_objects)
-    settings.update(overrides)
-    return SuggestConfig(**settings)
+def suggest_config(args: argparse.Namespace, section: Any, **overrides: Any) -> SuggestConfig:
+    """The config's ``suggest`` section with the flags given on top (``overrides`` win).
+
+    Raises:
+        ConfigError: an invalid setting.
+    """
+    lists = {"skills": args.skills, "objects": args.objects, "colours": args.colours, "shapes": args.shapes,
+             "fixtures": args.fixtures}
+    flags: Dict[str, Any] = {key: _names(value) for key, value in lists.items() if value is not None}
+    numbers = {"max_suggestions": args.max, "min_score": args.min_score, "min_confidence": args.min_confidence}
+    flags.update({key: value for key, value in numbers.items() if value is not None})
+    if args.no_vocabulary_objects:
+        flags["vocabulary_objects"] = False
+    return SuggestConfig.from_section(section, **{**flags, **overrides})
 
 
 # --------------------------------------------------------------------------- output
@@ -174,13 +182,13 @@ def _pixel_on(mask: Any, pixel: Optional[Sequence[float]]) -> bool:
     return 0 <= v < mask.shape[0] and 0 <= u < mask.shape[1] and bool(mask[v, u])
 
 
-def sim_suggest_config(args: argparse.Namespace) -> SuggestConfig:
+def sim_suggest_config(args: argparse.Namespace, section: Any) -> SuggestConfig:
     """The flags' settings with the simulated catalogue as candidates (its colours x shapes, bowl, tray)."""
-    from clip_vla.sim.objects import DEFAULT_COLOURS, DEFAULT_SHAPES
+    from clip_vla.tools.sim_eval import sim_suggest_parameters
 
-    return suggest_config(args, colours=_names(args.colours) or list(DEFAULT_COLOURS),
-                          shapes=_names(args.shapes) or list(DEFAULT_SHAPES), vocabulary_objects=False,
-                          fixtures=_names(args.fixtures) or list(SIM_FIXTURES))
+    sim = {key.partition(".")[2]: value for key, value in sim_suggest_parameters().items()}
+    given = {key: _names(getattr(args, key)) for key in ("colours", "shapes", "fixtures") if getattr(args, key)}
+    return suggest_config(args, section, **{**sim, **given})
 
 
 # --------------------------------------------------------------------------- main
@@ -199,20 +207,37 @@ def _run(args: argparse.Namespace) -> int:
         shipped = sim_model_config()
         args.clipseg = args.clipseg or shipped["models.clipseg"]
         args.clip = args.clip or shipped["models.clip"]
-        config = sim_suggest_config(args)
-        pipeline = VLAPipeline(load_config(args))
+        core = load_config(args)
+        config = sim_suggest_config(args, core.suggest)
+        pipeline = VLAPipeline(core)
         report = evaluate_sim(pipeline, config, range(args.seed, args.seed + args.eval_sim), args.distractors)
         if not args.json:
             report.pop("per_scene")
         print(json.dumps(report, indent=1))
         return EXIT_OK
 
+    if args.eval_option is not None:
+        from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+        from clip_vla.tools.suggest_sim import evaluate_option_one
+
+        if args.eval_option < 1:
+            raise ValueError(f"--eval-option needs at least 1 scene, got {args.eval_option}")
+        overrides = sim_model_overrides(args.perception, args.clipseg, args.clip)
+        overrides["suggest_timeout"] = 120.0  # a loaded CPU must not turn a slow round into "no suggestion"
+        with SimGraph(overrides, perception=args.perception, seed=args.seed, n_distractors=args.distractors) as graph:
+            report = evaluate_option_one(graph, range(args.seed, args.seed + args.eval_option))
+        if not args.json:
+            report.pop("per_scene")
+        print(json.dumps(dict(report, perception=args.perception), indent=1))
+        return EXIT_OK
+
     rgb = read_image(args.image)
     depth = read_depth(args.depth) if args.depth else None
     intrinsics = Intrinsics(*parse_floats(args.intrinsics, 4, "--intrinsics")) if args.intrinsics else None
-    config = suggest_config(args)
+    core = load_config(args)
+    config = suggest_config(args, core.suggest)
     frame = Frame(rgb=rgb, depth=depth, intrinsics=intrinsics)
-    suggester = Suggester(VLAPipeline(load_config(args)), config)
+    suggester = Suggester(VLAPipeline(core), config)
     result = suggester.suggest(frame)
     if args.repeat > 1:
         print(time_rounds(suggester, frame, args.repeat), file=sys.stderr)

@@ -22,8 +22,10 @@ from clip_vla.ros.vla_node.diagnostics import Stats
 @dataclass(frozen=True)
 class Command:
     command_id: int
-    text: str
+    text: str  # what runs: for "option 2", suggestion 2's command
     received: float  # time.monotonic()
+    said: Optional[str] = None  # what was sent, when it differs from ``text`` ("option 2")
+    option: Optional[int] = None  # the suggestion number it chose
 
 
 @dataclass

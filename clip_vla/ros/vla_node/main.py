@@ -12,7 +12,7 @@ import threading
 from typing import Any, List, Optional
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from clip_vla.ros.vla_node.diagnostics import Throttle
@@ -44,7 +44,7 @@ class _StopSignals:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _spin(node: VlaNode, executor: SingleThreadedExecutor, stop: threading.Event) -> int:
+def _spin(node: VlaNode, executor: Executor, stop: threading.Event) -> int:
     """Spin until asked to stop; an executor error (e.g. a message rclpy cannot take) is logged, not fatal."""
     log = Throttle(node.get_logger())
     failures = 0
@@ -68,7 +68,7 @@ def main(args: Optional[List[str]] = None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signals.install()
     node: Optional[VlaNode] = None
-    executor = SingleThreadedExecutor()
+    executor = MultiThreadedExecutor(num_threads=2)  # ~/suggest waits in its own callback group
     code = 0
     try:
         node = VlaNode()

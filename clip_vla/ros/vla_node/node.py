@@ -5,6 +5,7 @@ each of which lives in its own module of this package::
 
     image, depth, camera_info ─► inputs.CameraInputs ──┐
     command ─► commands.CommandQueue ─────────────────┼─► worker.InferenceWorker ─► outputs.Outputs
+    ~/suggest ─► suggestions.SuggestionRounds ────────┤      ("option 2" resolved on arrival)
     execution ─► tasks.TaskTracker (the running plan) ─┘
     parameters ─► settings.NodeSettings     tf.TfLookup ┘                  diagnostics ─► /diagnostics
 
@@ -22,7 +23,9 @@ Topics (all relative, so namespaces and remaps apply)::
     pub  ~/chunk_path   nav_msgs/Path            the current step's chunk waypoints (base_frame)
     pub  ~/task_status  std_msgs/String          JSON: how an accepted command's plan ended (done|failed|cancelled)
     pub  ~/debug_image  sensor_msgs/Image        annotated frame (only while subscribed)
-    pub  ~/markers      visualization_msgs/MarkerArray
+    pub  ~/markers      visualization_msgs/MarkerArray  (goal; numbered suggestion labels)
+    pub  ~/suggestions  std_msgs/String          JSON: the latest suggestion round (transient-local)
+    srv  ~/suggest      std_srvs/Trigger         one suggestion round now; the message is its JSON
     pub  /diagnostics   diagnostic_msgs/DiagnosticArray
 
 Lifecycle: configure loads the models (slow, once); activate subscribes to the camera;
@@ -51,6 +54,7 @@ from clip_vla.ros.vla_node.diagnostics import Stats, Throttle, diagnostic_status
 from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs
 from clip_vla.ros.vla_node.settings import NodeSettings
+from clip_vla.ros.vla_node.suggestions import SuggestionRounds, SuggestService
 from clip_vla.ros.vla_node.tasks import TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
 from clip_vla.ros.vla_node.worker import InferenceWorker, Models
@@ -77,6 +81,8 @@ class VlaNode(LifecycleNode):
         self._camera_subs: List[Any] = []
 
         self._outputs = Outputs(self, self._cond, self._stats)
+        self._suggestions = SuggestionRounds(self, self._cond, self._outputs)
+        self._suggest_service = SuggestService(self, self._suggestions, lambda: self.state, lambda: self._settings)
         self._sub_command = self.create_subscription(String, "command", self._on_command, qos.command_qos())
         self._flush_guard = self.create_guard_condition(self._commands.flush)
         self._tasks = TaskTracker(self._cond)
@@ -90,8 +96,8 @@ class VlaNode(LifecycleNode):
         self._worker = InferenceWorker(
             cond=self._cond, inputs=self._inputs, commands=self._commands, models=self._models,
             outputs=self._outputs, tf=self.tf, settings=lambda: self._settings, state=lambda: self.state,
-            topic=self._topic, log=self._log, logger=self.get_logger(), tasks=self._tasks,
-            now=lambda: conv.stamp_to_seconds(self.get_clock().now().to_msg()))
+            topic=self._topic, log=self._log, logger=self.get_logger(), suggestions=self._suggestions,
+            tasks=self._tasks, now=lambda: conv.stamp_to_seconds(self.get_clock().now().to_msg()))
         self._worker.start()
         self._sub_execution = self.create_subscription(String, "execution", lambda msg: self._worker.on_execution(
             msg.data), qos.command_qos())
@@ -253,8 +259,9 @@ class VlaNode(LifecycleNode):
 
     def _on_command(self, msg: String) -> None:
         settings = self._settings
-        cmd = self._commands.receive(msg.data)
-        refusal = quick_refusal(cmd.text, self.state, self._models.load_error, settings.max_command_length)
+        cmd, refusal = self._suggestions.resolve(self._commands.receive(msg.data))  # "option 2" -> its command
+        refusal = refusal or quick_refusal(cmd.text, self.state, self._models.load_error,
+                                           settings.max_command_length)
         if refusal is not None:
             self._outputs.answer(cmd, refusal, settings)
         elif not self._commands.offer(cmd, settings.command_queue_size):

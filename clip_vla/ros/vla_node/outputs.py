@@ -213,6 +213,11 @@ class Outputs:
         with self._lock:
             self._markers.publish(MarkerArray(markers=[m]))
 
+    def markers(self, markers: MarkerArray) -> None:
+        """Publish other markers on ``~/markers`` (the suggestions' numbers)."""
+        with self._lock:
+            self._markers.publish(markers)
+
     def wants_debug_image(self) -> bool:
         """Whether anyone subscribes to ``~/debug_image`` (drawing it costs time)."""
         return self._debug.get_subscription_count() > 0
@@ -227,9 +232,11 @@ class Outputs:
         latency = (time.monotonic() - cmd.received) * 1e3
         if stamp is None:
             stamp = self._node.get_clock().now().to_msg()
-        record = records.status_record(result, command_id=cmd.command_id, command=cmd.text,
+        record = records.status_record(result, command_id=cmd.command_id, command=cmd.said or cmd.text,
                                        stamp=conv.stamp_to_dict(stamp), latency_ms=latency, mode=settings.mode,
                                        goal=goal, target_frame=settings.target_frame, plan=plan)
+        if cmd.option is not None:  # which command the option number became
+            record["option"] = {"number": cmd.option, "command": cmd.text}
         with self._lock:
             self._status.publish(String(data=json.dumps(record)))
         with self._cond:

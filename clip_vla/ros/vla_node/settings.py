@@ -33,6 +33,8 @@ class NodeSettings:
     max_image_pixels: int
     autostart: bool
     diagnostics_period: float
+    suggest_rate: float
+    suggest_timeout: float
     device: str
     clipseg: str
     clip: str
@@ -58,6 +60,8 @@ class NodeSettings:
             max_image_pixels=int(v["max_image_pixels"]),
             autostart=bool(v["autostart"]),
             diagnostics_period=float(v["diagnostics_period"]),
+            suggest_rate=float(v["suggest_rate"]),
+            suggest_timeout=float(v["suggest_timeout"]),
             device=str(v["models.device"]),
             clipseg=str(v["models.clipseg"]),
             clip=str(v["models.clip"]),

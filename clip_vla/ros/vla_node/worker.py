@@ -33,6 +33,7 @@ from clip_vla.ros.vla_node.diagnostics import Throttle
 from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs, goal_record
 from clip_vla.ros.vla_node.settings import NodeSettings
+from clip_vla.ros.vla_node.suggestions import SUGGESTION_ROUND, SuggestionRounds
 from clip_vla.ros.vla_node.tasks import PlanRun, TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
 
@@ -106,9 +107,10 @@ class InferenceWorker:
     def __init__(self, *, cond: threading.Condition, inputs: CameraInputs, commands: CommandQueue, models: Models,
                  outputs: Outputs, tf: TfLookup, settings: Callable[[], NodeSettings], state: Callable[[], str],
                  topic: Callable[[str], str], log: Throttle, logger: Any, tasks: TaskTracker,
-                 now: Callable[[], float]) -> None:
+                 now: Callable[[], float], suggestions: Optional[SuggestionRounds] = None) -> None:
         """``now()``: the node's ROS time in seconds, as camera stamps read (execution reports are timed by it)."""
         self._cond = cond
+        self._suggestions = suggestions
         self._inputs = inputs
         self._commands = commands
         self._models = models
@@ -150,6 +152,8 @@ class InferenceWorker:
                     self._run_job_update(task)
                 elif isinstance(task, PlanRun):
                     self._run_next_step(task)
+                elif task is SUGGESTION_ROUND:
+                    self._suggestions.run(self._models.pipeline, self._state(), self._settings(), self.latest_frame)
                 else:
                     self._run_command(task)
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
@@ -161,9 +165,9 @@ class InferenceWorker:
                     self._end_step(task, GroundedStep(task.plan.steps[task.next_index], NoAction(
                         Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(task.command.text))))
 
-    def _next_task(self) -> Union[Command, Job, PlanRun, None]:
-        """The next command, else a plan's due step, else the job when a newer frame is in and max_rate
-        allows; None: stop."""
+    def _next_task(self) -> Union[Command, Job, PlanRun, object, None]:
+        """The next command, else a plan's due step, else a suggestion round that is asked for or due,
+        else the job when a newer frame is in and max_rate allows; None: stop."""
         with self._cond:
             while True:
                 if self._stopping:
@@ -171,11 +175,17 @@ class InferenceWorker:
                 cmd = self._commands.pop()
                 if cmd is not None:
                     return cmd
-                run, timeout = self._tasks.due(self._inputs.latest_stamp())
+                run, plan_wait = self._tasks.due(self._inputs.latest_stamp())
                 if run is not None and self._tasks.take(run):
                     return run
-                job = self._commands.job
                 version = self._inputs.version()
+                timeout = plan_wait
+                if self._suggestions is not None:
+                    wait = self._suggestions.wait_time(self._settings().suggest_rate, version)
+                    if wait is not None and wait <= 0:
+                        return SUGGESTION_ROUND
+                    timeout = wait if timeout is None else (timeout if wait is None else min(timeout, wait))
+                job = self._commands.job
                 if job is not None and version is not None and version != job.last_version:
                     wait = job.last_run + 1.0 / self._settings().max_rate - time.monotonic()
                     if wait <= 0:
@@ -319,11 +329,7 @@ class InferenceWorker:
             job.last_version = -1 if version is None else version
             job.last_run = time.monotonic()
         try:
-            slot = self._inputs.select(settings, self._topic("image"))
-            depth, info = self._inputs.match(slot, settings, self.stopping)
-            frame = self._inputs.frame(slot, depth, info, settings)
-            camera_to_base = self._tf.camera_to_base(slot.msg.header, settings,
-                                                     lambda m: self._log("no_frame_id", "warning", m))
+            slot, frame, camera_to_base = self.latest_frame(settings)
         except Refusal as refusal:
             return framesync.refused(refusal, cmd.text, prepared), None, None
         except (conv.ConversionError, ValueError) as exc:
@@ -344,6 +350,20 @@ class InferenceWorker:
                 w, h = slot.size
                 result.message += f" (camera_info received only for {', '.join(sizes)}, not for this {w}x{h} image)"
         return result, slot.msg.header, Seen(frame, camera_to_base or pipeline.camera_to_base)
+
+    def latest_frame(self, settings: NodeSettings) -> Tuple[Any, Any, Any]:
+        """(slot, Frame, camera_to_base) of the freshest frame with its synced depth and camera_info.
+
+        Raises:
+            Refusal: no frame, a stale one, or no transform (framesync's reasons).
+            ConversionError, ValueError: a message that cannot become a frame.
+        """
+        slot = self._inputs.select(settings, self._topic("image"))
+        depth, info = self._inputs.match(slot, settings, self.stopping)
+        frame = self._inputs.frame(slot, depth, info, settings)
+        camera_to_base = self._tf.camera_to_base(slot.msg.header, settings,
+                                                 lambda m: self._log("no_frame_id", "warning", m))
+        return slot, frame, camera_to_base
 
     def _publish_result(self, cmd: Command, result: Any, header: Any, seen: Optional["Seen"], update: int,
                         settings: NodeSettings, chunk: Any = None) -> Optional[Dict[str, Any]]:

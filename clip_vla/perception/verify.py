@@ -1,0 +1,625 @@
+"""Did the step work? A step's postcondition checked on the frame after it, and goals refused before it.
+
+RT-2's loop is plan, verify, execute: after the executor reports a step, the next frame is
+looked at before anything else moves. The verifier answers from perception alone (the
+executor's word is trusted only where nothing can be seen, ``point_at``)::
+
+    before frame ─┐                                    ┌─ pick:  gone from where it rested, raised
+                  ├─ CLIPSeg: object (+ destination) ──┤  place: inside the destination's footprint,
+    after frame  ─┘   one vision pass per frame,       │         at rest height (the gripper let go)
+                      every component of each mask     └─ push/pull: moved far enough along theta
+                  components ─► depth + intrinsics ─► points in the base frame (core.geometry.locate)
+
+Every component of the object's mask is kept, not only the best one: after a pick the held
+object is half hidden by the fingers and a look-alike left on the table can outrank it, so
+"the best component is still on the table" would call most successful picks failures.
+The component the goal was grounded on (the before-frame component nearest the goal) is
+"the acted-on object"; the rules ask where it went:
+
+* pick: failure ``object_still_on_table`` when a component still lies where it rested;
+  success ``object_lifted`` when a component is raised above it (``object_left_rest``, with
+  less confidence, when the rest place is empty but the held object is not seen);
+* place: success when a component of the object lies inside the destination's footprint (the
+  convex hull of its mask's points on the table) at rest height; else ``gripper_not_empty``
+  (held high), ``object_beside_destination`` or ``object_not_in_destination``;
+* push/pull: the component that appeared nearest the acted-on object's old place gives the
+  displacement along theta: ``object_moved``, ``not_moved_enough`` or ``moved_wrong_direction``;
+* pick and push/pull, ``wrong_object``: a second opinion on the grounding. Another component
+  of the before frame, at least 0.4 as large and surer per pixel (mean logit, averaged over
+  both frames) than the acted-on one, is still where it was: the step most likely moved a
+  look-alike (the grounding ranks components by probability mass; these are its mistakes).
+
+Without depth, points come from the table plane (the pipeline's fallback). Heights are then
+unknown, so:
+
+* pick: a component's height is measured under the hypothesis that a pick lifts the object
+  straight up: its centroid's ray is followed to where it passes over the rest point, and the
+  ray's height there is the lift (a ray that misses the rest point by more than
+  ``ray_max_miss_m`` gives no height);
+* place: the footprint test uses the table-plane points of both masks; the gripper-empty test
+  (a height) cannot be made and is skipped (the evidence says so);
+* push/pull: before and after points share the same table-plane bias, so the displacement is
+  still measured.
+
+Every no-depth verdict carries ``evidence["depth"] = "missing"`` and its confidence is scaled
+by ``VerifyConfig.no_depth_confidence``. ``uncertain`` answers when the object (or the
+destination) is not found in the after frame: not found is not evidence either way.
+
+``refuse_implausible_goal`` is the rule that runs before execution: a place destination found
+on the gripper or on the object it holds, or any goal too high above the table for something
+resting on it, is refused with its own reason instead of being executed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from clip_vla.core import geometry
+from clip_vla.core.config import GeometryConfig
+from clip_vla.core.types import Detection, Frame, Intrinsics
+from clip_vla.perception.localize import all_components, detection_from_mask, target_mask
+
+if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
+    from clip_vla.pipeline import VLAPipeline
+
+__all__ = [
+    "GoalLike",
+    "GoalRefusal",
+    "Perceive",
+    "StepLike",
+    "Verdict",
+    "VerifyConfig",
+    "Verifier",
+    "model_perceiver",
+    "refuse_implausible_goal",
+]
+
+SUCCESS, FAILURE, UNCERTAIN = "success", "failure", "uncertain"
+VERDICTS = (SUCCESS, FAILURE, UNCERTAIN)
+
+# Stable reasons (published on ~/task_status): why a verdict is what it is.
+OBJECT_LIFTED = "object_lifted"
+OBJECT_LEFT_REST = "object_left_rest"
+WRONG_OBJECT = "wrong_object"
+OBJECT_STILL_ON_TABLE = "object_still_on_table"
+OBJECT_IN_DESTINATION = "object_in_destination"
+OBJECT_NOT_IN_DESTINATION = "object_not_in_destination"
+OBJECT_BESIDE_DESTINATION = "object_beside_destination"
+GRIPPER_NOT_EMPTY = "gripper_not_empty"
+OBJECT_MOVED = "object_moved"
+NOT_MOVED_ENOUGH = "not_moved_enough"
+MOVED_WRONG_DIRECTION = "moved_wrong_direction"
+OBJECT_NOT_FOUND = "object_not_found"
+DESTINATION_NOT_FOUND = "destination_not_found"
+EXECUTOR_REPORT = "executor_report"
+UNSUPPORTED_SKILL = "unsupported_skill"
+REASONS = (OBJECT_LIFTED, OBJECT_LEFT_REST, OBJECT_STILL_ON_TABLE, WRONG_OBJECT, OBJECT_IN_DESTINATION,
+           OBJECT_NOT_IN_DESTINATION, OBJECT_BESIDE_DESTINATION, GRIPPER_NOT_EMPTY, OBJECT_MOVED, NOT_MOVED_ENOUGH,
+           MOVED_WRONG_DIRECTION, OBJECT_NOT_FOUND, DESTINATION_NOT_FOUND, EXECUTOR_REPORT, UNSUPPORTED_SKILL)
+
+# Refusal reasons of refuse_implausible_goal.
+DESTINATION_ON_GRIPPER = "destination_on_gripper"
+IMPLAUSIBLE_HEIGHT = "implausible_height"
+
+MOVE_SKILLS = ("push", "pull")  # theta of their goal is the direction the object moves
+RESTING_TARGET_SKILLS = ("pick", "push", "pull", "point_at")  # the goal is an object resting on the table
+
+
+class StepLike(Protocol):
+    """What the verifier needs of a step (the planner's PlanStep, a ParsedInstruction, ...)."""
+
+    skill: Optional[str]
+    object: Optional[str]
+    destination: Optional[str]
+    direction: Optional[str]
+
+
+class GoalLike(Protocol):
+    """What the verifier needs of the step's grounded goal (an ``ActionGoal`` has it).
+
+    ``xyz_base`` is where the executor was sent: the object for pick/push/pull, the
+    destination for place. ``theta`` is, for push/pull, the direction the object must move.
+    """
+
+    xyz_base: Tuple[float, float, float]
+    theta: float
+
+
+class Component(NamedTuple):
+    """One connected component of a phrase's mask.
+
+    ``mean_logit`` is how sure the model is per pixel, unsaturated: the mean probabilities of an
+    object and of its look-alikes all sit near 0.97, their mean logits still differ.
+    """
+
+    detection: Detection
+    mean_logit: float
+
+
+# (frame, phrases) -> per phrase, every connected component of its mask, best first (the pipeline's
+# instance score); an empty list when the phrase is not found. One vision pass for all phrases.
+Perceive = Callable[[Frame, Sequence[str]], Dict[str, List[Component]]]
+MASK_LOGIT = 10.0  # the mean logit given to a known binary mask (ground truth): probability ~1
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Thresholds of the verifier and of the pre-execution refusal (metres, base frame, table = 0 height).
+
+    The rival thresholds were chosen on validation seeds (pick 9100-9149, place 9100-9122, push
+    9100-9129: ``clip-vla verify-eval --seeds ... --save DIR`` then ``--reverify DIR``) to catch
+    at least 90% of failed steps with the fewest flags; see README "Verification". The others
+    are the simulator's own success thresholds or physical sizes.
+    """
+
+    min_lift_m: float = 0.04  # pick: an object point this much above where it rested is raised
+    min_push_m: float = 0.03  # push/pull: displacement along theta (the simulator's success threshold)
+    rest_radius_m: float = 0.03  # an object point this close (xy) to where it rested has not left it
+    match_radius_m: float = 0.02  # an after point this close to a before point is the same, unmoved thing
+    rival_min_area_fraction: float = 0.4  # a rival component has at least this fraction of the acted-on area
+    rival_logit_margin: float = 0.1  # ... and a mean logit >= the acted-on one's + this (may be < 0)
+    max_rest_height_m: float = 0.10  # place: an object's centre this high above the table is still held
+    beside_margin_m: float = 0.05  # place: outside the footprint by less than this is "beside" it
+    footprint_tolerance_m: float = 0.01  # place: the object's point may lie this far outside the footprint
+    ray_max_miss_m: float = 0.04  # no depth, pick: the ray must pass this close above the rest point
+    no_depth_confidence: float = 0.6  # confidence factor of every verdict made without depth
+    confidence_scale_m: float = 0.03  # a margin this large past a threshold gives full confidence
+    max_target_height_m: float = 0.12  # refusal: pick/push/pull/point_at goals above this are implausible
+    max_destination_height_m: float = 0.10  # refusal: a place destination above this is implausible
+    gripper_radius_m: float = 0.06  # refusal: a destination this close to the held object is on the gripper
+
+    def __post_init__(self) -> None:
+        for name in ("min_lift_m", "min_push_m", "rest_radius_m", "match_radius_m", "max_rest_height_m",
+                     "beside_margin_m", "ray_max_miss_m", "confidence_scale_m", "max_target_height_m",
+                     "max_destination_height_m", "gripper_radius_m"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"verify.{name} must be a positive number of metres, got {value!r}")
+        if not (math.isfinite(self.footprint_tolerance_m) and self.footprint_tolerance_m >= 0):
+            raise ValueError(f"verify.footprint_tolerance_m must be >= 0, got {self.footprint_tolerance_m!r}")
+        if not math.isfinite(self.rival_logit_margin):
+            raise ValueError(f"verify.rival_logit_margin must be finite, got {self.rival_logit_margin!r}")
+        for name in ("no_depth_confidence", "rival_min_area_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+                raise ValueError(f"verify.{name} must be in (0, 1], got {value!r}")
+
+
+@dataclass
+class Verdict:
+    """The outcome of one step as perception sees it; ``reason`` is a stable string (see REASONS)."""
+
+    verdict: str  # success | failure | uncertain
+    confidence: float  # [0, 1]
+    reason: str
+    evidence: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        self.confidence = float(min(1.0, max(0.0, self.confidence)))
+
+    @property
+    def success(self) -> bool:
+        return self.verdict == SUCCESS
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"verdict": self.verdict, "confidence": round(self.confidence, 4), "reason": self.reason,
+                "evidence": _jsonable(self.evidence)}
+
+
+@dataclass(frozen=True)
+class GoalRefusal:
+    """Why a goal is not executed (``destination_on_gripper`` | ``implausible_height``)."""
+
+    reason: str
+    message: str
+    evidence: Dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- refusal before execution
+def refuse_implausible_goal(goal_xyz_base: Sequence[float], skill: str, *, table_height: float = 0.0,
+                            held_xyz_base: Optional[Sequence[float]] = None,
+                            config: VerifyConfig = VerifyConfig()) -> Optional[GoalRefusal]:
+    """A refusal for a goal no resting object could be at, else None.
+
+    Why: with the compact models a third of the failed places put "the bowl" on the gripper
+    (13-20 cm above the table); executing such a goal drops the object. ``held_xyz_base`` is
+    where the held object was seen (``ActionGoal.object_xyz_base`` of a place); a place
+    destination within ``gripper_radius_m`` of it is on the gripper or on that object.
+
+    Raises:
+        ValueError: when ``goal_xyz_base`` is not three finite numbers.
+    """
+    goal = _point3(goal_xyz_base, "goal_xyz_base")
+    height = float(goal[2] - table_height)
+    if skill == "place" and held_xyz_base is not None:
+        held = _point3(held_xyz_base, "held_xyz_base")
+        distance = float(np.linalg.norm(goal - held))
+        if distance < config.gripper_radius_m:
+            return GoalRefusal(DESTINATION_ON_GRIPPER,
+                               f"the destination is {distance:.3f} m from the held object: it was found on the gripper",
+                               {"distance_m": distance, "held_xyz_base": held.tolist()})
+    limit = config.max_destination_height_m if skill == "place" else (
+        config.max_target_height_m if skill in RESTING_TARGET_SKILLS else None)
+    if limit is not None and height > limit:
+        what = "destination" if skill == "place" else "object"
+        return GoalRefusal(IMPLAUSIBLE_HEIGHT,
+                           f"the {what} is {height:.3f} m above the table (> {limit:.3f} m): nothing rests there",
+                           {"height_m": height, "max_height_m": limit})
+    return None
+
+
+# --------------------------------------------------------------------------- perception
+def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
+    """The pipeline's CLIPSeg as a ``Perceive``: every phrase and distractor competes at every pixel.
+
+    The same decision rule as grounding (threshold, competition, component by
+    ``perception.instance_score``), so a verdict sees what the goal was grounded on.
+
+    Raises:
+        ValueError: when the pipeline has no models (an oracle pipeline).
+    """
+    if pipeline.segmenter is None:
+        raise ValueError("model_perceiver needs a pipeline with models; pass an oracle Perceive instead")
+
+    def perceive(frame: Frame, phrases: Sequence[str]) -> Dict[str, List[Component]]:
+        perception = pipeline.config.perception
+        prompts = [perception.prompt_template.replace("{object}", p) for p in phrases]
+        prompts += list(pipeline.vocabulary.distractors)
+        probs = prompt_probabilities(pipeline, frame.rgb, prompts)
+        everyone = range(len(prompts))
+        return {p: components(target_mask(probs, i, everyone, perception.mask_threshold), probs[i], p,
+                              perception.min_area_px, perception.instance_score) for i, p in enumerate(phrases)}
+
+    return perceive
+
+
+def components(mask: np.ndarray, probs: np.ndarray, phrase: str, min_area: int = 1,
+               score: str = "mass") -> List[Component]:
+    """Every connected component of ``mask`` (``localize.all_components``, best first) with its mean logit.
+
+    Why all of them: after a pick the held object is partly hidden by the fingers, and a
+    look-alike left on the table can outrank it; the verifier must see both.
+    """
+    logits = np.log(np.clip(probs, 1e-6, 1.0)) - np.log(np.clip(1.0 - probs, 1e-6, 1.0))
+    return [Component(det, float(logits[det.mask].mean()))
+            for det in all_components(mask, probs, phrase, min_area, score)]
+
+
+def component_from_mask(phrase: str, mask: np.ndarray, mean_logit: float = MASK_LOGIT) -> Component:
+    """A Component from a known binary mask (the simulator's ground truth, a user's label)."""
+    return Component(detection_from_mask(phrase, mask), float(mean_logit))
+
+
+def prompt_probabilities(pipeline: "VLAPipeline", rgb: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
+    """KxHxW CLIPSeg probabilities of ``prompts`` on one image: one vision pass, one decoder batch."""
+    _, _, logits = pipeline.segment(rgb, prompts)
+    return pipeline.segmenter.probabilities(logits, rgb.shape[:2])
+
+
+# --------------------------------------------------------------------------- the verifier
+@dataclass
+class _Seen:
+    """One mask component in one frame: its detection and its point in the base frame."""
+
+    detection: Detection
+    mean_logit: float
+    xyz_base: np.ndarray
+    depth_source: str  # depth | table_plane
+
+    def evidence(self) -> Dict[str, Any]:
+        d = self.detection
+        return {"area_px": int(d.area), "confidence": float(d.confidence), "mean_logit": float(self.mean_logit),
+                "centroid_px": None if d.centroid is None else [float(c) for c in d.centroid],
+                "xyz_base": [float(v) for v in self.xyz_base],
+                "depth_source": self.depth_source}
+
+
+@dataclass
+class _View:
+    """One frame with the geometry needed to turn its masks into base-frame points."""
+
+    frame: Frame
+    intrinsics: Intrinsics
+    camera_to_base: geometry.RigidTransform
+
+    @property
+    def has_depth(self) -> bool:
+        return self.frame.depth is not None
+
+
+class Verifier:
+    """Checks a step's postcondition on the frame after it (see the module docstring for the rules)."""
+
+    def __init__(self, perceive: Perceive, geometry_config: GeometryConfig,
+                 camera_to_base: Optional[geometry.RigidTransform] = None,
+                 default_intrinsics: Optional[Intrinsics] = None, config: VerifyConfig = VerifyConfig()) -> None:
+        self.perceive = perceive
+        self.geometry = geometry_config
+        self.camera_to_base = camera_to_base or geometry.camera_to_base_from_config(geometry_config)
+        self.default_intrinsics = default_intrinsics or geometry.intrinsics_from_config(geometry_config)
+        self.config = config
+
+    @classmethod
+    def from_pipeline(cls, pipeline: "VLAPipeline", config: VerifyConfig = VerifyConfig(),
+                      perceive: Optional[Perceive] = None) -> "Verifier":
+        """The pipeline's models (or ``perceive``, e.g. oracle masks), geometry and camera mounting."""
+        return cls(perceive or model_perceiver(pipeline), pipeline.config.geometry, pipeline.camera_to_base,
+                   pipeline.default_intrinsics, config)
+
+    # ------------------------------------------------------------------ entry point
+    def verify(self, step: StepLike, goal: GoalLike, before: Frame, after: Frame,
+               camera_to_base: Optional[geometry.RigidTransform] = None,
+               executor_report: Optional[Mapping[str, Any]] = None) -> Verdict:
+        """Does the step's postcondition hold on ``after``? ``before`` is the frame the goal was grounded on.
+
+        Raises:
+            ValueError: when a frame has no intrinsics and none are configured, or the step names
+                no object for a skill that needs one.
+        """
+        skill = step.skill or ""
+        if skill == "point_at":
+            return self._executor_verdict(executor_report)
+        if skill not in ("pick", "place") + MOVE_SKILLS:
+            return Verdict(UNCERTAIN, 0.0, UNSUPPORTED_SKILL, {"skill": skill})
+        if not step.object:
+            raise ValueError(f"a '{skill}' step must name its object")
+        c2b = camera_to_base or self.camera_to_base
+        views = (self._view(before, c2b), self._view(after, c2b))
+        if skill == "pick":
+            verdict = self._verify_pick(step, goal, *views)
+        elif skill == "place":
+            verdict = self._verify_place(step, goal, views[1])
+        else:
+            verdict = self._verify_move(step, goal, *views)
+        if not views[1].has_depth:
+            verdict.evidence["depth"] = "missing"
+            verdict.confidence *= self.config.no_depth_confidence
+        else:
+            verdict.evidence["depth"] = "present"
+        verdict.evidence["skill"] = skill
+        return verdict
+
+    # ------------------------------------------------------------------ rules
+    def _verify_pick(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
+        """Gone from where it rested (and seen raised), and no better match for the name left behind."""
+        cfg = self.config
+        start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
+        acted = _nearest(start, goal.xyz_base)
+        rest = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
+        heights = [self._lift(after, seen, rest) for seen in end]
+        evidence = {"object_before": _evidence(start), "object_after": _evidence(end), "rest_xyz_base": rest.tolist(),
+                    "lift_m_per_component": heights, "min_lift_m": cfg.min_lift_m}
+        staying = [s for s, h in zip(end, heights) if _xy_distance(s.xyz_base, rest) < cfg.rest_radius_m
+                   and (h is None or h < cfg.min_lift_m)]
+        if staying:
+            evidence["lift_m"] = heights[end.index(staying[0])]
+            return Verdict(FAILURE, self._confidence(cfg.rest_radius_m - _xy_distance(staying[0].xyz_base, rest)),
+                           OBJECT_STILL_ON_TABLE, evidence)
+        wrong = self._wrong_object(start, acted, end, evidence)
+        if wrong is not None:
+            return wrong
+        raised = [h for h in heights if h is not None and h >= cfg.min_lift_m]
+        if raised:
+            evidence["lift_m"] = max(raised)
+            return Verdict(SUCCESS, self._confidence(max(raised) - cfg.min_lift_m), OBJECT_LIFTED, evidence)
+        if not end:
+            return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
+        return Verdict(SUCCESS, 0.5, OBJECT_LEFT_REST, evidence)
+
+    def _verify_place(self, step: StepLike, goal: GoalLike, after: _View) -> Verdict:
+        """Some component of the object inside the destination's footprint, at rest height."""
+        cfg = self.config
+        destination = step.destination or ""
+        if not destination:
+            raise ValueError("a 'place' step must name its destination")
+        seen = self._see(after, [step.object, destination])
+        objects, destinations = seen[step.object], seen[destination]
+        evidence: Dict[str, Any] = {"object_after": _evidence(objects), "destination_after": _evidence(destinations),
+                                    "goal_xyz_base": [float(v) for v in goal.xyz_base]}
+        if not objects:
+            return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
+        if not destinations:
+            return Verdict(UNCERTAIN, 0.5, DESTINATION_NOT_FOUND, evidence)
+        footprint = self._footprint(after, destinations[0].detection)
+        inside = [float(cv2.pointPolygonTest(footprint, (float(o.xyz_base[0]), float(o.xyz_base[1])), True))
+                  for o in objects]
+        heights = [self._height(o) for o in objects]
+        evidence.update(inside_footprint_m_per_component=inside, object_height_m_per_component=heights,
+                        footprint_xy=footprint.reshape(-1, 2).round(4).tolist())
+        if not after.has_depth:
+            evidence["gripper_empty_check"] = "skipped: no depth, height unknown"
+        resting = [h is None or h <= cfg.max_rest_height_m for h in heights]
+        best = max(range(len(objects)), key=lambda i: (resting[i], inside[i]))
+        evidence.update(inside_footprint_m=inside[best], object_height_m=heights[best])
+        margin = inside[best] + cfg.footprint_tolerance_m
+        if resting[best] and margin >= 0:
+            return Verdict(SUCCESS, self._confidence(margin), OBJECT_IN_DESTINATION, evidence)
+        if not resting[best]:
+            return Verdict(FAILURE, self._confidence(heights[best] - cfg.max_rest_height_m), GRIPPER_NOT_EMPTY,
+                           evidence)
+        reason = OBJECT_BESIDE_DESTINATION if -inside[best] < cfg.beside_margin_m else OBJECT_NOT_IN_DESTINATION
+        return Verdict(FAILURE, self._confidence(margin), reason, evidence)
+
+    def _verify_move(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
+        """The acted-on object's place vacated and a new point ahead along theta (the commanded direction)."""
+        cfg = self.config
+        start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
+        acted = _nearest(start, goal.xyz_base)
+        origin = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
+        direction = np.array([math.cos(goal.theta), math.sin(goal.theta)])
+        evidence: Dict[str, Any] = {"object_before": _evidence(start), "object_after": _evidence(end),
+                                    "theta": float(goal.theta), "min_push_m": cfg.min_push_m}
+        wrong = self._wrong_object(start, acted, end, evidence)
+        if wrong is not None:
+            return wrong
+        moved = [s for s in end if not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
+                                           for b in start if b is not acted)]
+        if not moved:  # gone from its place and not seen elsewhere: pushed out of view (or off the table)
+            left = acted is not None and not any(_xy_distance(e.xyz_base, origin) < cfg.rest_radius_m for e in end)
+            return (Verdict(SUCCESS, 0.5, OBJECT_LEFT_REST, evidence) if left
+                    else Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence))
+        mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin))
+        delta = mover.xyz_base[:2] - origin[:2]
+        along = float(delta @ direction)
+        evidence.update(displacement_xy_m=delta.tolist(), along_m=along)
+        margin = along - cfg.min_push_m
+        if margin >= 0:
+            return Verdict(SUCCESS, self._confidence(margin), OBJECT_MOVED, evidence)
+        reason = MOVED_WRONG_DIRECTION if along <= -cfg.min_push_m else NOT_MOVED_ENOUGH
+        return Verdict(FAILURE, self._confidence(margin), reason, evidence)
+
+    def _wrong_object(self, start: Sequence[_Seen], acted: Optional[_Seen], end: Sequence[_Seen],
+                      evidence: Dict[str, Any]) -> Optional[Verdict]:
+        """``wrong_object`` when a rival of the acted-on component is left where it was (else None);
+        the larger the rival relative to the acted-on component, the surer."""
+        rival = self._rival_left(start, acted, end)
+        if rival is None:
+            return None
+        evidence["rival_xyz_base"] = rival.xyz_base.tolist()
+        return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, rival.detection.area / max(acted.detection.area, 1)),
+                       WRONG_OBJECT, evidence)
+
+    def _rival_left(self, start: Sequence[_Seen], acted: Optional[_Seen], end: Sequence[_Seen]) -> Optional[_Seen]:
+        """A second opinion on which object the name meant: another component of the before frame,
+        big enough and (mean logit, averaged over both frames: two looks) surer per pixel than the
+        one acted on, that is still where it was.
+
+        Why: the goal's component won by probability mass; when an unmoved rival matches the name
+        better per pixel, the step most likely moved a look-alike and the named object is still there.
+        """
+        if acted is None:
+            return None
+        cfg = self.config
+        for other in start:
+            if other is acted:
+                continue
+            again = [e for e in end if _xy_distance(e.xyz_base, other.xyz_base) < cfg.match_radius_m]
+            if not again:
+                continue
+            sure = (other.mean_logit + again[0].mean_logit) / 2.0  # two looks at it
+            big = other.detection.area >= cfg.rival_min_area_fraction * acted.detection.area
+            if big and sure >= acted.mean_logit + cfg.rival_logit_margin:
+                return other
+        return None
+
+    @staticmethod
+    def _executor_verdict(report: Optional[Mapping[str, Any]]) -> Verdict:
+        """point_at changes nothing a camera could check: the executor's word decides."""
+        outcome = (report or {}).get("outcome", "done")
+        ok = outcome == "done"
+        return Verdict(SUCCESS if ok else FAILURE, 1.0, EXECUTOR_REPORT, {"executor_outcome": outcome})
+
+    # ------------------------------------------------------------------ geometry
+    def _view(self, frame: Frame, camera_to_base: geometry.RigidTransform) -> _View:
+        intrinsics = frame.intrinsics or self.default_intrinsics
+        if intrinsics is None:
+            raise ValueError("the frame has no intrinsics and geometry.intrinsics is unset")
+        return _View(frame, intrinsics, camera_to_base)
+
+    def _see(self, view: _View, phrases: Sequence[str]) -> Dict[str, List[_Seen]]:
+        """Every component of each phrase's mask (one perception call) with its base-frame point, best first.
+
+        A component whose point cannot be computed is dropped.
+        """
+        out: Dict[str, List[_Seen]] = {}
+        for phrase, found in self.perceive(view.frame, list(phrases)).items():
+            out[phrase] = []
+            for det, mean_logit in found:
+                try:
+                    located = geometry.locate(det.mask, det.centroid, view.frame.depth, view.intrinsics,
+                                              view.camera_to_base, self.geometry)
+                except geometry.GeometryError:
+                    continue
+                out[phrase].append(_Seen(det, mean_logit, np.asarray(located.xyz_base, dtype=np.float64),
+                                         located.depth_source))
+        return out
+
+    def _lift(self, view: _View, seen: _Seen, rest: np.ndarray) -> Optional[float]:
+        """Height of a component's point above the rest point: from depth, or (no depth) from its ray
+        over the rest point (a pick lifts straight up); None when that ray misses the rest point."""
+        if seen.depth_source == "depth":
+            return float(seen.xyz_base[2] - rest[2])
+        origin = view.camera_to_base.translation
+        ray = view.camera_to_base.apply_direction(geometry.pixel_ray(*seen.detection.centroid, view.intrinsics))
+        horizontal = ray[:2]
+        t = max(0.0, float((rest[:2] - origin[:2]) @ horizontal / max(float(horizontal @ horizontal), 1e-12)))
+        closest = origin + t * ray
+        if float(np.linalg.norm(closest[:2] - rest[:2])) > self.config.ray_max_miss_m:
+            return None
+        return float(closest[2] - rest[2])
+
+    def _height(self, seen: _Seen) -> Optional[float]:
+        """Height above the table of a component's point; None without depth (unknown)."""
+        if seen.depth_source != "depth":
+            return None
+        return float(seen.xyz_base[2] - self.geometry.table_height)
+
+    def _footprint(self, view: _View, det: Detection) -> np.ndarray:
+        """The destination's outline on the table (convex hull of its mask's points), Nx1x2 float32 xy.
+
+        With depth every valid mask pixel is back-projected; without, the outline pixels of the
+        mask are intersected with the table plane.
+        """
+        points = self._mask_points_xy(view, det)
+        return cv2.convexHull(points.astype(np.float32).reshape(-1, 1, 2))
+
+    def _mask_points_xy(self, view: _View, det: Detection) -> np.ndarray:
+        g = self.geometry
+        if view.has_depth:
+            vs, us = np.nonzero(det.mask)
+            z = geometry.depth_to_metres(view.frame.depth[vs, us], g.depth_scale, g.depth_min, g.depth_max)
+            ok = np.isfinite(z)
+            if np.count_nonzero(ok) >= 3:
+                cam = geometry.backproject(us[ok], vs[ok], z[ok], view.intrinsics)
+                return view.camera_to_base.apply(cam)[:, :2]
+        hull = cv2.convexHull(np.column_stack(np.nonzero(det.mask)[::-1]).astype(np.int32))
+        points = [geometry.table_plane_point(float(u), float(v), view.intrinsics, view.camera_to_base,
+                                             g.table_normal, g.table_height) for u, v in hull.reshape(-1, 2)]
+        cam = np.array([p for p in points if p is not None]).reshape(-1, 3)
+        return view.camera_to_base.apply(cam)[:, :2]
+
+    def _confidence(self, margin: float) -> float:
+        """0.5 at a threshold, 1.0 once the evidence clears it by ``confidence_scale_m``."""
+        return 0.5 + 0.5 * min(1.0, abs(margin) / self.config.confidence_scale_m)
+
+
+def _nearest(seen: Sequence[_Seen], xyz: Sequence[float]) -> Optional[_Seen]:
+    """The component closest (xy) to a point: the one the goal was grounded on."""
+    return min(seen, key=lambda s: _xy_distance(s.xyz_base, xyz), default=None)
+
+
+def _xy_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    return math.hypot(float(a[0]) - float(b[0]), float(a[1]) - float(b[1]))
+
+
+def _evidence(seen: Sequence[_Seen]) -> List[Dict[str, Any]]:
+    """Every component's area, centroid, confidence and point, best first."""
+    return [s.evidence() for s in seen]
+
+
+def _point3(values: Sequence[float], what: str) -> np.ndarray:
+    p = np.asarray(values, dtype=np.float64).reshape(-1)
+    if p.shape != (3,) or not np.all(np.isfinite(p)):
+        raise ValueError(f"{what} must be three finite numbers, got {list(np.ravel(values))}")
+    return p
+
+
+def _jsonable(value: Any) -> Any:
+    """Evidence as plain JSON types (numpy scalars and arrays become floats and lists)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return round(float(value), 5)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,311 @@
+"""The step verifier on rendered simulator frames: success and failure of every skill, with depth and without.
+
+Steps are executed in the MuJoCo tabletop at the true pose (success) or at a wrong one (a
+goal 8 cm off, a push the other way) and judged on the frame after, with the simulator's
+own masks as perception (deterministic, fast); one check runs the shipped compact models.
+The simulator's ``check_success`` is asserted first, so each case is what its name says.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Optional, Tuple
+
+import numpy as np
+import pytest
+
+from clip_vla.core.config import ClipVlaConfig
+from clip_vla.core.geometry import RigidTransform
+from clip_vla.core.types import Frame
+from clip_vla.perception import verify as v
+from clip_vla.perception.verify import Verdict, Verifier, VerifyConfig, refuse_implausible_goal
+
+pytest.importorskip("mujoco")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A plan step as the verifier sees it (the planner's PlanStep has the same attributes)."""
+
+    skill: str
+    object: Optional[str]
+    destination: Optional[str] = None
+    direction: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Goal:
+    xyz_base: Tuple[float, float, float]
+    theta: float
+
+
+@dataclass
+class Executed:
+    """One step run in the simulator: what the verifier is given, and the simulator's truth."""
+
+    step: Step
+    goal: Goal
+    before: Frame
+    after: Frame
+    camera_to_base: RigidTransform
+    truth: bool
+    log: object
+
+
+@pytest.fixture(scope="module")
+def world():
+    from clip_vla.sim.world import TabletopWorld
+
+    w = TabletopWorld(seed=0)
+    yield w
+    w.close()
+
+
+def _observe(world, log) -> Tuple[Frame, RigidTransform]:
+    obs = world.observe()
+    log.add(obs)
+    return obs.frame(), RigidTransform.from_matrix(obs.camera_to_base)
+
+
+def _run(world, seed: int, skill: str, offset: Tuple[float, float] = (0.0, 0.0), reverse: bool = False) -> Executed:
+    """Reset, (hold the object for a place), execute at the true pose shifted by ``offset``, observe.
+
+    ``reverse``: the executor pushes the other way than the goal commands (the truth is judged
+    along the commanded direction).
+    """
+    from clip_vla.sim.oracle import ObservationLog
+    from clip_vla.sim.tasks import pushed
+
+    log = ObservationLog()
+    task = world.reset(seed=seed, skill=skill)
+    if skill == "place":
+        world.execute("pick", *world.object_pose(task.object))
+        target, theta = world.object_pose(task.destination)
+    else:
+        target, theta = world.object_pose(task.object)
+        theta = task.theta if skill == "push" else theta
+    before, c2b = _observe(world, log)
+    xyz = (float(target[0] + offset[0]), float(target[1] + offset[1]), float(target[2]))
+    result = world.execute(skill, xyz, theta + (math.pi if reverse else 0.0))
+    if skill != "pick" or not result.success:
+        world.go_home()
+    after, _ = _observe(world, log)
+    truth = world.check_success(task)
+    if skill == "push":
+        truth = pushed(world.rest[task.object][0], world.object_pose(task.object)[0], theta)[0]
+    return Executed(Step(skill, task.object, task.destination), Goal(xyz, theta), before, after, c2b, truth, log)
+
+
+_CACHE: dict = {}
+
+
+def executed(world, key: str) -> Executed:
+    """The module's scenarios, each executed once (with and without depth share the physics)."""
+    scenarios = {
+        "pick_ok": (9101, "pick", {}),
+        "pick_missed": (9101, "pick", {"offset": (0.0, 0.08)}),
+        "place_ok": (9100, "place", {}),
+        "place_beside": (9100, "place", {"offset": (0.0, 0.16)}),
+        "push_ok": (9101, "push", {}),
+        "push_reversed": (9101, "push", {"reverse": True}),
+    }
+    if key not in _CACHE:
+        seed, skill, kwargs = scenarios[key]
+        _CACHE[key] = _run(world, seed, skill, **kwargs)
+    return _CACHE[key]
+
+
+def oracle_verifier(run: Executed, config: VerifyConfig = VerifyConfig()) -> Verifier:
+    from clip_vla.tools.verify_eval import oracle_perceiver
+
+    return Verifier(oracle_perceiver(run.log), ClipVlaConfig().geometry, run.camera_to_base, config=config)
+
+
+def verdict_of(world, key: str, depth: bool = True) -> Tuple[Verdict, bool]:
+    run = executed(world, key)
+    before, after = run.before, run.after
+    if not depth:
+        before, after = replace(before, depth=None), replace(after, depth=None)
+    return oracle_verifier(run).verify(run.step, run.goal, before, after), run.truth
+
+
+# --------------------------------------------------------------------------- the skills, both ways
+CASES = [
+    ("pick_ok", True, "success", v.OBJECT_LIFTED),
+    ("pick_missed", False, "failure", v.OBJECT_STILL_ON_TABLE),
+    ("place_ok", True, "success", v.OBJECT_IN_DESTINATION),
+    ("place_beside", False, "failure", None),  # beside or not in: both are failures of the place
+    ("push_ok", True, "success", v.OBJECT_MOVED),
+    ("push_reversed", False, "failure", v.MOVED_WRONG_DIRECTION),
+]
+
+
+@pytest.mark.parametrize("depth", [True, False], ids=["depth", "no_depth"])
+@pytest.mark.parametrize("key,truth,expected,reason", CASES, ids=[c[0] for c in CASES])
+def test_verdict_matches_the_simulator_truth(world, key, truth, expected, reason, depth):
+    verdict, actual = verdict_of(world, key, depth)
+    assert actual is truth, "the scenario itself is not what its name says"
+    assert verdict.verdict == expected, verdict.to_dict()
+    if reason is not None:
+        assert verdict.reason == reason
+    else:
+        assert verdict.reason in (v.OBJECT_BESIDE_DESTINATION, v.OBJECT_NOT_IN_DESTINATION)
+    assert verdict.evidence["depth"] == ("present" if depth else "missing")
+
+
+def test_without_depth_confidence_is_lower_and_the_gripper_check_is_said_to_be_skipped(world):
+    with_depth, _ = verdict_of(world, "place_ok", depth=True)
+    without, _ = verdict_of(world, "place_ok", depth=False)
+    assert without.confidence < with_depth.confidence
+    assert "object_height_m" in with_depth.evidence
+    assert without.evidence["gripper_empty_check"].startswith("skipped")
+
+
+def test_pick_evidence_has_the_points_before_and_after_and_the_lift(world):
+    verdict, _ = verdict_of(world, "pick_ok")
+    e = verdict.evidence
+    before, after = e["object_before"][0], e["object_after"][0]
+    assert after["xyz_base"][2] - before["xyz_base"][2] == pytest.approx(e["lift_m"])
+    assert e["lift_m"] >= VerifyConfig().min_lift_m
+    assert verdict.to_dict()["evidence"]["object_after"][0]["area_px"] > 0  # JSON-ready
+
+
+def test_a_missing_object_is_uncertain_not_a_failure(world):
+    run = executed(world, "pick_ok")
+
+    def blind(frame, phrases):
+        return {p: [] for p in phrases}
+
+    verdict = Verifier(blind, ClipVlaConfig().geometry, run.camera_to_base).verify(run.step, run.goal, run.before,
+                                                                                  run.after)
+    assert (verdict.verdict, verdict.reason) == ("uncertain", v.OBJECT_NOT_FOUND)
+
+
+def test_a_held_object_over_the_destination_means_the_gripper_is_not_empty(world):
+    run = executed(world, "pick_ok")  # the object is held high after a pick: as if the place never let go
+    step = Step("place", run.step.object, "bowl")
+    verdict = oracle_verifier(run).verify(step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("failure", v.GRIPPER_NOT_EMPTY)
+
+
+def with_look_alike(run: Executed, mean_logit: float):
+    """Oracle perception that also sees one distractor (unmoved by the step) as the named object,
+    with the given mean logit; the named object's own components keep a mean logit of 3."""
+    from clip_vla.perception.verify import Component, component_from_mask
+    from clip_vla.tools.verify_eval import oracle_perceiver
+
+    inner = oracle_perceiver(run.log)
+    distractor = next(d for d in executed_task_distractors(run) if d != run.step.object)
+
+    def perceive(frame, phrases):
+        out = {p: [Component(c.detection, 3.0) for c in found] for p, found in inner(frame, phrases).items()}
+        look_alike = run.log.get(frame.stamp).mask_of(distractor)
+        out[run.step.object].append(component_from_mask(run.step.object, look_alike, mean_logit))
+        return out
+
+    return Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base)
+
+
+def executed_task_distractors(run: Executed):
+    obs = run.log.get(run.before.stamp)
+    return [name for name in obs.labels.values() if name not in ("bowl", "tray", "table", "gripper")]
+
+
+@pytest.mark.parametrize("key", ["pick_ok", "push_ok"])
+def test_a_better_match_left_where_it_was_means_the_wrong_object_was_moved(world, key):
+    run = executed(world, key)
+    verdict = with_look_alike(run, mean_logit=3.5).verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
+    assert "rival_xyz_base" in verdict.evidence
+
+
+@pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
+def test_a_weaker_look_alike_left_on_the_table_does_not_undo_a_success(world, key, reason):
+    run = executed(world, key)
+    verdict = with_look_alike(run, mean_logit=1.0).verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
+
+
+def test_point_at_trusts_the_executor_report(world):
+    run = executed(world, "pick_ok")
+    step = Step("point_at", run.step.object)
+    verifier = oracle_verifier(run)
+    ok = verifier.verify(step, run.goal, run.before, run.after, executor_report={"outcome": "done"})
+    failed = verifier.verify(step, run.goal, run.before, run.after, executor_report={"outcome": "failed"})
+    assert (ok.verdict, ok.reason) == ("success", v.EXECUTOR_REPORT)
+    assert (failed.verdict, failed.reason) == ("failure", v.EXECUTOR_REPORT)
+
+
+def test_the_shipped_models_tell_a_lifted_object_from_one_left_on_the_table(world):
+    """The one model-based check: the compact CLIPSeg the simulator demo ships, on CPU."""
+    from clip_vla.pipeline import VLAPipeline
+    from clip_vla.train.shipped import sim_model_config
+
+    cfg = ClipVlaConfig.from_yaml().replace(**sim_model_config(), **{"models.device": "cpu"})
+    pipeline = VLAPipeline(cfg)
+    verdicts = {}
+    for key in ("pick_ok", "pick_missed"):
+        run = executed(world, key)
+        verifier = Verifier.from_pipeline(pipeline)
+        verdicts[key] = verifier.verify(run.step, run.goal, run.before, run.after, camera_to_base=run.camera_to_base)
+    assert verdicts["pick_ok"].verdict == "success", verdicts["pick_ok"].to_dict()
+    assert verdicts["pick_missed"].verdict == "failure", verdicts["pick_missed"].to_dict()
+
+
+# --------------------------------------------------------------------------- refusal before execution
+def test_a_destination_on_the_held_object_is_refused():
+    refusal = refuse_implausible_goal((0.5, 0.1, 0.17), "place", held_xyz_base=(0.51, 0.1, 0.16))
+    assert refusal is not None and refusal.reason == v.DESTINATION_ON_GRIPPER
+
+
+def test_a_destination_high_above_the_table_is_refused_even_away_from_the_gripper():
+    refusal = refuse_implausible_goal((0.5, 0.1, 0.15), "place", held_xyz_base=(0.3, -0.2, 0.16))
+    assert refusal is not None and refusal.reason == v.IMPLAUSIBLE_HEIGHT
+
+
+@pytest.mark.parametrize("skill", ["pick", "push", "pull"])
+def test_an_object_goal_floating_above_the_table_is_refused(skill):
+    refusal = refuse_implausible_goal((0.5, 0.0, 0.20), skill)
+    assert refusal is not None and refusal.reason == v.IMPLAUSIBLE_HEIGHT
+    assert refusal.evidence["height_m"] == pytest.approx(0.20)
+
+
+@pytest.mark.parametrize("skill,xyz", [("pick", (0.5, 0.0, 0.03)), ("place", (0.6, 0.2, 0.01)),
+                                       ("push", (0.4, -0.1, 0.02))])
+def test_plausible_goals_on_the_table_are_not_refused(skill, xyz):
+    assert refuse_implausible_goal(xyz, skill, held_xyz_base=(0.3, 0.3, 0.17)) is None
+
+
+def test_height_is_measured_from_the_configured_table():
+    assert refuse_implausible_goal((0.5, 0.0, 0.83), "pick", table_height=0.8) is None
+    assert refuse_implausible_goal((0.5, 0.0, 0.83), "pick", table_height=0.6) is not None
+
+
+def test_a_goal_that_is_not_a_point_raises():
+    with pytest.raises(ValueError):
+        refuse_implausible_goal((0.5, float("nan"), 0.0), "pick")
+
+
+# --------------------------------------------------------------------------- data types
+@pytest.mark.parametrize("field_name,value", [("min_lift_m", 0.0), ("min_push_m", -0.01),
+                                               ("no_depth_confidence", 1.5), ("footprint_tolerance_m", -0.1),
+                                               ("max_target_height_m", float("nan")),
+                                               ("rival_logit_margin", float("inf"))])
+def test_verify_config_rejects_nonsense(field_name, value):
+    with pytest.raises(ValueError, match=field_name):
+        VerifyConfig(**{field_name: value})
+
+
+def test_a_verdict_is_one_of_three_and_its_confidence_is_clamped():
+    with pytest.raises(ValueError):
+        Verdict("maybe", 0.5, "x")
+    assert Verdict("success", 1.7, "x").confidence == 1.0
+    assert Verdict("failure", -0.2, "x").to_dict()["confidence"] == 0.0
+
+
+def test_evidence_is_plain_json():
+    import json
+
+    verdict = Verdict("success", 0.9, v.OBJECT_MOVED, {"along_m": np.float32(0.1), "points": np.zeros((2, 3))})
+    assert json.loads(json.dumps(verdict.to_dict()))["evidence"]["points"] == [[0.0] * 3] * 2

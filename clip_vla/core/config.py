@@ -654,7 +654,7 @@ class ClipVlaConfig(Validated):
         path = Path(path) if path else default_config_path()
         data = load_yaml_mapping(path, "parameter file")
         try:
-            return cls.from_flat(_flatten(_ros_parameters(data, node_name)))
+            return cls.from_flat(flatten(_ros_parameters(data, node_name)))
         except ConfigError as exc:
             raise exc.in_file(path) from None
 
@@ -731,12 +731,13 @@ def _ros_parameters(data: Mapping[str, Any], node_name: str) -> Mapping[str, Any
     return block
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested mappings as ``a.b.c`` names, as rcl reads a ``ros__parameters`` block."""
     flat: Dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
     return flat

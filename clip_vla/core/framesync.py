@@ -8,6 +8,7 @@ The node applies them to live messages, replay to a bag's; both answer a refusal
        ▼  the latest colour frame received before it ──check_frame_age()──► no_frame | bad_input | stale_frame
        │
        ▼  depth, camera_info: closest() header stamp within sync_tolerance
+       │        (else the latest camera_info of the frame's size, unless stale_camera_info())
        │        ──check_depth_size() / check_intrinsics_size()──► bad_input when they do not fit the frame
        ▼
     pipeline.run(frame, command)
@@ -29,6 +30,7 @@ STAMP_SLACK = 1e-9  # forgiven beyond a tolerance: float seconds near 1.7e9 roun
 # Depth/camera_info may arrive a little after their colour frame: a command waits for them up to
 # min(sync_tolerance, SYNC_WAIT_MAX) seconds (the node), so replay pairs what arrived by then.
 SYNC_WAIT_MAX = 0.2
+MAX_CAMERA_INFO_AGE = 10.0  # seconds: the default bound of stale_camera_info (node parameter, replay flag)
 
 
 def sync_wait(sync_tolerance: float) -> float:
@@ -111,6 +113,20 @@ def closest(candidates: Iterable[T], stamp: float, tol: float, stamp_of: Callabl
         if dt <= tol + STAMP_SLACK and (best_dt is None or dt < best_dt):
             best, best_dt = candidate, dt
     return best
+
+
+def stale_camera_info(age: float, max_camera_info_age: float) -> Optional[str]:
+    """Why the latest camera_info may not stand in for a frame's own (None when it may).
+
+    Intrinsics are static, so without a camera_info of the frame's stamp the latest one is
+    used, but not forever: a camera_info stream that stopped long ago may describe another
+    calibration or zoom. ``age``: seconds between the camera_info's arrival and the frame's;
+    ``max_camera_info_age`` 0 means no bound (a camera_info published once).
+    """
+    if max_camera_info_age <= 0 or age <= max_camera_info_age + STAMP_SLACK:
+        return None
+    return (f"the latest camera_info arrived {age:.1f} s before the frame "
+            f"(max_camera_info_age {max_camera_info_age:.1f} s)")
 
 
 def check_depth_size(depth_size: Tuple[int, int], colour_size: Tuple[int, int], registered: bool) -> bool:

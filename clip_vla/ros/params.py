@@ -12,12 +12,15 @@ ROS parameters have no "None" and no empty arrays, so the core's unset values ar
 """
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from clip_vla.core.framesync import MAX_CAMERA_INFO_AGE
 from clip_vla.core.language import DEFAULT_MAX_LENGTH
-from clip_vla.core.config import (UNSET_ARRAY, UNSET_STRINGS, ClipVlaConfig, ConfigError, check_setting, invalid,
-                                  settings)
+from clip_vla.core.config import (UNSET_ARRAY, UNSET_STRINGS, ClipVlaConfig, ConfigError, check_setting, flatten,
+                                  invalid, load_yaml_mapping, settings)
 
 MODES = ("on_command", "continuous")
 RELIABILITIES = ("best_effort", "reliable")
@@ -57,6 +60,10 @@ NODE_PARAMETERS: Tuple[ParamSpec, ...] = (
     ParamSpec("max_rate", 5.0, "Hz: most goal updates per second in continuous mode", (0.01, 1000.0), core=False),
     ParamSpec("sync_tolerance", 0.05, "seconds: depth and camera_info are paired with a colour frame only when "
               "their stamps are this close", (0.0, 10.0), core=False),
+    ParamSpec("max_camera_info_age", MAX_CAMERA_INFO_AGE, "seconds: without a camera_info of the frame's stamp, "
+              "the latest one of its size stands in for it only if it arrived at most this long before the frame "
+              "(a stopped camera_info stream may describe another calibration); 0: no bound, for a camera_info "
+              "published once", (0.0, 1e6), core=False),
     ParamSpec("depth_registered", False, "depth is registered to the colour camera: depth at another resolution "
               "is resized to it; when false such depth is refused (bad_input)", core=False),
     ParamSpec("image_reliability", "best_effort", "reliability of the image/depth/camera_info subscriptions "
@@ -153,9 +160,26 @@ def descriptor(spec: ParamSpec):
     return d
 
 
-def declare_parameters(node: Any) -> Dict[str, Any]:
-    """Declare every parameter on ``node`` (overrides from --params-file/-p apply); returns the values."""
+def declare_parameters(node: Any, files: Sequence[ParamsFile] = ()) -> Dict[str, Any]:
+    """Declare every parameter on ``node`` (overrides from --params-file/-p apply); returns the values.
+
+    The overrides are checked first (``check_overrides``; ``files``: ``read_params_files``), so
+    a bad value is one line, not rclpy's traceback; names the node does not declare are logged
+    as warnings.
+
+    Raises:
+        ConfigError: an override (file or ``-p``) has the wrong type or is out of range.
+    """
     specs = parameter_specs()
+
+    def known(name: str) -> bool:  # rclpy's own (use_sim_time, qos_overrides.*) are known too
+        return name in specs or node.has_parameter(name) or name.startswith("qos_overrides.")
+
+    # rclpy keeps what rcl parsed for this node (files and -p, node-name wildcards applied) here,
+    # under this name since Foxy; it has no public accessor before declaring.
+    overrides = {name: p.value for name, p in getattr(node, "_parameter_overrides", {}).items()}
+    for warning in check_overrides(overrides, files, node.get_fully_qualified_name(), known):
+        node.get_logger().warning(warning)
     node.declare_parameters("", [(name, spec.default, descriptor(spec)) for name, spec in specs.items()])
     return {name: node.get_parameter(name).value for name in specs}
 
@@ -170,22 +194,164 @@ def config_from_values(values: Mapping[str, Any], vocabulary=None) -> ClipVlaCon
                                    vocabulary=vocabulary)
 
 
+def ros_type(value: Any) -> str:
+    """The ROS parameter type rcl gives a YAML/Python value ("double", "integer[]", ...).
+
+    rclpy refuses a value of another type than the declared default's (``1`` for a double), so
+    this is checked before anything else.
+    """
+    if hasattr(value, "tolist"):  # array.array and numpy values from rclpy
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        kinds = {ros_type(v) for v in value}
+        return f"{kinds.pop()}[]" if len(kinds) == 1 else "a list of mixed types" if kinds else "an empty list"
+    return {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value), type(value).__name__)
+
+
+def expected(spec: ParamSpec) -> str:
+    """What a valid value of ``spec`` is, in words (the end of its error message)."""
+    if spec.core:
+        return settings()[spec.name].expected
+    if spec.choices:
+        return "one of: " + ", ".join(spec.choices)
+    if isinstance(spec.default, bool):
+        return "true or false"
+    noun = {int: "an integer", float: "a number"}.get(type(spec.default), "a string")
+    return f"{noun} in [{spec.range[0]}, {spec.range[1]}]" if spec.range else noun
+
+
 def validate_node_value(name: str, value: Any) -> Optional[str]:
     """Why ``value`` is not acceptable for parameter ``name`` alone (None when it is).
 
-    Core parameters are judged by the config schema (``ros2 param set`` gets its one-line
-    message), node parameters by their choices. Rules between core values need the whole set:
-    ``config_from_values``.
+    The one check of a single value, for ``ros2 param set`` and for parameter files: its ROS
+    type, then core parameters by the config schema, node parameters by their choices and range.
+    Rules between core values need the whole set: ``config_from_values``.
     """
     spec = parameter_specs().get(name)
     if spec is None:
         return None
+    declared, given = ros_type(spec.default), ros_type(value)
+    if given != declared:
+        hint = "; write 1.0, not 1" if (declared, given) in (("double", "integer"), ("double[]", "integer[]")) else ""
+        return str(invalid(name, value, f"{expected(spec)} (ROS type {declared}, not {given}{hint})"))
     if spec.core:
         try:
             check_setting(name, value)
         except ConfigError as exc:
             return str(exc)
         return None
-    if spec.choices and str(value) not in spec.choices:
-        return str(invalid(name, value, "one of: " + ", ".join(spec.choices)))
+    out_of_range = spec.range is not None and not spec.range[0] <= value <= spec.range[1]
+    if (spec.choices and str(value) not in spec.choices) or out_of_range:
+        return str(invalid(name, value, expected(spec)))
     return None
+
+
+# --------------------------------------------------------------------------- parameter files
+# rcl reads ``--params-file`` itself: a YAML error ends rclpy.init, a wrong type or range ends
+# declare_parameters, each with a traceback, and a misspelled name is ignored. The node reads
+# the files first (YAML errors in one line), then checks what rcl parsed before declaring.
+
+@dataclass(frozen=True)
+class ParamsFile:
+    """One ``--params-file``: its path and its ``ros__parameters`` blocks by node name pattern."""
+
+    path: str
+    blocks: Mapping[str, Mapping[str, Any]]  # "/**/clip_vla" -> {"max_rate": 5.0, "perception.x": ...}
+
+
+def node_blocks(tree: Mapping[str, Any], path: str, prefix: str = "") -> Dict[str, Dict[str, Any]]:
+    """The ``ros__parameters`` blocks of a parameter file's top level, by node name pattern, flattened.
+
+    Node names may nest (``robot: {clip_vla: {ros__parameters: ...}}`` is ``/robot/clip_vla``).
+
+    Raises:
+        ConfigError: a value where rcl expects a node name or ``ros__parameters`` (rcl's own
+            error would end rclpy.init with a traceback); the message names the file.
+    """
+    blocks: Dict[str, Dict[str, Any]] = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{str(key).strip('/')}" if prefix else str(key)
+        if not isinstance(value, Mapping):
+            what = "a mapping of parameters" if key == "ros__parameters" else "a node name mapping to 'ros__parameters'"
+            raise ConfigError(f"{name}: expected {what}, got {value!r}", source=path)
+        if key == "ros__parameters":
+            blocks[prefix or "/"] = flatten(value)
+        else:
+            blocks.update(node_blocks(value, path, name))
+    return blocks
+
+
+def params_file_paths(argv: Sequence[str]) -> List[str]:
+    """The ``--params-file`` paths in ``argv``'s ``--ros-args`` sections (ended by ``--``), in order."""
+    paths: List[str] = []
+    inside = False
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--ros-args", "--"):
+            inside = arg == "--ros-args"
+        elif inside and arg == "--params-file":
+            path = next(args, None)
+            if path is not None:
+                paths.append(path)
+    return paths
+
+
+def read_params_files(argv: Sequence[str]) -> List[ParamsFile]:
+    """Every ``--params-file`` of ``argv``, parsed (before rclpy.init, which would fail with a traceback).
+
+    Raises:
+        ConfigError: a file cannot be read, is not valid YAML, or is not node names over
+            ``ros__parameters`` mappings (the message names the file, and the line of a syntax error).
+    """
+    return [ParamsFile(path, node_blocks(load_yaml_mapping(path, "parameter file"), path))
+            for path in params_file_paths(argv)]
+
+
+def node_name_matches(pattern: str, fqn: str) -> bool:
+    """Whether a parameter file's node key applies to the node ``fqn`` (rcl's rules).
+
+    ``/**`` stands for any namespaces, ``*`` for one name; a key without a leading ``/`` is absolute.
+    """
+    tokens = str(pattern).strip("/").split("/")
+    regex = "".join("(/[^/]+)*" if t == "**" else "/[^/]+" if t == "*" else "/" + re.escape(t) for t in tokens)
+    return re.fullmatch(regex, fqn) is not None
+
+
+OVERRIDE = "--ros-args -p"  # the source named for a value that no parameter file gives
+
+
+def override_source(name: str, files: Sequence[ParamsFile], fqn: str) -> str:
+    """Where the node ``fqn``'s value of ``name`` came from: the last file that gives it (rcl applies
+    files in order, ``-p`` last), else ``OVERRIDE``."""
+    source = OVERRIDE
+    for f in files:
+        if any(name in values and node_name_matches(pattern, fqn) for pattern, values in f.blocks.items()):
+            source = f.path
+    return source
+
+
+def check_overrides(overrides: Mapping[str, Any], files: Sequence[ParamsFile], fqn: str,
+                    declared: Callable[[str], bool]) -> List[str]:
+    """Check the values rcl parsed for the node ``fqn`` (``overrides``, from ``files`` and ``-p``).
+
+    rcl's own parse is judged, not PyYAML's (they differ: ``1e-3`` is a double to rcl, a string
+    to PyYAML); ``files`` only say where a value came from. Returns a warning per name the node
+    does not declare, with the closest declared name.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range; one line naming its file (or
+            ``-p``), the parameter and what was expected.
+    """
+    warnings: List[str] = []
+    names = declared_parameter_names()
+    for name, value in overrides.items():
+        if not declared(name):
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            warnings.append(f"{override_source(name, files, fqn)}: '{name}' is not a parameter of {fqn}: "
+                            f"ignored{hint}")
+            continue
+        why = validate_node_value(name, value)
+        if why:
+            raise ConfigError(why, source=override_source(name, files, fqn))
+    return warnings

@@ -16,8 +16,8 @@ mcap; topics configurable). Each command gets exactly one result record, with th
    (closest wins; one received up to ``framesync.sync_wait`` after the command is a
    candidate, as the node waits that long for late depth). Without a synced camera_info,
    the latest one received before the command is used when it is valid and of the frame's
-   size (intrinsics are static), as the node does; without any, the config's
-   ``geometry.intrinsics``;
+   size (intrinsics are static) and arrived at most ``--max-camera-info-age`` before the frame,
+   as the node does; without any, the config's ``geometry.intrinsics``;
 4. extrinsics: when the bag has ``/tf``/``/tf_static``, ``base_frame <- image frame_id`` at the
    image stamp (no transform -> ``bad_input``, like the node with TF); otherwise, or with
    ``--no-tf``, the config's static ``geometry.camera_to_base_*``.
@@ -81,6 +81,7 @@ class ReplayOptions:
     command_topic: str = bags.COMMAND_TOPIC
     max_frame_age: float = 1.0  # seconds between the frame's and the command's bag times
     sync_tolerance: float = 0.05  # seconds between depth/camera_info and colour header stamps
+    max_camera_info_age: float = framesync.MAX_CAMERA_INFO_AGE  # seconds; 0: the latest camera_info never expires
     use_tf: bool = True
     depth_registered: bool = False
     max_command_length: int = DEFAULT_MAX_LENGTH  # characters; longer commands answer bad_command
@@ -173,9 +174,10 @@ def pair_commands(index: bags.BagIndex, options: ReplayOptions) -> List[Pairing]
         p.info = framesync.closest((m for m in infos if m.time_ns <= arrived), p.color.stamp_ns, tol_ns, _stamp_ns)
         if p.info is not None:
             p.info_source = "synced"
-        else:  # static intrinsics: the latest received before the command (size checked later)
+        else:  # static intrinsics: the latest received before the command (size checked later), if not stale
             k = framesync.latest_at_or_before(info_times, cmd.time_ns)
-            if k is not None:
+            if k is not None and not framesync.stale_camera_info((p.color.time_ns - infos[k].time_ns) * 1e-9,
+                                                                 options.max_camera_info_age):
                 p.info, p.info_source = infos[k], "latest"
         pairings.append(p)
     return pairings
@@ -746,6 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds: a command whose latest frame arrived longer ago answers stale_frame")
     g.add_argument("--sync-tolerance", type=float, default=0.05,
                    help="seconds between depth/camera_info and colour header stamps")
+    g.add_argument("--max-camera-info-age", type=float, default=framesync.MAX_CAMERA_INFO_AGE,
+                   help="seconds: the latest camera_info stands in for a frame's own only if it arrived at most "
+                        "this long before the frame; 0: no bound")
     g.add_argument("--depth-registered", action="store_true",
                    help="depth is registered to colour: resize depth of another resolution instead of bad_input")
     g.add_argument("--no-tf", action="store_true",
@@ -771,6 +776,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         options = ReplayOptions(
             color_topic=args.color_topic, depth_topic=args.depth_topic, camera_info_topic=args.camera_info_topic,
             command_topic=args.command_topic, max_frame_age=args.max_frame_age, sync_tolerance=args.sync_tolerance,
+            max_camera_info_age=args.max_camera_info_age,
             use_tf=not args.no_tf, depth_registered=args.depth_registered,
             commands=replay_commands.from_arguments(args))
         expected = load_expectation(args.expect) if args.expect else None

@@ -360,7 +360,10 @@ class SimGraph:
     """
 
     def __init__(self, config_overrides: Dict[str, Any], perception: str = "model", seed: int = 0,
-                 n_distractors: int = 3, fps: float = 10.0, namespace: str = "/clip_vla_sim") -> None:
+                 n_distractors: int = 3, fps: float = 10.0, namespace: str = "/clip_vla_sim",
+                 domain_id: Optional[int] = None) -> None:
+        """``domain_id``: a ROS domain of the graph's own (default: ``ROS_DOMAIN_ID``), so two graphs
+        on one machine (tests, a demo beside an evaluation) never answer each other's commands."""
         import rclpy
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.parameter import Parameter
@@ -371,7 +374,7 @@ class SimGraph:
         from clip_vla.sim.world import TabletopWorld
 
         self.context = rclpy.Context()
-        rclpy.init(args=[], context=self.context)
+        rclpy.init(args=[], context=self.context, domain_id=domain_id)
         self.world = TabletopWorld(seed=seed, n_distractors=n_distractors)
         self.log = ObservationLog() if perception == "oracle" else None
         params = dict(config_overrides)

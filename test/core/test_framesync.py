@@ -77,3 +77,11 @@ def test_a_refused_parsed_command_still_names_skill_and_object():
 
 def test_sync_wait_is_bounded():
     assert framesync.sync_wait(0.05) == 0.05 and framesync.sync_wait(5.0) == framesync.SYNC_WAIT_MAX
+
+
+def test_the_latest_camera_info_stands_in_only_while_fresh():
+    assert framesync.stale_camera_info(9.9, 10.0) is None
+    assert framesync.stale_camera_info(10.0, 10.0) is None
+    assert framesync.stale_camera_info(1e5, 0.0) is None  # 0: no bound
+    assert framesync.stale_camera_info(12.0, 10.0) == (
+        "the latest camera_info arrived 12.0 s before the frame (max_camera_info_age 10.0 s)")

@@ -18,6 +18,9 @@ from clip_vla.core.records import echo
 from clip_vla.core.types import NoAction, Reason
 from clip_vla.ros.vla_node.diagnostics import Stats
 
+SHUTDOWN_STATES = ("shuttingdown", "finalized")  # rclpy's lifecycle labels
+SHUTTING_DOWN = "node shutting down"  # the message of every command answered at shutdown
+
 
 @dataclass(frozen=True)
 class Command:
@@ -39,7 +42,13 @@ class Job:
 
 
 def quick_refusal(text: str, state: str, load_error: Optional[str], max_length: int) -> Optional[NoAction]:
-    """The answer of a command that needs no inference: the node is not active, or the text is unusable."""
+    """The answer of a command that needs no inference: the node is not active, or the text is unusable.
+
+    A node shutting down (lifecycle ``shuttingdown``/``finalized``, also while the process exits)
+    answers ``stopped``: the command was heard, and nothing will run it.
+    """
+    if state in SHUTDOWN_STATES:
+        return NoAction(Reason.STOPPED, SHUTTING_DOWN, command=echo(text))
     if state != "active":
         if load_error:
             return NoAction(Reason.MODEL_ERROR, f"models are not loaded: {load_error}", command=echo(text))

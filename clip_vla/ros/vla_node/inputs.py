@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, Optional, Tuple
 
 
 from clip_vla.core import framesync
@@ -159,7 +159,8 @@ class CameraInputs:
 
         When a stream is live but its message for this frame has not arrived yet, waits for it up
         to ``framesync.sync_wait(sync_tolerance)``. Without a synced camera_info, the latest
-        valid one of the frame's size is used: intrinsics are static.
+        valid one of the frame's size is used (intrinsics are static), unless it is older than
+        ``max_camera_info_age`` (``framesync.stale_camera_info``).
         """
         tol = settings.sync_tolerance
         deadline = time.monotonic() + framesync.sync_wait(tol)
@@ -182,8 +183,15 @@ class CameraInputs:
                     break
                 self._cond.wait(deadline - now)
             if info is None:
-                info = next((r for r in reversed(self._infos) if r.error is None and r.size == slot.size), None)
+                info = self._latest_info(slot)
+                if info is not None and framesync.stale_camera_info(slot.received - info.received,
+                                                                    settings.max_camera_info_age):
+                    info = None
         return depth, info
+
+    def _latest_info(self, slot: FrameSlot) -> Optional[Stamped]:
+        """The latest valid camera_info of ``slot``'s size (call with ``cond`` held)."""
+        return next((r for r in reversed(self._infos) if r.error is None and r.size == slot.size), None)
 
     def frame(self, slot: FrameSlot, depth: Optional[Stamped], info: Optional[Stamped],
               settings: NodeSettings) -> Frame:
@@ -218,10 +226,18 @@ class CameraInputs:
             self._stats.frames_processed += 1
             self._stats.inference_ms.append(inference_ms)
 
-    def info_sizes(self) -> List[str]:
-        """The image sizes camera_info arrived for ("640x480"), to explain a missing intrinsics."""
+    def why_no_camera_info(self, slot: FrameSlot, settings: NodeSettings) -> Optional[str]:
+        """Why no camera_info gave ``slot`` its intrinsics, when some arrived (None when none did): the
+        end of a ``no_intrinsics`` message."""
         with self._cond:
-            return sorted({f"{r.size[0]}x{r.size[1]}" for r in self._infos})
+            latest = self._latest_info(slot)
+            sizes = sorted({f"{r.size[0]}x{r.size[1]}" for r in self._infos})
+        if latest is not None:
+            return framesync.stale_camera_info(slot.received - latest.received, settings.max_camera_info_age)
+        if sizes:
+            w, h = slot.size
+            return f"camera_info received only for {', '.join(sizes)}, not for this {w}x{h} image"
+        return None
 
     def health(self) -> FrameHealth:
         """The colour stream for the diagnostics."""

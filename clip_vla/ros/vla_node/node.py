@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
@@ -49,7 +49,7 @@ from clip_vla.core.records import echo
 from clip_vla.core.types import NoAction, Reason
 from clip_vla.ros import conversions as conv
 from clip_vla.ros import params, qos
-from clip_vla.ros.vla_node.commands import CommandQueue, quick_refusal
+from clip_vla.ros.vla_node.commands import SHUTDOWN_STATES, SHUTTING_DOWN, CommandQueue, quick_refusal
 from clip_vla.ros.vla_node.diagnostics import Stats, Throttle, diagnostic_status
 from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs
@@ -66,12 +66,17 @@ WARM_UP_SIZE = (640, 480)  # the first real frame's shape is unknown: warm up on
 class VlaNode(LifecycleNode):
     """The clip_vla perception node (see the module docstring)."""
 
-    def __init__(self, node_name: str = NODE_NAME,
-                 pipeline_factory: Optional[Callable[[Any], Any]] = None, **kwargs: Any) -> None:
-        """``pipeline_factory(config)`` replaces ``VLAPipeline(config)`` (the simulator's oracle uses it)."""
+    def __init__(self, node_name: str = NODE_NAME, pipeline_factory: Optional[Callable[[Any], Any]] = None,
+                 params_files: Sequence[params.ParamsFile] = (), **kwargs: Any) -> None:
+        """``pipeline_factory(config)`` replaces ``VLAPipeline(config)`` (the simulator's oracle uses it);
+        ``params_files``: the ``--params-file`` contents, checked before rclpy applies them.
+
+        Raises:
+            ConfigError, rclpy.exceptions.ParameterException: an invalid parameter value.
+        """
         super().__init__(node_name, **kwargs)
         self._pipeline_factory = pipeline_factory
-        self._settings = NodeSettings.from_values(params.declare_parameters(self))  # replaced whole, never mutated
+        self._settings = NodeSettings.from_values(params.declare_parameters(self, params_files))  # replaced whole
         self._cond = threading.Condition(threading.RLock())  # guards the parts' state; wakes the worker
         self._stats = Stats()
         self._log = Throttle(self.get_logger())
@@ -176,7 +181,7 @@ class VlaNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._pause("the node was deactivated before this command ran")
+        self._pause(Reason.INACTIVE, "the node was deactivated before this command ran")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -184,25 +189,25 @@ class VlaNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._pause("the node is shutting down")
+        self._pause(Reason.STOPPED, SHUTTING_DOWN)
         self._models.unload()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
         self.get_logger().error(f"lifecycle error in state '{state.label}': unloading")
-        self._pause("the node hit a lifecycle error")
+        self._pause(Reason.INACTIVE, "the node hit a lifecycle error")
         self._models.unload()
         return TransitionCallbackReturn.SUCCESS
 
-    def _pause(self, message: str) -> None:
-        """Stop listening to the camera and answer every waiting command ``inactive``."""
+    def _pause(self, reason: Reason, message: str) -> None:
+        """Stop listening to the camera and answer every waiting command (``inactive``, or ``stopped`` at shutdown)."""
         for sub in self._camera_subs:
             self.destroy_subscription(sub)
         self._camera_subs = []
         pending = self._commands.drain()
         self._inputs.clear()
         for cmd in pending:
-            self._outputs.answer(cmd, NoAction(Reason.INACTIVE, message, command=echo(cmd.text)), self._settings)
+            self._outputs.answer(cmd, NoAction(reason, message, command=echo(cmd.text)), self._settings)
 
     def start(self) -> bool:
         """configure + activate (what ``autostart`` does); False when configure failed."""
@@ -211,8 +216,24 @@ class VlaNode(LifecycleNode):
         return self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
     def close(self, timeout: float = 3.0) -> None:
-        """Stop the worker thread (waits for the inference in flight, up to ``timeout``)."""
+        """Stop the worker, then shut the lifecycle down: every waiting command is answered ``stopped``.
+
+        The worker goes first so that the inference in flight (waited for up to ``timeout``) ends
+        with its own answer; the lifecycle shutdown then answers what is still queued, and every
+        command that arrives later is refused ``stopped`` (``quick_refusal``). The caller spins the
+        executor a little longer for those, then waits for ``wait_answers_delivered``.
+        """
         self._worker.stop(timeout)
+        if self.state in SHUTDOWN_STATES:  # shut down over the lifecycle service already
+            return
+        try:
+            self.trigger_shutdown()
+        except Exception as exc:  # noqa: BLE001 - e.g. interrupted mid-transition while loading: nothing queued
+            self.get_logger().warning(f"lifecycle shutdown from '{self.state}' failed: {exc}")
+
+    def wait_answers_delivered(self, timeout: float) -> bool:
+        """Whether every ``~/status`` subscriber acknowledged the answers within ``timeout`` s (before exiting)."""
+        return self._outputs.wait_statuses_acked(timeout)
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, parameters: List[Any]) -> SetParametersResult:

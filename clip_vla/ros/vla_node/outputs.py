@@ -248,3 +248,12 @@ class Outputs:
         array.status = [status]
         with self._lock:
             self._diagnostics.publish(array)
+
+    def wait_statuses_acked(self, timeout: float) -> bool:
+        """Whether every reliable ``~/status`` subscriber acknowledged what was published, within ``timeout`` s.
+
+        At shutdown: a message still in the writer's history when the process exits never arrives.
+        """
+        from rclpy.duration import Duration
+
+        return self._status.wait_for_all_acked(Duration(seconds=timeout))

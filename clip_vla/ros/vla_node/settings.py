@@ -22,6 +22,7 @@ class NodeSettings:
     max_frame_age: float
     max_rate: float
     sync_tolerance: float
+    max_camera_info_age: float
     depth_registered: bool
     image_reliability: str
     command_queue_size: int
@@ -49,6 +50,7 @@ class NodeSettings:
             max_frame_age=float(v["max_frame_age"]),
             max_rate=float(v["max_rate"]),
             sync_tolerance=float(v["sync_tolerance"]),
+            max_camera_info_age=float(v["max_camera_info_age"]),
             depth_registered=bool(v["depth_registered"]),
             image_reliability=str(v["image_reliability"]),
             command_queue_size=int(v["command_queue_size"]),

@@ -345,10 +345,9 @@ class InferenceWorker:
         self._inputs.used(slot, (time.perf_counter() - start) * 1e3)
         result.command = echo(cmd.text)
         if isinstance(result, NoAction) and result.reason == Reason.NO_INTRINSICS:
-            sizes = self._inputs.info_sizes()
-            if sizes:
-                w, h = slot.size
-                result.message += f" (camera_info received only for {', '.join(sizes)}, not for this {w}x{h} image)"
+            why = self._inputs.why_no_camera_info(slot, settings)
+            if why:
+                result.message += f" ({why})"
         return result, slot.msg.header, Seen(frame, camera_to_base or pipeline.camera_to_base)
 
     def latest_frame(self, settings: NodeSettings) -> Tuple[Any, Any, Any]:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from clip_vla.core.chunks import Chunk, ChunkError, build_chunk
-from clip_vla.core.language import InstructionParser, ParsedInstruction
-from clip_vla.core.types import ActionGoal, Frame, NoAction
+from clip_vla.core.language import CommandError, InstructionParser, ParsedInstruction
+from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
 
 if TYPE_CHECKING:  # the planner joins core and perception; importing the pipeline here would load torch
     from clip_vla.pipeline import VLAPipeline
@@ -35,10 +35,13 @@ __all__ = [
     "PlanResult",
     "PlanStep",
     "ground_plan",
+    "chunk_step",
+    "current_step",
     "ground_step",
     "make_plan",
     "plan_command",
     "plan_record",
+    "prepare_plan",
 ]
 
 PICK = "pick"
@@ -97,6 +100,10 @@ class Plan:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"command": self.command, "holding": self.holding, "steps": [s.to_full_dict() for s in self.steps]}
+
+    def summary(self) -> Dict[str, Any]:
+        """What an ``accepted`` status says of the plan: how many steps, each in words."""
+        return {"steps": len(self.steps), "texts": [s.text for s in self.steps]}
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,27 @@ def make_plan(steps: Sequence[ParsedInstruction], holding: Optional[str] = None,
     return Plan(command=command or (steps[0].text if steps else ""), steps=tuple(planned), holding=holding)
 
 
+def prepare_plan(pipeline: "VLAPipeline", text: str, holding: Optional[str] = None) -> Tuple[Optional[Plan], Any]:
+    """(plan, its first step prepared) of a command, or (None, the command's refusal): the node's and replay's rule.
+
+    A one-clause command is prepared exactly as before plans existed (``pipeline.prepare``:
+    cached, the same refusals, ``stop`` included); a compound command's first step is prepared
+    from its parse. A command whose parts cannot all be read is refused whole.
+    """
+    prepared = pipeline.prepare(text)
+    try:
+        plan = plan_command(pipeline.parser, text, holding)
+    except CommandError as exc:
+        if isinstance(prepared, NoAction):
+            return None, prepared
+        reason = next((r for r in Reason if r.value == exc.reason), Reason.BAD_COMMAND)
+        return None, NoAction(reason, str(exc), command=text)
+    first = plan.steps[0]
+    if len(plan.steps) == 1 and not first.implicit:
+        return plan, prepared
+    return plan, pipeline.prepare_parsed(first.parsed(), text)
+
+
 def plan_command(parser: InstructionParser, text: str, holding: Optional[str] = None) -> Plan:
     """Read a command and plan it: ``make_plan(parser.parse_steps(text), holding)``.
 
@@ -179,7 +207,16 @@ def ground_step(pipeline: "VLAPipeline", frame: Frame, step: PlanStep, camera_to
     if isinstance(prepared, NoAction):
         prepared.stamp = frame.stamp
         return GroundedStep(step, prepared)
-    result = pipeline.run(frame, prepared, camera_to_base)
+    return chunk_step(pipeline, step, pipeline.run(frame, prepared, camera_to_base))
+
+
+def chunk_step(pipeline: "VLAPipeline", step: PlanStep, result: Result) -> GroundedStep:
+    """A step's pipeline result -> its GroundedStep: an accepted goal gets its chunk, or the chunk's refusal.
+
+    Shared by ``ground_step`` and the node's worker (which picks the frame itself), so a goal
+    becomes a chunk by one rule everywhere. Never raises: a chunk that cannot be built or leaves
+    the workspace is the step's refusal (``no_motion`` / ``outside_workspace``).
+    """
     if not isinstance(result, ActionGoal):
         return GroundedStep(step, result)
     config = pipeline.config
@@ -188,19 +225,23 @@ def ground_step(pipeline: "VLAPipeline", frame: Frame, step: PlanStep, camera_to
                             pipeline.tokenizer, table_z=config.geometry.table_height)
     except ChunkError as exc:
         refusal = NoAction(exc.reason, f"step {step.index} ({step.text}): {exc}", command=step.text,
-                           skill=step.skill, object_phrase=step.object, stamp=frame.stamp)
+                           skill=step.skill, object_phrase=step.object, stamp=result.stamp)
         return GroundedStep(step, refusal)
     return GroundedStep(step, result, chunk)
 
 
-def ground_plan(pipeline: "VLAPipeline", frame: Frame, plan: Plan, camera_to_base: Any = None) -> PlanResult:
+def ground_plan(pipeline: "VLAPipeline", frame: Frame, plan: Plan, camera_to_base: Any = None,
+                first: Optional[GroundedStep] = None) -> PlanResult:
     """Ground every step on one frame, in order, stopping at the first refusal.
 
-    For offline use (CLI, tests, benchmarks). A robot grounds each step on a fresh frame
-    after the executor reports the previous one: call ``ground_step`` per step instead.
+    For offline use (CLI, replay, tests, benchmarks). A robot grounds each step on a fresh
+    frame after the executor reports the previous one: call ``ground_step`` per step instead.
+    ``first`` is step 0 already grounded (replay grounds it as the node does).
     """
-    grounded: List[GroundedStep] = []
-    for step in plan.steps:
+    grounded: List[GroundedStep] = [] if first is None else [first]
+    if first is not None and not first.accepted:
+        return PlanResult(plan, tuple(grounded))
+    for step in plan.steps[len(grounded):]:
         grounded.append(ground_step(pipeline, frame, step, camera_to_base))
         if not grounded[-1].accepted:
             break
@@ -231,6 +272,19 @@ def plan_record(command_id: Any, stamp: float, plan: Plan, grounded: Sequence[Gr
         steps.append(entry)
     return {"command_id": command_id, "stamp": stamp, "command": plan.command, "holding": plan.holding,
             "steps": steps}
+
+
+def current_step(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The step of a ``~/plan`` record that is out now (the last with a goal and waypoints); None if none.
+
+    What an executor runs: the node republishes the plan as steps are grounded, and a refused
+    step carries no waypoints.
+
+    Raises:
+        KeyError: ``record`` has no ``steps`` (not a plan record).
+    """
+    grounded = [s for s in record["steps"] if s.get("goal") is not None and s.get("waypoints")]
+    return grounded[-1] if grounded else None
 
 
 def _grounded_fields(g: GroundedStep, goal_record: Optional[Dict[str, Any]]) -> Dict[str, Any]:

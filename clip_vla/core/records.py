@@ -105,8 +105,12 @@ def goal_record(goal: ActionGoal, *, stamp: Stamp, frame_id: str, token_frame: s
 
 
 def status_record(result: Any, *, command_id: int, command: str, stamp: Stamp, latency_ms: float, mode: str,
-                  goal: Optional[Dict[str, Any]] = None, target_frame: str = "") -> Dict[str, Any]:
+                  goal: Optional[Dict[str, Any]] = None, target_frame: str = "",
+                  plan: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The ``~/status`` JSON: the one answer of a command (``result`` is an ActionGoal or a NoAction).
+
+    ``plan`` is the plan summary (``Plan.summary()``) an accepted command carries: its steps in
+    words; the goal is the first step's. The plan's final outcome is ``task_status_record``.
 
     An accepted result carries its ``goal`` record; without one (the goal could not be
     expressed in ``target_frame``) the answer is ``bad_input``, so nothing unpublished is
@@ -126,6 +130,8 @@ def status_record(result: Any, *, command_id: int, command: str, stamp: Stamp, l
         out["skill_probabilities"] = rounded_probabilities(result.skill_probabilities)
     if accepted:
         out["goal"] = goal
+        if plan is not None:
+            out["plan"] = plan
         if goal is None:
             out["status"] = Reason.BAD_INPUT.value
             out["message"] = f"no transform to target_frame '{target_frame}'"
@@ -135,3 +141,24 @@ def status_record(result: Any, *, command_id: int, command: str, stamp: Stamp, l
         if result.detection is not None:
             out["detection"] = result.detection.to_dict()
     return out
+
+
+TASK_OUTCOMES = ("done", "failed", "cancelled")
+
+
+def task_status_record(*, command_id: int, command: str, outcome: str, step: Optional[int], steps: int,
+                       reason: str, message: str, stamp: Stamp) -> Dict[str, Any]:
+    """The ``~/task_status`` JSON: how an accepted command's plan ended, once per accepted command.
+
+    ``outcome``: ``done`` (every step reported done), ``failed`` (a step reported failed, or a
+    later step was refused on its fresh frame: ``reason`` is then the refusal's), ``cancelled``
+    (``stop`` or a new command). ``step`` is the step it ended at (None: before any).
+
+    Raises:
+        ValueError: ``outcome`` is not one of ``TASK_OUTCOMES``.
+    """
+    if outcome not in TASK_OUTCOMES:
+        raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
+    return {"command_id": int(command_id), "command": echo(command), "outcome": outcome, "step": step,
+            "steps": int(steps), "reason": reason, "message": str(message),
+            "stamp": dict(stamp)}

@@ -4,6 +4,7 @@ ROS-free (numpy + cv2) so the node's ``~/debug_image``, the CLI (``clip-vla infe
 and notebooks all draw the same picture::
 
     annotated = annotate(rgb, result)        # HxWx3 uint8 RGB in, a new HxWx3 uint8 RGB out
+    annotated = annotate(rgb, result, chunk=project_chunk(chunk.decoded, camera_to_base, intrinsics))
 
 What is drawn, when the result has it:
 - the target mask as a translucent overlay (green for a goal, red for a refusal) and the
@@ -11,7 +12,9 @@ What is drawn, when the result has it:
 - the bounding box and a cross at the centroid (the pixel that became the 3D point);
 - a header line: the chosen skill, object and confidence, or the refusal reason;
 - the goal tokens ``(cmd, x, y, z, theta)`` and base-frame pose;
-- the top skill scores as bars.
+- the top skill scores as bars;
+- the step's action chunk, when given: its waypoints projected into the image, joined in
+  order, numbered from 0, each dot coloured by the gripper (green open, magenta closed).
 
 ``annotate_suggestions`` draws a suggestion round instead: each suggested object's box with
 the numbers of its suggestions ("1", "2,5"), so a person can say "option 2" looking at it.
@@ -33,14 +36,36 @@ REFUSAL_COLOR: Color = (230, 50, 40)
 DESTINATION_COLOR: Color = (50, 120, 240)
 TEXT_COLOR: Color = (255, 255, 255)
 PANEL_COLOR: Color = (0, 0, 0)
+GRIPPER_OPEN_COLOR: Color = (60, 230, 90)
+GRIPPER_CLOSED_COLOR: Color = (235, 60, 210)
 MASK_ALPHA = 0.45
 
+ChunkPoint = Tuple[float, float, float]  # (u, v) pixel and gripper (0 open .. 1 closed)
 
-def annotate(rgb: np.ndarray, result: Any, top_k: int = 3) -> np.ndarray:
-    """A copy of ``rgb`` (HxWx3 uint8) with ``result`` (ActionGoal | NoAction | None) drawn on it."""
+
+def project_chunk(waypoints: Sequence[Any], camera_to_base: Any, intrinsics: Any) -> List[Optional[ChunkPoint]]:
+    """Where each chunk waypoint (base frame, ``x y z gripper``) is in the image: (u, v, gripper), None behind it."""
+    from clip_vla.core.geometry import project
+
+    base_to_camera = camera_to_base.inverse()
+    points: List[Optional[ChunkPoint]] = []
+    for w in waypoints:
+        uv = project(base_to_camera.apply(np.array([w.x, w.y, w.z], dtype=np.float64)), intrinsics)
+        points.append(None if uv is None else (float(uv[0]), float(uv[1]), float(w.gripper)))
+    return points
+
+
+def annotate(rgb: np.ndarray, result: Any, top_k: int = 3,
+             chunk: Optional[Sequence[Optional[ChunkPoint]]] = None) -> np.ndarray:
+    """A copy of ``rgb`` (HxWx3 uint8) with ``result`` (ActionGoal | NoAction | None) drawn on it.
+
+    ``chunk`` is the step's chunk as ``project_chunk`` places it in this image.
+    """
     image = _as_rgb(rgb)
     out = image.copy()
     if result is None:
+        if chunk:
+            _draw_chunk(out, chunk)
         _text_panel(out, ["no result"], REFUSAL_COLOR)
         return out
     accepted = bool(getattr(result, "accepted", False))
@@ -57,10 +82,15 @@ def annotate(rgb: np.ndarray, result: Any, top_k: int = 3) -> np.ndarray:
         _draw_cross(out, getattr(det, "centroid", None), det_color)
     if accepted:
         _draw_cross(out, getattr(result, "pixel", None), (255, 255, 0), size=10)
+    keep_visible = [det.bbox for det, _ in found if getattr(det, "bbox", None)]
+    drawn = [p for p in chunk or () if p is not None]
+    if drawn:
+        _draw_chunk(out, chunk)
+        us, vs = [p[0] for p in drawn], [p[1] for p in drawn]
+        keep_visible.append((int(min(us)), int(min(vs)) - 12, int(max(us)), int(max(vs))))
 
     lines = _summary_lines(result, accepted)
     bars = _top_scores(getattr(result, "skill_probabilities", {}) or {}, top_k)
-    keep_visible = [det.bbox for det, _ in found if getattr(det, "bbox", None)]
     _text_panel(out, lines, color, bars=bars, chosen=getattr(result, "cmd", None) or getattr(result, "skill", None),
                 keep_visible=keep_visible)
     return out
@@ -97,6 +127,23 @@ def annotate_suggestions(rgb: np.ndarray, suggestions: Sequence[Mapping[str, Any
 
 
 # --------------------------------------------------------------------------- pieces
+def _draw_chunk(out: np.ndarray, points: Sequence[Optional[ChunkPoint]]) -> None:
+    """The chunk's path: a line through the waypoints in order, a numbered dot per waypoint."""
+    t = _thickness(out)
+    seen = [(int(round(u)), int(round(v)), g) for p in points if p is not None for u, v, g in [p]]
+    for (u0, v0, _), (u1, v1, _) in zip(seen, seen[1:]):
+        cv2.line(out, (u0, v0), (u1, v1), TEXT_COLOR, t, cv2.LINE_AA)
+    radius = max(3, 3 * t)
+    for i, p in enumerate(points):
+        if p is None:
+            continue
+        u, v = int(round(p[0])), int(round(p[1]))
+        color = GRIPPER_CLOSED_COLOR if p[2] >= 0.5 else GRIPPER_OPEN_COLOR
+        cv2.circle(out, (u, v), radius, color, -1, cv2.LINE_AA)
+        cv2.putText(out, str(i), (u + radius + 1, v - radius), cv2.FONT_HERSHEY_SIMPLEX, 0.35 * t, TEXT_COLOR, t,
+                    cv2.LINE_AA)
+
+
 def _as_rgb(rgb: np.ndarray) -> np.ndarray:
     arr = np.asarray(rgb)
     if arr.ndim == 2:

@@ -1,20 +1,26 @@
 """`sim_node`: the MuJoCo tabletop as a ROS 2 camera + robot, talking to vla_node by topics only.
 
-It publishes what a real RGB-D camera driver publishes and executes the goals vla_node
-publishes, so the node under test cannot tell it from a robot:
+It publishes what a real RGB-D camera driver publishes and executes the plan steps vla_node
+publishes, as the executor of the README's executor contract, so the node under test cannot
+tell it from a robot:
 
     publishes  camera/color/image_raw (rgb8), camera/depth/image_raw (32FC1, metres),
                camera/color/camera_info, ~/task (the episode's command and truth, JSON),
-               ~/result (one JSON per executed goal: success (the skill worked on the object
-               nearest the goal), task_success (the episode's command is carried out on its
-               target), failure (why the goal failed the task: a clip_vla.sim.tasks.FAILURE_LABELS
-               string, null when it did not), holding_target, reason, details)
+               execution (the step report vla_node waits for: clip_vla.core.execution; after a
+               reset a hand report, {"holding": null}),
+               ~/result (one JSON per executed step: command_id, step, expected_skill, success (the
+               skill worked on the object nearest the goal), step_ok (the step did what the
+               episode's task needs of it, by the world's ground truth), task_success (every clause
+               of the episode's command carried out on its target, each judged at its last step),
+               failure (why the step failed the task: a clip_vla.sim.tasks.FAILURE_LABELS string,
+               null when it did not), holding_target, reason, goal, details)
                ~/task and ~/result carry "stamp" (s): every camera frame stamped later shows
-               the scene after that reset or goal
-    subscribes goal (std_msgs/String JSON from vla_node's ~/goal; remap it there),
-               ~/reset (std_msgs/String JSON {"seed": int, "skill": str, "destination": "bowl"|"tray",
-               "direction": "left"|"right"|... (push/pull commands that name one)},
-               every key optional: a new episode)
+               the scene after that reset or step
+    subscribes plan (std_msgs/String JSON from vla_node's ~/plan; remap it there): the newest
+               grounded step is executed once, the gripper following its chunk's waypoints,
+               ~/reset (std_msgs/String JSON {"seed": int, "skill": str ("compound": a 2-3 clause
+               command), "destination": "bowl"|"tray", "direction": "left"|"right"|... (push/pull
+               commands that name one)}, every key optional: a new episode)
 
 The world is owned by one worker thread: rendering, physics and resets never race, and the
 executor stays free to deliver messages while a pick takes a few seconds of physics.
@@ -28,6 +34,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from clip_vla.core.plan import current_step
 from clip_vla.sim.oracle import ObservationLog
 
 
@@ -50,23 +57,33 @@ class SimBridge:
         self.pub_info = node.create_publisher(CameraInfo, "camera/color/camera_info", sensor)
         self.pub_task = node.create_publisher(String, "~/task", reliable)
         self.pub_result = node.create_publisher(String, "~/result", reliable)
-        node.create_subscription(String, "goal", self._on_goal, reliable)
+        self.pub_execution = node.create_publisher(String, "execution", reliable)
+        node.create_subscription(String, "plan", self._on_plan, reliable)
         node.create_subscription(String, "~/reset", self._on_reset, reliable)
         self._jobs: "queue.Queue[tuple]" = queue.Queue()
         self._stop = threading.Event()
+        self._taken: set = set()  # (command_id, step) already queued: a plan is republished as it grows
+        self._steps_done = 0  # steps executed in this episode (world thread)
+        self._parts_ok: Dict[int, bool] = {}  # clause index -> achieved at its last step (world thread)
         self.frames_published = 0
         self.busy = threading.Event()  # set while a goal or reset is being executed
         self._thread = threading.Thread(target=self._loop, name="sim_world", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ callbacks (executor thread)
-    def _on_goal(self, msg: Any) -> None:
+    def _on_plan(self, msg: Any) -> None:
         try:
-            goal = json.loads(msg.data)
-        except (ValueError, TypeError) as exc:
-            self._publish_result({"success": False, "reason": f"goal is not JSON: {exc}"})
+            record = json.loads(msg.data)
+            step = current_step(record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._publish_result({"success": False, "reason": f"plan is not a plan record: {exc}"})
             return
-        self._jobs.put(("goal", goal))
+        if step is None:
+            return
+        key = (record.get("command_id"), step["index"])
+        if key not in self._taken:
+            self._taken.add(key)
+            self._jobs.put(("step", (record, step)))
 
     def _on_reset(self, msg: Any) -> None:
         try:
@@ -93,8 +110,8 @@ class SimBridge:
                 continue
             self.busy.set()
             try:
-                if kind == "goal":
-                    self._execute(payload)
+                if kind == "step":
+                    self._execute_step(*payload)
                 elif kind == "reset":
                     self._reset(payload)
             except Exception as exc:  # noqa: BLE001 - a bad goal must not kill the simulator
@@ -105,26 +122,56 @@ class SimBridge:
             self.publish_frame()
             next_frame = time.monotonic() + self.period
 
-    def _execute(self, goal: Dict[str, Any]) -> None:
-        pose = goal.get("pose") or {}
-        cmd = goal.get("cmd", "")
-        xyz = [pose.get("x"), pose.get("y"), pose.get("z")]
-        result = self.world.execute(cmd, xyz if None not in xyz else None, float(pose.get("theta", 0.0)))
+    def _execute_step(self, record: Dict[str, Any], step: Dict[str, Any]) -> None:
+        """Follow one step's chunk, judge it on the episode's ground truth, report it on ``execution``."""
+        from clip_vla.core.execution import DONE, FAILED, ExecutionReport
+        from clip_vla.core.tokenizer import Waypoint
+
+        goal = step["goal"]
+        pose, cmd = goal["pose"], goal["cmd"]
+        waypoints = [Waypoint(*(float(w[k]) for k in ("x", "y", "z", "theta", "gripper"))) for w in step["waypoints"]]
+        result = self.world.execute(cmd, [pose["x"], pose["y"], pose["z"]], float(pose["theta"]), chunk=waypoints)
         task = self.world.task
-        # Judged on the episode's target, not on whatever object was nearest the goal.
-        holding = bool(task is not None and task.object and self.world.held(task.object))
-        if cmd != "pick" or not result.success:  # a held object stays held for the next "place"
+        judged = self._judge(task, result) if task is not None else {}
+        held = self.world.held_object()
+        holding = step.get("object") if cmd == "pick" and held else held
+        if cmd != "pick" or not result.success:  # a held object stays held for the next step
             self.world.go_home()
-        self._publish_result({"command_id": goal.get("command_id"), "command": goal.get("command"), "cmd": cmd,
-                              "success": bool(result.success), "reason": result.reason,
-                              "task_success": self.world.check_success(task) if task is not None else False,
-                              "failure": result.failure,
-                              "holding_target": holding, "details": _jsonable(result.details)})
+        self._publish_result(dict(judged, command_id=record.get("command_id"), command=record.get("command"),
+                                  step=step["index"], steps=len(record.get("steps", [])), cmd=cmd,
+                                  success=bool(result.success), reason=result.reason,
+                                  goal={"pose": pose, "tokens": goal.get("tokens"), "cmd": cmd,
+                                        "stamp": goal.get("stamp")},
+                                  chunk=step["waypoints"],
+                                  details=_jsonable(result.details)))
+        report = ExecutionReport(int(record["command_id"]), int(step["index"]),
+                                 DONE if result.success else FAILED, holding)
+        self.pub_execution.publish(self._string(report.to_json()))
+
+    def _judge(self, task: Any, result: Any) -> Dict[str, Any]:
+        """This step against the episode's task: the clause it belongs to, by position in the plan."""
+        skills, parts = task.step_skills, task.step_parts
+        k = min(self._steps_done, len(skills) - 1)
+        self._steps_done += 1
+        part, expected = parts[k], skills[k]
+        index = (task.parts or (task,)).index(part)
+        ok = self.world.step_achieved(expected, part)
+        if k == len(skills) - 1 or parts[k + 1] is not part:  # the clause's last step: judge the clause
+            self._parts_ok[index] = ok
+        n_parts = len(task.parts or (task,))
+        return {"expected_skill": expected, "step_ok": ok,
+                "task_success": len(self._parts_ok) == n_parts and all(self._parts_ok.values()),
+                "failure": None if ok else self.world.failure_label(result, part),
+                "holding_target": bool(part.object and self.world.held(part.object))}
 
     def _reset(self, request: Dict[str, Any]) -> None:
         task = self.world.reset(seed=request.get("seed"), skill=request.get("skill"),
                                 destination=request.get("destination"), direction=request.get("direction"))
         self.world.go_home()
+        self._steps_done, self._parts_ok = 0, {}
+        from clip_vla.core.execution import ExecutionReport
+
+        self.pub_execution.publish(self._string(ExecutionReport.hand(None).to_json()))  # a new episode: empty hand
         task_msg = dict(_jsonable(task.to_dict()), stamp=self._now())
         self.pub_task.publish(self._string(json.dumps(task_msg)))
 
@@ -191,7 +238,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def main(args: Optional[list] = None) -> int:
-    """Console script: ``sim_node --ros-args -p seed:=3 -p fps:=10 -r goal:=/clip_vla/goal``."""
+    """Console script: ``sim_node --ros-args -p seed:=3 -p fps:=10 -r plan:=/clip_vla/plan``."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
 

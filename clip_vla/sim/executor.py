@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -124,3 +124,47 @@ class SkillExecutor:
         """Back to the parking pose (open), above everything."""
         self._go_above(position[0], position[1], yaw, z=max(self._travel_z(), self.g.position[2]))
         self.g.move_to(position, yaw=yaw)
+
+
+class ChunkExecutor:
+    """Moves the gripper through an action chunk's waypoints: the node's motion, not a scripted skill.
+
+    A waypoint is anything with ``x, y, z, theta, gripper`` (a ``clip_vla.core.tokenizer.Waypoint``,
+    or the ``~/plan`` JSON's waypoint dicts via ``Waypoint(**w)``); (x, y, z) is the fingertip
+    centre, gripper 0 = open, 1 = closed. The hand first takes the first waypoint's gripper
+    state, rises to the first waypoint's height if lower (never sweeping low through objects),
+    then moves to each waypoint in turn and sets its gripper state there. Level moves with
+    closed fingers (pushing) go at ``push_speed``, the rest at ``approach_speed``.
+    """
+
+    def __init__(self, gripper: Gripper, params: Optional[SkillParams] = None) -> None:
+        self.g = gripper
+        self.p = params or SkillParams()
+
+    def run(self, waypoints: Sequence[Any]) -> None:
+        """Execute the chunk, then let the physics settle (``settle_time``) before it is judged.
+
+        Raises:
+            ValueError: an empty chunk.
+        """
+        if not waypoints:
+            raise ValueError("an action chunk has at least one waypoint")
+        g, lim = self.g, self.g.limits
+        closed = float(waypoints[0].gripper) >= 0.5
+        (g.close if closed else g.open)(settle=0.0)
+        first = waypoints[0]
+        pos = g.position
+        if pos[2] < first.z - 1e-4:
+            g.move_to((pos[0], pos[1], first.z))
+        g.move_to((first.x, first.y, first.z), yaw=first.theta, speed=lim.travel_speed)
+        for w in waypoints[1:]:
+            target = np.array([w.x, w.y, w.z], dtype=np.float64)
+            delta = target - g.position
+            if float(np.linalg.norm(delta)) > 1e-4:
+                level = abs(float(delta[2])) < 1e-3
+                g.move_to(target, yaw=w.theta, speed=lim.push_speed if closed and level else lim.approach_speed)
+            want = float(w.gripper) >= 0.5
+            if want != closed:
+                (g.close if want else g.open)()
+                closed = want
+        g.wait(self.p.settle_time)

@@ -25,6 +25,7 @@ from clip_vla.sim.scene import FixtureSpec, SceneConfig, SceneLayout
 
 SKILLS: Tuple[str, ...] = ("pick", "place", "push", "pull", "open", "close", "point_at", "none")
 SAMPLED_SKILLS: Tuple[str, ...] = ("pick", "place", "push", "pull", "point_at", "none")
+COMPOUND = "compound"  # a 2-3 clause command (``sample_compound_task``), judged per clause
 DESTINATIONS: Tuple[str, ...] = ("bowl", "tray")
 
 # Success thresholds (metres, m/s).
@@ -94,6 +95,7 @@ class Task:
     seed: Optional[int] = None
     distractors: Tuple[str, ...] = field(default_factory=tuple)
     direction: Optional[str] = None
+    parts: Tuple["Task", ...] = ()  # a compound task's sub-tasks in order, one per clause (skill "compound")
 
     @property
     def goal_xyz(self) -> Optional[Tuple[float, float, float]]:
@@ -107,8 +109,16 @@ class Task:
 
     @property
     def step_skills(self) -> Tuple[str, ...]:
-        """The skills of the goals this task needs: "put X in Y" is a pick, then a place."""
+        """The skills of the goals this task needs: "put X in Y" is a pick, then a place; a compound
+        task's are its parts' in order."""
+        if self.parts:
+            return tuple(skill for part in self.parts for skill in part.step_skills)
         return ("pick", "place") if self.skill == "place" else (self.skill,)
+
+    @property
+    def step_parts(self) -> Tuple["Task", ...]:
+        """The sub-task each of ``step_skills`` belongs to (the task itself unless compound)."""
+        return tuple(part for part in (self.parts or (self,)) for _ in part.step_skills)
 
     def to_dict(self) -> Dict[str, object]:
         r = (lambda v: None if v is None else [round(float(x), 4) for x in v])
@@ -118,6 +128,7 @@ class Task:
             "destination_xyz": r(self.destination_xyz), "theta": round(self.theta, 4), "seed": self.seed,
             "object_shape": self.layout.object(self.object).shape if self.object else None,
             "distractors": list(self.distractors), "direction": self.direction,
+            "parts": [p.to_dict() for p in self.parts], "step_skills": list(self.step_skills),
         }
 
 
@@ -284,6 +295,68 @@ def sample_task(
     return replace(task, theta=oracle_theta(task))
 
 
+# Compound tasks: the clauses' skills in order (pick last: a hand that holds something cannot push or
+# pick again without putting it down, which no clause here says), and how clauses are joined.
+COMPOUND_SHAPES: Tuple[Tuple[str, ...], ...] = (
+    ("place", "push"), ("push", "pick"), ("place", "pick"), ("push", "place"), ("place", "place"),
+    ("push", "place", "pick"), ("place", "push", "pick"))
+COMPOUND_JOINS: Tuple[str, ...] = ("{a} and {b}", "{a}, then {b}", "{a} and then {b}", "first {a}, then {b}")
+
+
+def sample_compound_task(rng: np.random.Generator, n_distractors: int = 3, config: Optional[SceneConfig] = None,
+                         seed: Optional[int] = None, max_tries: int = 50) -> Task:
+    """A random scene and a 2-3 clause command over distinct objects ("put the X in the bowl, then push the Y").
+
+    Each clause is a sub-task (``parts``) judged on its own object; pushes name a direction or
+    not, and only where the object's path is clear; two places go to different fixtures.
+
+    Raises:
+        RuntimeError: no scene with room for the pushes was found in ``max_tries``.
+    """
+    config = config or SceneConfig()
+    shape = COMPOUND_SHAPES[int(rng.integers(len(COMPOUND_SHAPES)))]
+    for _ in range(max_tries):
+        layout = sample_layout(rng, max(n_distractors, len(shape) - 1), config)
+        fixtures = [f for f in layout.fixtures if f.kind in DESTINATIONS]
+        rng.shuffle(fixtures)
+        parts: List[Task] = []
+        for i, skill in enumerate(shape):
+            o = layout.objects[i]
+            direction = None
+            if skill == "push":
+                named = [None, "left", "right"][int(rng.integers(3))]
+                order = [named, None] if named else [None]
+                direction = next((d for d in order if _push_clear(layout, motion_yaw(skill, (o.x, o.y), d), index=i)),
+                                 "unclear")
+                if direction == "unclear":
+                    break
+            destination = fixtures.pop() if skill == "place" else None
+            if skill == "place" and destination is None:
+                break
+            key = f"place_{destination.kind}" if destination is not None else skill
+            templates = _TEMPLATES[key]
+            text = templates[int(rng.integers(len(templates)))].format(o=o.name)
+            if direction is not None:
+                text = f"{text} {DIRECTION_PHRASES[direction]}"
+            part = Task(command=text, skill=skill, object=o.name,
+                        destination=None if destination is None else destination.name,
+                        object_xyz=(o.x, o.y, o.half_height), object_yaw=o.yaw,
+                        destination_xyz=None if destination is None else (destination.x, destination.y, 0.0),
+                        theta=0.0, layout=layout, seed=seed, direction=direction)
+            parts.append(replace(part, theta=oracle_theta(part)))
+        else:
+            texts = [p.command for p in parts]
+            if len(texts) == 2:
+                join = COMPOUND_JOINS[int(rng.integers(len(COMPOUND_JOINS)))]
+                command = join.format(a=texts[0], b=texts[1])
+            else:
+                command = f"{texts[0]}, then {texts[1]} and then {texts[2]}"
+            return Task(command=command, skill="compound", object=None, destination=None, object_xyz=None,
+                        object_yaw=None, destination_xyz=None, theta=0.0, layout=layout, seed=seed,
+                        distractors=tuple(o.name for o in layout.objects[len(parts):]), parts=tuple(parts))
+    raise RuntimeError(f"no scene with room for a {'/'.join(shape)} task in {max_tries} tries")
+
+
 def motion_yaw(skill: str, xy: Sequence[float], direction: Optional[str] = None) -> float:
     """push/pull: the yaw the object should move along: the named direction, else radially away
     from the robot base (push) or towards it (pull)."""
@@ -293,14 +366,14 @@ def motion_yaw(skill: str, xy: Sequence[float], direction: Optional[str] = None)
 
 
 def _push_clear(layout: SceneLayout, theta: float, standoff: float = SkillParams().push_standoff,
-                travel: float = 0.12, pusher_radius: float = 0.025, gap: float = 0.01) -> bool:
-    """Along ``theta``: the fingers' landing point behind the target and the target's path are free."""
-    o = layout.objects[0]
+                travel: float = 0.12, pusher_radius: float = 0.025, gap: float = 0.01, index: int = 0) -> bool:
+    """Along ``theta``: the fingers' landing point behind object ``index`` (the target) and its path are free."""
+    o = layout.objects[index]
     c, s = math.cos(theta), math.sin(theta)
     circles = [(o.x - standoff * c, o.y - standoff * s, pusher_radius)]
     circles += [(o.x + k * c, o.y + k * s, o.radius) for k in np.linspace(0.02, travel, 6)]
     for x, y, r in circles:
-        if any(math.hypot(x - p.x, y - p.y) < p.radius + r + gap for p in layout.objects[1:]):
+        if any(math.hypot(x - p.x, y - p.y) < p.radius + r + gap for p in layout.objects if p is not o):
             return False
         if any(f.footprint_distance(x, y) < r + gap for f in layout.fixtures):
             return False

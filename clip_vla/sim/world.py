@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,13 +18,13 @@ import numpy as np
 from clip_vla.core.types import Frame, Intrinsics
 from clip_vla.sim._mujoco import mujoco
 from clip_vla.sim.camera import RgbdCamera
-from clip_vla.sim.executor import SkillExecutor, SkillParams
+from clip_vla.sim.executor import ChunkExecutor, SkillExecutor, SkillParams
 from clip_vla.sim.gripper import FINGER_BODIES, GRIPPER_BODY, HOME, Gripper, MotionLimits
 from clip_vla.sim.objects import body_name, phrase_of
 from clip_vla.sim.scene import FixtureSpec, SceneConfig, build_mjcf
 from clip_vla.sim import tasks
-from clip_vla.sim.tasks import (DESTINATIONS, PUSH_MIN_DISPLACEMENT, SKILLS, Task, entity_at, lifted, oracle_theta,
-                                placed, pointed, pushed, sample_task)
+from clip_vla.sim.tasks import (COMPOUND, DESTINATIONS, PUSH_MIN_DISPLACEMENT, SKILLS, Task, entity_at, lifted,
+                                oracle_theta, placed, pointed, pushed, sample_compound_task, sample_task)
 
 FRAME_ID = "camera_color_optical_frame"
 
@@ -125,6 +125,10 @@ class TabletopWorld:
         ("bowl"/"tray") where a place task goes, ``direction`` ("left", ...: push/pull only) the
         direction the command names. Same seed and arguments, same episode.
         """
+        if task is None and skill == COMPOUND:
+            if seed is None:
+                seed = int(self._rng.integers(2**31 - 1))
+            task = sample_compound_task(np.random.default_rng(seed), self.n_distractors, self.config, seed)
         if task is None:
             if seed is None:
                 seed = int(self._rng.integers(2**31 - 1))
@@ -138,6 +142,7 @@ class TabletopWorld:
         self._camera = RgbdCamera(self.model, self.config.camera)
         self.gripper = Gripper(self.model, self.data, self.limits, on_step=self.on_step)
         self.executor = SkillExecutor(self.gripper, self.params)
+        self.chunks = ChunkExecutor(self.gripper, self.params)
         self._index_bodies(task)
         mujoco.mj_forward(self.model, self.data)
         self.gripper.wait(0.3)  # let objects settle onto the table
@@ -145,6 +150,8 @@ class TabletopWorld:
         if task.object is not None:
             xyz, yaw = self.rest[task.object]
             task = _with_truth(task, xyz, yaw)
+        if task.parts:
+            task = replace(task, parts=tuple(_with_truth(p, *self.rest[p.object]) for p in task.parts))
         self.task = task
         self.last: Optional[ExecutionResult] = None
         self._last_push: Optional[Tuple[str, float]] = None  # (object, direction of object motion)
@@ -277,8 +284,14 @@ class TabletopWorld:
         return None
 
     # ------------------------------------------------------------------ acting
-    def execute(self, skill: str, xyz: Optional[Sequence[float]] = None, theta: float = 0.0) -> ExecutionResult:
-        """Run one goal through the physics and judge its effect on the object it acted on."""
+    def execute(self, skill: str, xyz: Optional[Sequence[float]] = None, theta: float = 0.0,
+                chunk: Optional[Sequence[Any]] = None) -> ExecutionResult:
+        """Run one goal through the physics and judge its effect on the object it acted on.
+
+        With ``chunk`` (the step's action-chunk waypoints, ``ChunkExecutor``) the gripper follows
+        the chunk instead of the scripted skill; the goal ``xyz``/``theta`` still say what the step
+        acts on, so both are judged by the same rules.
+        """
         if skill not in SKILLS:
             return self._done(ExecutionResult(False, f"unknown skill '{skill}' (known: {list(SKILLS)})", {"skill": skill}))
         if skill in ("open", "close"):
@@ -297,13 +310,19 @@ class TabletopWorld:
             if obj is None:
                 return self._done(ExecutionResult(False, "nothing is held: pick something first", details))
             details["goal_on"] = self.goal_on((x, y), exclude=obj)  # before the object moves under it
-            self.executor.place(x, y, z, theta)
+            if chunk is not None:
+                self.chunks.run(chunk)
+            else:
+                self.executor.place(x, y, z, theta)
             result = self._judge_place(obj, (x, y, z), details)
         else:
             details["goal_on"] = self.goal_on((x, y))
             obj = self.nearest_object((x, y))
             start = self.object_pose(obj)[0] if obj else None
-            getattr(self.executor, skill)(x, y, z, theta)
+            if chunk is not None:
+                self.chunks.run(chunk)
+            else:
+                getattr(self.executor, skill)(x, y, z, theta)
             details["object"] = obj
             if obj is None:
                 result = ExecutionResult(False, "no object within 8 cm of the goal", details)
@@ -419,12 +438,19 @@ class TabletopWorld:
         task = task or self.task
         return task is not None and self._achieved(task.skill, task)
 
+    def step_achieved(self, skill: str, task: Task) -> bool:
+        """Is ``skill``, one step of ``task``, carried out on its target now (the pick of a place task:
+        the object lifted and held)? A compound task's step is judged on its part (``Task.step_parts``)."""
+        return bool(self._achieved(skill, task))
+
     def _achieved(self, skill: str, task: Task) -> bool:
         """Is ``skill`` carried out on the task's target now (into its destination, for place)?
 
         The one success rule: the whole task's (``check_success``) and each goal's (no
         ``failure_label``), so a step is never counted a success one way and a failure the other.
         """
+        if task.parts and skill == COMPOUND:
+            return all(self._achieved(p.skill, p) for p in task.parts)
         if skill == "none":
             return all(np.linalg.norm(self.object_pose(n)[0] - self.rest[n][0]) < 0.01 for n in self.object_names)
         if skill in ("open", "close") or task.object is None:

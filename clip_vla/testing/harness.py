@@ -195,6 +195,7 @@ class Client:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Path
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
@@ -215,6 +216,9 @@ class Client:
         self.debug_images: List[Any] = []
         self.diagnostics: List[Dict[str, str]] = []
         self.status_times: List[float] = []
+        self.plans: List[Dict[str, Any]] = []
+        self.task_statuses: List[Dict[str, Any]] = []
+        self.chunk_paths: List[Any] = []
 
         camera = QoSProfile(depth=5)
         camera.reliability = (ReliabilityPolicy.RELIABLE if camera_reliability == "reliable"
@@ -224,6 +228,7 @@ class Client:
         self.pub_depth = self.node.create_publisher(Image, f"{ns}/depth", camera)
         self.pub_info = self.node.create_publisher(CameraInfo, f"{ns}/camera_info", camera)
         self.pub_command = self.node.create_publisher(String, f"{ns}/command", 100)
+        self.pub_execution = self.node.create_publisher(String, f"{ns}/execution", 100)
         self._subs = [
             self.node.create_subscription(String, f"{self.node_fqn}/status", self._on_status, 100),
             self.node.create_subscription(String, f"{self.node_fqn}/goal", self._on_goal, 100),
@@ -232,6 +237,12 @@ class Client:
             self.node.create_subscription(MarkerArray, f"{self.node_fqn}/markers",
                                           lambda m: self._add(self.markers, m), 100),
             self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 100),
+            self.node.create_subscription(String, f"{self.node_fqn}/plan",
+                                          lambda m: self._add(self.plans, json.loads(m.data)), 100),
+            self.node.create_subscription(String, f"{self.node_fqn}/task_status",
+                                          lambda m: self._add(self.task_statuses, json.loads(m.data)), 100),
+            self.node.create_subscription(Path, f"{self.node_fqn}/chunk_path",
+                                          lambda m: self._add(self.chunk_paths, m), 100),
         ]
         if debug_image:
             self._subs.append(self.node.create_subscription(Image, f"{self.node_fqn}/debug_image",
@@ -298,7 +309,7 @@ class Client:
         return diag
 
     def wait_connected(self, timeout: float = 10.0, camera: bool = True) -> None:
-        pubs = [self.pub_command] + ([self.pub_image, self.pub_depth, self.pub_info] if camera else [])
+        pubs = [self.pub_command, self.pub_execution] + ([self.pub_image, self.pub_depth, self.pub_info] if camera else [])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(p.get_subscription_count() > 0 for p in pubs) and \
@@ -362,6 +373,29 @@ class Client:
             n = len(self.statuses)
         self.pub_command.publish(serialized)
         return n
+
+    def report(self, command_id: Any, step: Any, outcome: Any = "done", holding: Optional[str] = None) -> None:
+        """Publish an executor's step report on ``execution`` (``clip_vla.core.execution``)."""
+        self.report_raw(json.dumps({"command_id": command_id, "step": step, "outcome": outcome, "holding": holding}))
+
+    def report_raw(self, text: str) -> None:
+        """Publish anything on ``execution`` (malformed reports included)."""
+        self.pub_execution.publish(self._string_cls(data=text))
+
+    def plan_of(self, command_id: int, grounded: int, timeout: float = 10.0) -> Dict[str, Any]:
+        """The first ``~/plan`` record of ``command_id`` with ``grounded`` steps grounded (goal or refusal)."""
+        def found() -> Optional[Dict[str, Any]]:
+            return next((p for p in self.plans if p["command_id"] == command_id and
+                         sum(s["goal"] is not None or s["refusal"] is not None for s in p["steps"]) == grounded), None)
+        if timeout <= 0:
+            with self._cond:
+                return found()
+        return self.wait_for(found, timeout)
+
+    def task_status_of(self, command_id: int, timeout: float = 10.0) -> Dict[str, Any]:
+        """The ``~/task_status`` of ``command_id`` (how its plan ended)."""
+        return self.wait_for(lambda: next((t for t in self.task_statuses if t["command_id"] == command_id), None),
+                             timeout)
 
     def status_after(self, n: int, timeout: float = 10.0) -> Dict[str, Any]:
         return self.wait_for(lambda: self.statuses[n] if len(self.statuses) > n else None, timeout)

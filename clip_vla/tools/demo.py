@@ -2,14 +2,16 @@
 
 The first thing a newcomer runs. It needs no robot, no GPU and no download: the world is the
 package's MuJoCo tabletop (``clip_vla.sim``) and the models are the compact sim-domain pair
-shipped in ``clip_vla/weights/``. The script is what a task planner would do on a robot:
+shipped in ``clip_vla/weights/``. The script says what a person would say, once per task:
 
-1. "pick up the <object>"          -> vla_node's goal -> the simulated gripper grasps and lifts
-2. "put the <object> in the bowl"  -> goal over the bowl -> the gripper carries and releases
-3. "push the <object>"             -> (a new scene) goal with the push direction -> the gripper pushes
+1. "put the <object> in the bowl"     -> a plan of two steps (an implicit pick, then the place)
+2. a compound command on a new scene   -> "put the X on the tray, then push the Y", 2-3 clauses
 
-Each step prints vla_node's goal (skill, pose in the base frame, RT-2 tokens) and what the
-simulator made of it, and saves vla_node's own ``~/debug_image`` for that command.
+vla_node releases one step at a time: each step's goal and action chunk go to the simulated
+gripper, which follows the chunk's waypoints and reports the step on ``execution``; the next
+step is grounded on a fresh frame. Each step prints its goal (skill, pose in the base frame,
+RT-2 tokens), its chunk (waypoints with the gripper state) and what the simulator made of it,
+and saves vla_node's own ``~/debug_image`` for that step (the chunk drawn on the frame).
 
 ``clip-vla demo --console`` runs the same graph with the operator console instead of the script:
 open the printed URL, click a suggestion or type a command; Ctrl-C ends it.
@@ -102,25 +104,29 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
     return overrides
 
 
-def _describe(status: Optional[Dict[str, Any]], result: Optional[Dict[str, Any]]) -> List[str]:
+def _describe(outcome: Any) -> List[str]:
+    """Lines about one command: its status, then each step's goal, chunk and execution, then how it ended."""
+    status = outcome.status
     if status is None:
         return ["  no answer from vla_node within the timeout"]
     if status.get("status") != "accepted":
         return [f"  no action: {status.get('status')} ({status.get('message', '')})"]
-    goal = status["goal"]
-    pose = goal["pose"]
-    lines = [
-        f"  goal    {goal['cmd']} '{goal.get('object') or ''}'"
-        f"{' -> ' + goal['destination'] if goal.get('destination') else ''}  confidence {goal['confidence']:.2f}",
-        f"  pose    x={pose['x']:+.3f} y={pose['y']:+.3f} z={pose['z']:+.3f} m  theta={pose['theta']:+.2f} rad"
-        f"  ({goal['frame_id']})",
-        f"  tokens  {goal['tokens_text']}   (cmd x y z theta, {status.get('latency_ms', 0):.0f} ms)",
-    ]
-    if result is None:
-        lines.append("  robot   no execution result")
-    else:
-        ok = result.get("task_success") or (goal["cmd"] == "pick" and result.get("holding_target"))
-        lines.append(f"  robot   {'SUCCESS' if ok else 'FAILED'}: {result.get('reason', '')}")
+    plan = status.get("plan") or {}
+    lines = [f"  plan    {plan.get('steps', 1)} steps: " + " | ".join(plan.get("texts", [])) +
+             f"   ({status.get('latency_ms', 0):.0f} ms to the first goal)"]
+    for r in outcome.results:
+        goal = r.get("goal") or {}
+        pose = goal.get("pose") or {}
+        lines.append(f"  step {r.get('step')}  {goal.get('cmd')} at x={pose.get('x', 0):+.3f} y={pose.get('y', 0):+.3f} "
+                     f"z={pose.get('z', 0):+.3f} m theta={pose.get('theta', 0):+.2f} rad  tokens "
+                     f"{' '.join(str(t) for t in goal.get('tokens') or [])}")
+        chunk = r.get("chunk") or []
+        lines.append("          chunk " + " -> ".join(f"{w.get('label')}({'closed' if w.get('gripper', 0) >= 0.5 else 'open'})"
+                                                       for w in chunk))
+        lines.append(f"          robot {'SUCCESS' if r.get('step_ok') else 'FAILED'}: {r.get('reason', '')}")
+    ending = outcome.ending
+    lines.append("  plan    " + ("no end reported" if ending is None else
+                                 f"{ending['outcome']} at step {ending['step']}: {ending['message']}"))
     return lines
 
 
@@ -140,29 +146,32 @@ def run_script(graph: Any, seed: int, out_dir: Path, log=print) -> List[Dict[str
     driver = graph.driver
     records: List[Dict[str, Any]] = []
 
-    def step(text: str, name: str, expect_pick: bool = False) -> bool:
-        log(f"\n[{len(records) + 1}] command: \"{text}\"")
-        status, result, latency = driver.command(text)
-        for line in _describe(status, result):
+    def say(text: str, name: str) -> bool:
+        index = len(records) + 1
+        log(f"\n[{index}] command: \"{text}\"")
+        outcome = driver.command(text)
+        for line in _describe(outcome):
             log(line)
-        frame = images.wait_for(status["stamp"]) if status and status.get("stamp") else None
-        saved = _save(out_dir, len(records) + 1, name, frame)
-        if saved:
-            log(f"  frame   {saved}")
-        ok = bool(result and (result.get("task_success") or (expect_pick and result.get("holding_target"))))
-        records.append({"command": text, "status": status, "result": result, "success": ok,
-                        "frame": str(saved) if saved else None})
+        frames = []
+        for r in outcome.results:
+            stamp = (r.get("goal") or {}).get("stamp")
+            saved = _save(out_dir, index, f"{name}_step{r.get('step')}", images.wait_for(stamp) if stamp else None)
+            if saved:
+                frames.append(str(saved))
+                log(f"  frame   {saved}")
+        ok = bool(outcome.results) and bool(outcome.results[-1].get("task_success"))
+        records.append({"command": text, "status": outcome.status, "results": outcome.results,
+                        "ending": outcome.ending, "success": ok, "frames": frames})
         return ok
 
     task = driver.reset(seed, "place", destination="bowl")
     if task is None:
         raise RuntimeError("the simulator did not answer the reset")
     log(f"scene {seed}: target '{task['object']}', distractors {', '.join(task.get('distractors') or [])}")
-    if step(f"pick up the {task['object']}", "pick", expect_pick=True):
-        step(f"put the {task['object']} in the bowl", "place")
-    push = driver.reset(seed, "push")
-    log(f"\nscene {seed} again, reset for a push: target '{push['object']}'")
-    step(f"push the {push['object']}", "push")
+    say(f"put the {task['object']} in the bowl", "place")
+    compound = driver.reset(seed, "compound")
+    log(f"\nscene {seed} again, reset for a compound command over {len(compound.get('parts') or [])} objects")
+    say(compound["command"], "compound")
     return records
 
 

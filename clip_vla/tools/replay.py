@@ -22,8 +22,15 @@ mcap; topics configurable). Each command gets exactly one result record, with th
    image stamp (no transform -> ``bad_input``, like the node with TF); otherwise, or with
    ``--no-tf``, the config's static ``geometry.camera_to_base_*``.
 
-``--write-bag`` writes what the node would have published: ``~/goal`` and ``~/status`` JSON
-built by ``clip_vla.core.records``, the same functions the node calls.
+Plans: a command is planned and its first step prepared by the node's own rule
+(``clip_vla.core.plan.prepare_plan``), so its status and goal are the node's first answer.
+Offline there is no executor and no later frame: every step is grounded on the command's one
+frame (``ground_plan``), and each record carries ``plan``: per step its skill, object, status,
+goal (``xyz_base``, ``theta``, ``tokens``) and chunk (``chunk_tokens``, decoded ``waypoints``).
+
+``--write-bag`` writes what the node would have published: ``~/goal``, ``~/status`` and
+``~/plan`` JSON built by ``clip_vla.core.records`` and ``clip_vla.core.plan``, the functions the
+node calls (the plan as grounded on the one frame).
 
 Records are deterministic on CPU (``timings_ms`` aside): replaying a bag twice gives the same
 goals, which is what ``--expect`` checks in CI. A previous ``--out`` report is a valid
@@ -47,6 +54,7 @@ from clip_vla.core import framesync
 from clip_vla.core import records as node_records
 from clip_vla.core.framesync import Refusal
 from clip_vla.core.language import DEFAULT_MAX_LENGTH
+from clip_vla.core.plan import GroundedStep, Plan, chunk_step, ground_plan, plan_record, prepare_plan
 from clip_vla.core.records import echo
 from clip_vla.core.stats import percentile_summary
 from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
@@ -57,7 +65,7 @@ EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_ERROR = 2
 
-GOAL_SUFFIX, POSE_SUFFIX, STATUS_SUFFIX = "goal", "goal_pose", "status"
+GOAL_SUFFIX, POSE_SUFFIX, STATUS_SUFFIX, PLAN_SUFFIX = "goal", "goal_pose", "status", "plan"
 MODE = "on_command"  # the node mode replay reproduces
 # Keys of ActionGoal/NoAction.to_dict() the record carries under its own names (or not at all).
 _RESULT_KEYS_DROPPED = ("accepted", "command", "timings_ms", "stamp", "reason")
@@ -122,6 +130,8 @@ class ReplayResult:
     pairing: Pairing
     frame_stamp_ns: Optional[int] = None
     frame_id: str = ""
+    plan: Optional[Plan] = None
+    grounded: Tuple[GroundedStep, ...] = ()  # the plan's steps grounded on the command's frame
 
 
 @dataclass
@@ -236,10 +246,11 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
 
     # Check and parse every command first (the node answers these refusals before looking at frames).
     prepared: Dict[int, Any] = {}
+    plans: Dict[int, Optional[Plan]] = {}
     prepare_ms: Dict[int, float] = {}
     for p in pairings:
         start = time.perf_counter()
-        prepared[p.index] = _prepare(pipeline, p.command.text or "", options.max_command_length)
+        plans[p.index], prepared[p.index] = _prepare(pipeline, p.command.text or "", options.max_command_length)
         prepare_ms[p.index] = (time.perf_counter() - start) * 1e3
 
     def refused_early(p: Pairing) -> bool:
@@ -266,7 +277,7 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
             if any(k not in loaded for k in keys):
                 return
             res = _run_one(p, prepared[p.index], prepare_ms[p.index], {k: loaded[k] for k in keys}, options,
-                           pipeline, index.transforms if use_tf else None, base_frame, truth)
+                           pipeline, index.transforms if use_tf else None, base_frame, truth, plans[p.index])
             results[cursor] = res
             if on_result is not None:
                 on_result(res)
@@ -299,15 +310,15 @@ def replay_bag(bag: Union[str, Path], pipeline: Any, options: Optional[ReplayOpt
     return ReplayReport(str(bag), done, summary)
 
 
-def _prepare(pipeline: Any, text: str, max_command_length: int) -> Any:
-    """The pipeline's PreparedCommand of ``text``, or the NoAction the node would answer without a frame."""
+def _prepare(pipeline: Any, text: str, max_command_length: int) -> Tuple[Optional[Plan], Any]:
+    """(plan, its first step prepared) as the node makes them, or (None, the NoAction it answers without a frame)."""
     try:
         framesync.check_command_text(text, max_command_length)
-        return pipeline.prepare(text)
+        return prepare_plan(pipeline, text)
     except Refusal as refusal:
-        return framesync.refused(refusal, text)
+        return None, framesync.refused(refusal, text)
     except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text, as the node answers it
-        return NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(text))
+        return None, NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(text))
 
 
 def _is_no_action(result: Any) -> bool:
@@ -316,7 +327,7 @@ def _is_no_action(result: Any) -> bool:
 
 def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, int], _Decoded],
              options: ReplayOptions, pipeline: Any, transforms: Optional[bags.Transforms], base_frame: str,
-             truth: Dict[Tuple[int, str], Dict[str, Any]]) -> ReplayResult:
+             truth: Dict[Tuple[int, str], Dict[str, Any]], plan: Optional[Plan] = None) -> ReplayResult:
     text = p.command.text or ""
     timings: Dict[str, float] = {"prepare": prep_ms}
     color = inputs.get((options.color_topic, p.color.ordinal)) if p.color is not None else None
@@ -326,6 +337,7 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
     info_source = p.info_source
     result = None
     ran_on_frame = False
+    grounded: Tuple[GroundedStep, ...] = ()
     if _is_no_action(prepared):
         result = prepared
     elif p.status is not None:
@@ -351,6 +363,10 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
             except Exception as exc:  # noqa: BLE001 - as the node: one bad command never stops the replay
                 result = NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(text))
             ran_on_frame = True
+            if plan is not None:  # the first step as the node grounds it, the rest on this same frame
+                first = chunk_step(pipeline, plan.steps[0], result)
+                result = first.result
+                grounded = ground_plan(pipeline, frame, plan, camera_to_base, first=first).grounded
             timings["pipeline"] = (time.perf_counter() - start) * 1e3
             for k, v in (getattr(result, "timings_ms", None) or {}).items():
                 timings.setdefault(k, float(v))
@@ -377,12 +393,25 @@ def _run_one(p: Pairing, prepared: Any, prep_ms: float, inputs: Dict[Tuple[str, 
     for key, value in details.items():
         if key not in _RESULT_KEYS_DROPPED and key not in record:
             record[key] = value
+    if grounded:
+        record["plan"] = [_plan_step(g) for g in grounded]
     gt = truth.get((p.command.time_ns, text)) or truth.get((p.index, text))
     if gt is not None:
         record["truth"] = _score(record, gt)
     record["timings_ms"] = {k: round(float(v), 3) for k, v in timings.items()}
     return ReplayResult(record, result, p, color.stamp_ns if ran_on_frame else None,
-                        color.frame_id if color is not None else "")
+                        color.frame_id if color is not None else "", plan, grounded)
+
+
+def _plan_step(g: GroundedStep) -> Dict[str, Any]:
+    """One grounded step in a replay record: what ``--expect`` compares (goal and decoded chunk)."""
+    out: Dict[str, Any] = {"index": g.step.index, "skill": g.step.skill, "object": g.step.object,
+                           "status": "accepted" if g.accepted else g.reason}
+    if g.accepted:
+        goal, chunk = g.result, g.chunk.to_dict()  # type: ignore[union-attr]
+        out.update({"cmd": goal.cmd, "xyz_base": [float(v) for v in goal.xyz_base], "theta": float(goal.theta),
+                    "tokens": list(goal.tokens), "chunk_tokens": chunk["tokens"], "waypoints": chunk["waypoints"]})
+    return out
 
 
 def _frame(color: _Decoded, depth: Optional[_Decoded], info: Optional[_Decoded], info_source: str,
@@ -486,6 +515,13 @@ def format_table(records: Sequence[Mapping[str, Any]], width: int = 36) -> str:
                      "" if xyz is None else "(" + ", ".join(f"{v:.3f}" for v in xyz) + ")",
                      str(r.get("tokens_text", "")) if r.get("status") == "accepted" else "",
                      "" if lat is None else f"{lat:.1f}"))
+        for step in r.get("plan") or [] if len(r.get("plan") or []) > 1 else []:  # a compound plan: one row a step
+            xyz = step.get("xyz_base")
+            chunk = " ".join("C" if w["gripper"] >= 0.5 else "O" for w in step.get("waypoints") or [])
+            rows.append(("", f"  step {step['index']}: {step.get('skill')} {step.get('object') or ''}"[:width],
+                         str(step.get("status", "")), str(step.get("cmd") or ""),
+                         "" if xyz is None else "(" + ", ".join(f"{v:.3f}" for v in xyz) + ")",
+                         f"chunk {chunk}" if chunk else "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -530,8 +566,8 @@ def compare(records: Sequence[Mapping[str, Any]], expected: Sequence[Mapping[str
     """Regressions of ``records`` against ``expected``, one line each; empty when all match.
 
     Expected records match by ``index`` (else by position). Only the fields an expected record
-    has are checked: ``command`` (text), ``status``, and for accepted goals ``cmd``,
-    ``xyz_base``, ``theta`` and ``tokens`` within the tolerances. Commands missing from either
+    has are checked: ``command`` (text), ``status``, and for accepted goals ``cmd``, ``plan`` (per step,
+    ``_compare_plan``), ``xyz_base``, ``theta`` and ``tokens`` within the tolerances. Commands missing from either
     side are regressions (the bag changed).
     """
     tol = tol or Tolerances()
@@ -583,8 +619,42 @@ def compare(records: Sequence[Mapping[str, Any]], expected: Sequence[Mapping[str
                 if worst > tol.tokens:
                     problems.append(f"{label}: tokens {' '.join(map(str, a_t))}, expected "
                                     f"{' '.join(map(str, e_t))} (tolerance {tol.tokens} bin, cmd exact)")
+        if exp.get("plan") is not None:
+            problems += _compare_plan(label, act.get("plan") or [], exp["plan"], tol)
     for i in sorted(set(by_index) - seen):
         problems.append(f"#{i} '{by_index[i].get('command', '')}': not in the expectation (the bag changed?)")
+    return problems
+
+
+def _compare_plan(label: str, actual: Sequence[Mapping[str, Any]], expected: Sequence[Mapping[str, Any]],
+                  tol: Tolerances) -> List[str]:
+    """Regressions of a command's plan: the steps' skills and statuses exactly, their goals within ``tol.xyz``
+    and ``tol.theta``, every chunk waypoint within ``tol.xyz`` (position) and its gripper state exactly."""
+    problems: List[str] = []
+    if len(actual) != len(expected):
+        return [f"{label}: plan has {len(actual)} grounded steps, expected {len(expected)}"]
+    for a, e in zip(actual, expected):
+        step = f"{label} step {e.get('index')}"
+        for key in ("skill", "status", "cmd"):
+            if key in e and e[key] != a.get(key):
+                problems.append(f"{step}: {key} {a.get(key)}, expected {e[key]}")
+        if e.get("xyz_base") is not None and a.get("xyz_base") is not None:
+            dist = float(np.linalg.norm(np.subtract(a["xyz_base"], e["xyz_base"])))
+            if not dist <= tol.xyz:
+                problems.append(f"{step}: goal {dist:.4f} m from expected (tolerance {tol.xyz} m)")
+        if e.get("theta") is not None and a.get("theta") is not None:
+            diff = abs(math.remainder(float(a["theta"]) - float(e["theta"]), math.tau))
+            if not diff <= tol.theta:
+                problems.append(f"{step}: theta {diff:.4f} rad from expected (tolerance {tol.theta} rad)")
+        wa, we = a.get("waypoints") or [], e.get("waypoints") or []
+        if len(wa) != len(we):
+            problems.append(f"{step}: chunk of {len(wa)} waypoints, expected {len(we)}")
+            continue
+        for i, (x, y) in enumerate(zip(wa, we)):
+            dist = math.dist((x["x"], x["y"], x["z"]), (y["x"], y["y"], y["z"]))
+            if not dist <= tol.xyz or round(x["gripper"]) != round(y["gripper"]):
+                problems.append(f"{step}: chunk waypoint {i} ({y.get('label')}) {dist:.4f} m from expected, gripper "
+                                f"{round(x['gripper'])} (expected {round(y['gripper'])}; tolerance {tol.xyz} m)")
     return problems
 
 
@@ -611,16 +681,31 @@ def node_records_of(r: ReplayResult, base_frame: str) -> Tuple[Optional[Dict[str
     status = node_records.status_record(r.result, command_id=command_id, command=text,
                                         stamp=node_records.stamp_from_ns(stamp_ns),
                                         latency_ms=r.record["timings_ms"].get("latency", 0.0), mode=MODE, goal=goal,
-                                        target_frame=base_frame)
+                                        target_frame=base_frame,
+                                        plan=r.plan.summary() if goal is not None and r.plan is not None else None)
     return goal, status
+
+
+def plan_record_of(r: ReplayResult, base_frame: str) -> Optional[Dict[str, Any]]:
+    """The ``~/plan`` record of an accepted command, its steps as grounded on the command's one frame."""
+    if r.plan is None or not r.grounded or not r.grounded[0].accepted or r.frame_stamp_ns is None:
+        return None
+    command_id = int(r.record["index"]) + 1
+    text = r.pairing.command.text or ""
+    goals = [node_records.goal_record(g.result, stamp=node_records.stamp_from_ns(r.frame_stamp_ns), frame_id=base_frame,
+                                      token_frame=base_frame, camera_frame=r.frame_id, command=text,
+                                      command_id=command_id) if g.accepted else None for g in r.grounded]
+    return plan_record(command_id, bags.ns_to_seconds(r.frame_stamp_ns), r.plan, r.grounded, goals)
 
 
 def write_goal_bag(path: Union[str, Path], results: Sequence[ReplayResult], base_frame: str = "base_link",
                    storage: str = "mcap", namespace: str = "/clip_vla") -> Dict[str, int]:
     """The node's outputs as a bag: ``<ns>/goal`` and ``<ns>/goal_pose`` per accepted goal (pose stamp =
-    source image stamp, frame = base frame) and ``<ns>/status`` per command, at the commands' bag times."""
+    source image stamp, frame = base frame), ``<ns>/plan`` per accepted command and ``<ns>/status`` per
+    command, at the commands' bag times."""
     ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
     goal_t, pose_t, status_t = f"{ns}/{GOAL_SUFFIX}", f"{ns}/{POSE_SUFFIX}", f"{ns}/{STATUS_SUFFIX}"
+    plan_t = f"{ns}/{PLAN_SUFFIX}"
     with bags.BagWriter(path, storage) as out:
         for r in results:
             t = r.pairing.command.time_ns
@@ -630,6 +715,9 @@ def write_goal_bag(path: Union[str, Path], results: Sequence[ReplayResult], base
                 pose = goal["pose"]
                 out.write(pose_t, bags.POSE_STAMPED, bags.pose_stamped_msg(
                     (pose["x"], pose["y"], pose["z"]), pose["theta"], r.frame_stamp_ns, base_frame), t)
+            plan = plan_record_of(r, base_frame)
+            if plan is not None:
+                out.write(plan_t, bags.STRING, bags.string_msg(json.dumps(plan)), t)
             out.write(status_t, bags.STRING, bags.string_msg(json.dumps(status)), t)
         return dict(out.counts)
 

@@ -1,13 +1,15 @@
 """Closed-loop evaluation in the simulated world, over a real ROS 2 graph.
 
-    sim (camera + robot) ──image/depth/camera_info──► clip_vla (vla_node) ──~/goal──► sim
-            ▲                                              ▲          │
-            └──────────── ~/reset, ~/task ── driver ── command ──── ~/status
+    sim (camera + robot) ──image/depth/camera_info──► clip_vla (vla_node) ──~/plan──► sim
+            ▲   └──────────────── execution (step reports) ───────►│          │
+            └──────────── ~/reset, ~/task ── driver ── command ──── ~/status, ~/task_status
 
-The driver only uses topics, as a task planner on a robot would: it resets an episode,
-sends the episode's command(s), and collects vla_node's status and the simulator's
-execution result. "put X in Y" is two commands, as on a robot: "pick up X", then the
-place command itself.
+The driver only uses topics, as a person would: it resets an episode and says the
+episode's command once ("put the yellow cup in the bowl", "put the red ball in the bowl,
+then push the green block"). vla_node plans it, releases one step at a time, and the
+simulator follows each step's action chunk and reports it on ``execution``; the driver
+collects the command's status, the simulator's judgement of every step (by the world's
+ground truth) and the plan's end on ``~/task_status``.
 
 ``--perception model`` runs whatever CLIPSeg/CLIP the config names; ``oracle`` replaces
 them with the simulator's ground-truth masks (geometry + tokenizer + execution alone).
@@ -22,12 +24,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from clip_vla.core.stats import percentile
 
+COMPOUND = "compound"  # clip_vla.sim.tasks.COMPOUND (not imported: that would load MuJoCo for --help)
 FRAME_MARGIN_S = 0.1  # after the driver has a frame, for vla_node's callback on the same frame
 
 
@@ -52,6 +55,7 @@ class StepRecord:
     latency_ms: float = 0.0
     tokens: Optional[List[int]] = None
     clip_skill: Optional[str] = None  # CLIP's top skill (status skill_probabilities), whatever the parser chose
+    step_ok: bool = False  # the step did what the task needs of it (the world's ground truth)
 
     @property
     def xy_error(self) -> Optional[float]:
@@ -81,6 +85,23 @@ class Episode:
     command: str
     steps: List[StepRecord] = field(default_factory=list)
     success: bool = False
+    commands: List[str] = field(default_factory=list)  # what the driver said: one per task
+    steps_planned: int = 0  # steps of vla_node's plan (its accepted status), implicit picks included
+    outcome: Optional[str] = None  # the plan's end on ~/task_status: done | failed | cancelled
+
+    @property
+    def steps_executed(self) -> int:
+        return sum(s.executed for s in self.steps)
+
+
+@dataclass
+class CommandOutcome:
+    """What one command led to: its status, the simulator's result per executed step, the plan's end."""
+
+    status: Optional[Dict[str, Any]]
+    results: List[Dict[str, Any]]
+    ending: Optional[Dict[str, Any]]
+    latency_ms: float
 
 
 class GraphDriver:
@@ -99,9 +120,11 @@ class GraphDriver:
         self.statuses: List[Dict[str, Any]] = []
         self.results: List[Dict[str, Any]] = []
         self.tasks: List[Dict[str, Any]] = []
+        self.endings: List[Dict[str, Any]] = []
         node.create_subscription(String, f"{vla_name}/status", lambda m: self._add(self.statuses, m), reliable)
         node.create_subscription(String, f"{sim_name}/result", lambda m: self._add(self.results, m), reliable)
         node.create_subscription(String, f"{sim_name}/task", lambda m: self._add(self.tasks, m), reliable)
+        node.create_subscription(String, f"{vla_name}/task_status", lambda m: self._add(self.endings, m), reliable)
         # The camera as vla_node sees it: a command waits for the first frame of the changed scene.
         self.last_frame_stamp = -math.inf
         node.create_subscription(Image, "camera/color/image_raw", self._on_frame, qos_profile_sensor_data)
@@ -164,66 +187,103 @@ class GraphDriver:
             self.wait_for_frame_after(task.get("stamp"))
         return task
 
-    def command(self, text: str, timeout: float = 60.0):
-        """Send a command; return (status, sim result or None, latency ms to the status)."""
+    def command(self, text: str, timeout: float = 60.0) -> CommandOutcome:
+        """Say a command; wait for its status and, when accepted, for its plan to end (``timeout`` per step)."""
         from std_msgs.msg import String
 
-        n_status, n_result = len(self.statuses), len(self.results)
+        n_status, n_result, n_end = len(self.statuses), len(self.results), len(self.endings)
         t0 = time.perf_counter()
         self.pub_command.publish(String(data=text))
         status = self._wait(self.statuses, n_status, lambda m: m.get("command") == text, timeout)
         latency = (time.perf_counter() - t0) * 1e3
-        result = None
-        if status is not None and status.get("status") == "accepted":
-            command_id = (status.get("goal") or {}).get("command_id", status.get("command_id"))
-            result = self._wait(self.results, n_result, lambda m: m.get("command_id") == command_id, timeout)
-            if result is not None:  # the next command must see the scene after this goal
-                self.wait_for_frame_after(result.get("stamp"))
-        return status, result, latency
+        if status is None or status.get("status") != "accepted":
+            return CommandOutcome(status, [], None, latency)
+        command_id = status.get("command_id")
+        steps = int((status.get("plan") or {}).get("steps", 1))
+        ending = self._wait(self.endings, n_end, lambda m: m.get("command_id") == command_id, timeout * steps)
+        executed = 0 if ending is None else (ending["step"] + 1 if ending["reason"] in ("done", "execution_failed")
+                                             else ending["step"])
+        with self._cond:  # the results of the steps executed (the last may trail the ending by a moment)
+            self._cond.wait_for(lambda: self._results_of(command_id, n_result) >= executed, timeout=5.0)
+            results = [r for r in self.results[n_result:] if r.get("command_id") == command_id]
+        if results:  # the next command must see the scene after this one
+            self.wait_for_frame_after(results[-1].get("stamp"))
+        return CommandOutcome(status, results, ending, latency)
+
+    def _results_of(self, command_id: Any, start: int) -> int:
+        return sum(r.get("command_id") == command_id for r in self.results[start:])
 
 
-def _step(driver: GraphDriver, text: str, skill: str, truth_xyz, truth_yaw) -> StepRecord:
-    status, result, latency = driver.command(text)
-    record = StepRecord(command=text, expected_skill=skill, status="timeout" if status is None else
-                        status.get("status", "?"), truth_xyz=truth_xyz, truth_yaw=truth_yaw, latency_ms=latency)
-    record.clip_skill = next(iter((status or {}).get("skill_probabilities") or {}), None)
-    goal = (status or {}).get("goal") or {}
-    if goal:
-        pose = goal.get("pose", {})
-        record.cmd = goal.get("cmd")
-        record.goal_xyz = [pose.get("x"), pose.get("y"), pose.get("z")]
-        record.theta = pose.get("theta")
-        record.tokens = goal.get("tokens")
-    elif status is not None:
-        record.cmd = status.get("skill")
-        record.reason = status.get("message", "")
-    if result is not None:
-        record.executed = True
-        record.success = bool(result.get("success"))
-        record.task_success = bool(result.get("task_success"))
-        record.holding_target = bool(result.get("holding_target"))
-        record.failure = result.get("failure")
-        record.reason = result.get("reason", "")
-    return record
+def _truth(task: Dict[str, Any], k: int) -> Tuple[Optional[List[float]], Optional[float]]:
+    """(xyz, yaw) step ``k`` of ``task`` (its ~/task record) is judged against; yaw only for a bar's pick."""
+    parts = task.get("parts") or [task]
+    flat = [(part, skill) for part in parts for skill in (("pick", "place") if part["skill"] == "place"
+                                                           else (part["skill"],))]
+    part, skill = flat[min(k, len(flat) - 1)]
+    if skill == "place":
+        return part.get("destination_xyz"), None
+    yaw = part.get("object_yaw") if skill == "pick" and part.get("object_shape") == "bar" else None
+    return part.get("object_xyz"), yaw
+
+
+def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[StepRecord]:
+    """One StepRecord per executed step, plus one for a step refused (the command, or a later step)."""
+    skills = task.get("step_skills") or [task["skill"]]
+    status = outcome.status
+    out: List[StepRecord] = []
+    for r in outcome.results:
+        k = int(r.get("step", len(out)))
+        truth_xyz, truth_yaw = _truth(task, k)
+        pose = (r.get("goal") or {}).get("pose") or {}
+        out.append(StepRecord(command=text, expected_skill=r.get("expected_skill", skills[min(k, len(skills) - 1)]),
+                              status="accepted", cmd=r.get("cmd"), goal_xyz=[pose.get("x"), pose.get("y"), pose.get("z")],
+                              theta=pose.get("theta"), truth_xyz=truth_xyz, truth_yaw=truth_yaw, executed=True,
+                              success=bool(r.get("success")), task_success=bool(r.get("task_success")),
+                              holding_target=bool(r.get("holding_target")), failure=r.get("failure"),
+                              reason=r.get("reason", ""), latency_ms=outcome.latency_ms,
+                              tokens=(r.get("goal") or {}).get("tokens"), step_ok=bool(r.get("step_ok"))))
+    refused_at: Optional[int] = None
+    reason = ""
+    if status is None or status.get("status") != "accepted":
+        refused_at, reason = 0, "timeout" if status is None else status.get("status", "?")
+    elif outcome.ending is None:
+        refused_at, reason = len(out), "timeout"
+    elif outcome.ending["reason"] not in ("done", "execution_failed"):
+        refused_at, reason = outcome.ending["step"], outcome.ending["reason"]
+    if refused_at is not None:
+        truth_xyz, truth_yaw = _truth(task, refused_at)
+        message = (status or {}).get("message", "") if refused_at == 0 else (outcome.ending or {}).get("message", "")
+        out.append(StepRecord(command=text, expected_skill=skills[min(refused_at, len(skills) - 1)], status=reason,
+                              cmd=(status or {}).get("skill") if refused_at == 0 else None, truth_xyz=truth_xyz,
+                              truth_yaw=truth_yaw, reason=message, latency_ms=outcome.latency_ms))
+    _add_clip_skill(out, status)
+    return out
+
+
+def _add_clip_skill(records: List[StepRecord], status: Optional[Dict[str, Any]]) -> None:
+    """CLIP's top skill for the command goes on the step of the command's own skill (the parser's).
+
+    The status scores the command as said ("put X in the bowl" is a place), not its implicit steps.
+    """
+    top = next(iter((status or {}).get("skill_probabilities") or {}), None)
+    said = (status or {}).get("skill")
+    for record in records:
+        if top is not None and record.expected_skill == said:
+            record.clip_skill = top
+            return
 
 
 def run_episode(driver: GraphDriver, seed: int, skill: str) -> Episode:
+    """Reset, say the task's command once, collect every step it led to."""
     task = driver.reset(seed, skill)
     if task is None:
         raise RuntimeError("the simulator did not answer a reset within 30 s")
-    ep = Episode(seed=seed, skill=skill, command=task["command"])
-    obj_xyz, obj_yaw = task.get("object_xyz"), task.get("object_yaw")
-    if task.get("object_shape") != "bar":  # balls and cups have no yaw, cubes one every 90 degrees
-        obj_yaw = None
-    if skill == "place":
-        pick = _step(driver, f"pick up the {task['object']}", "pick", obj_xyz, obj_yaw)
-        ep.steps.append(pick)
-        if not (pick.success and pick.holding_target):
-            return ep
-        ep.steps.append(_step(driver, task["command"], "place", task.get("destination_xyz"), None))
-    else:
-        ep.steps.append(_step(driver, task["command"], skill, obj_xyz, obj_yaw if skill == "pick" else None))
-    ep.success = ep.steps[-1].task_success
+    ep = Episode(seed=seed, skill=skill, command=task["command"], commands=[task["command"]])
+    outcome = driver.command(task["command"])
+    ep.steps = _records(task["command"], task, outcome)
+    ep.steps_planned = int(((outcome.status or {}).get("plan") or {}).get("steps", 0))
+    ep.outcome = None if outcome.ending is None else outcome.ending.get("outcome")
+    ep.success = bool(outcome.results) and bool(outcome.results[-1].get("task_success"))
     return ep
 
 
@@ -232,25 +292,26 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for skill in sorted({e.skill for e in episodes}):
         eps = [e for e in episodes if e.skill == skill]
-        steps = [s for e in eps for s in e.steps if s.expected_skill == skill]
+        steps = [s for e in eps for s in e.steps if s.expected_skill == skill or skill == COMPOUND]
         goals = [s for s in steps if s.goal_xyz is not None]
         xy = [s.xy_error for s in goals if s.xy_error is not None]
         xyz = [s.xyz_error for s in goals if s.xyz_error is not None]
         yaw = [s.yaw_error for s in goals if s.yaw_error is not None]
-        lat = [s.latency_ms for s in steps]
+        lat = [e.steps[0].latency_ms for e in eps if e.steps]  # the command's: said once, answered once
         answered = [s for s in steps if s.cmd is not None]
         out[skill] = {
             "episodes": len(eps),
             "success_rate": sum(e.success for e in eps) / len(eps),
             "goals_accepted": len(goals) / max(len(steps), 1),
-            "skill_accuracy": sum(s.cmd == skill for s in answered) / max(len(answered), 1),
+            "skill_accuracy": sum(s.cmd == s.expected_skill for s in answered) / max(len(answered), 1),
             "clip_skill_agreement": clip_agreement(steps),
             "xy_error_m_median": percentile(xy, 50), "xy_error_m_p95": percentile(xy, 95),
             "xyz_error_m_median": percentile(xyz, 50),
             "yaw_error_rad_median": percentile(yaw, 50),
             "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
-            "failures": _count([_failure(s) for e in eps for s in e.steps
-                                if not (s.task_success or (s.success and s.holding_target))]),
+            "steps_planned": sum(e.steps_planned for e in eps),
+            "steps_executed": sum(e.steps_executed for e in eps),
+            "failures": _count([_failure(s) for e in eps for s in e.steps if not s.step_ok]),
         }
     return out
 
@@ -275,6 +336,17 @@ def _failure(step: StepRecord) -> str:
     if step.status != "accepted":
         return step.status
     return step.failure or step.reason or "not executed"
+
+
+def _episode_line(ep: Episode) -> str:
+    """One line per episode: steps executed of planned, and the outcome with why it failed."""
+    if not ep.steps:
+        return "no answer"
+    first, failed = ep.steps[0], next((s for s in ep.steps if not s.step_ok), None)
+    if not first.executed:
+        return f"{first.status} ({first.reason})" if first.reason else first.status
+    verdict = "success" if ep.success else "failed: " + (_failure(failed) if failed else "not achieved")
+    return f"{ep.steps_executed}/{ep.steps_planned} steps -> {verdict}"
 
 
 def _count(items: List[str]) -> Dict[str, int]:
@@ -337,9 +409,9 @@ class SimGraph:
         params.setdefault("max_frame_age", 2.0)
         overrides = [Parameter(name, value=value) for name, value in params.items()]
         factory = _oracle_factory(GroundTruthPerception(self.log)) if self.log is not None else None
-        # The same remappings as launch/sim.launch.py: camera driver names in, goals to the robot.
+        # Camera driver names in, the plan to the robot; both publish and read `execution` in the namespace.
         self.sim_node = rclpy.create_node("sim", namespace=namespace, context=self.context,
-                                          cli_args=["--ros-args", "-r", "goal:=clip_vla/goal"])
+                                          cli_args=["--ros-args", "-r", "plan:=clip_vla/plan"])
         camera = ["image:=camera/color/image_raw", "depth:=camera/depth/image_raw",
                   "camera_info:=camera/color/camera_info"]
         self.vla_node = VlaNode(namespace=namespace, context=self.context, parameter_overrides=overrides,
@@ -429,7 +501,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--episodes", type=int, default=10, help="episodes per skill")
     parser.add_argument("--seed", type=int, default=1000, help="first episode seed (held-out seeds: >= 1000)")
     parser.add_argument("--perception", choices=("model", "oracle"), default="model")
-    parser.add_argument("--skills", default="pick,place,push", help="comma-separated skills")
+    parser.add_argument("--skills", default="pick,place,push",
+                        help="comma-separated skills; 'compound': random 2-3 clause commands")
     parser.add_argument("--distractors", type=int, default=3)
     parser.add_argument("--clipseg", help="CLIPSeg id or directory (default: the shipped sim model)")
     parser.add_argument("--clip", help="CLIP id or directory (default: the shipped sim model)")
@@ -453,17 +526,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             for skill in skills:
                 ep = run_episode(graph.driver, args.seed + i, skill)
                 episodes.append(ep)
-                last = ep.steps[-1]
-                outcome = (" -> " + ("success" if ep.success else "failed: " + _failure(last)) if last.executed
-                           else f" ({last.reason})" if last.reason else "")
-                print(f"[{len(episodes):3d}] seed {ep.seed} {last.command!r}: {last.status}{outcome}", flush=True)
+                print(f"[{len(episodes):3d}] seed {ep.seed} {ep.command!r}: {_episode_line(ep)}", flush=True)
     summary = summarise(episodes)
     print_summary(summary, args.perception)
     print(f"{len(episodes)} episodes in {time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "perception": args.perception, "summary": summary,
-            "episodes": [{"seed": e.seed, "skill": e.skill, "command": e.command, "success": e.success,
+            "episodes": [{"seed": e.seed, "skill": e.skill, "command": e.command, "commands": e.commands,
+                          "success": e.success, "steps_planned": e.steps_planned,
+                          "steps_executed": e.steps_executed, "outcome": e.outcome,
                           "steps": [dict(s.__dict__, xy_error=s.xy_error, yaw_error=s.yaw_error) for s in e.steps]}
                          for e in episodes]}, indent=2))
     return 0

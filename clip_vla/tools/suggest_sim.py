@@ -35,7 +35,9 @@ def _suggest(graph: Any, timeout: float = 60.0) -> Dict[str, Any]:
 
 
 def _outcome(driver: Any, text: str, obj: str) -> Dict[str, Any]:
-    status, result, _ = driver.command(text)
+    outcome = driver.command(text)
+    status = outcome.status
+    result = outcome.results[-1] if outcome.results else None  # the step the command ended with
     details = (result or {}).get("details") or {}
     ok = bool(result and result.get("success") and details.get("goal_on") == obj)
     return {"command": text, "status": (status or {}).get("status", "timeout"), "success": ok,

@@ -62,3 +62,28 @@ def test_the_text_band_leaves_the_object_in_view():
     assert low.size and low.min() == 0 and low.max() < 300
     high = _band_rows(annotate(rgb, _goal_at(20)), rgb)  # object under the top band: band at the bottom
     assert high.size and high.min() > 60 and high.max() == 479
+
+
+def test_a_chunk_is_drawn_numbered_with_the_gripper_state_by_colour():
+    from clip_vla.core import visualize
+    from clip_vla.core.config import ClipVlaConfig
+    from clip_vla.core.chunks import chunk_waypoints
+    from clip_vla.core.geometry import camera_to_base_from_config
+    from clip_vla.core.tokenizer import Waypoint
+    from clip_vla.core.types import Intrinsics
+
+    config = ClipVlaConfig()
+    pick = chunk_waypoints("pick", (0.5, 0.0, 0.03), 0.0, config.motion)
+    k = Intrinsics(fx=500.0, fy=500.0, cx=319.5, cy=239.5)
+    camera_to_base = camera_to_base_from_config(config.geometry)
+    points = visualize.project_chunk(pick, camera_to_base, k)
+    assert all(p is not None and 0 <= p[0] < 640 and 0 <= p[1] < 480 for p in points)
+    assert [round(p[2]) for p in points] == [0, 0, 1, 1]
+    apart = [Waypoint(0.45, -0.1, 0.05, 0.0, 0.0), Waypoint(0.55, 0.1, 0.05, 0.0, 1.0)]  # far apart in the image
+    points = visualize.project_chunk(apart, camera_to_base, k)
+    rgb = np.full((480, 640, 3), 100, dtype=np.uint8)
+    out = visualize.annotate(rgb, None, chunk=points)
+    for p, color in zip(points, (visualize.GRIPPER_OPEN_COLOR, visualize.GRIPPER_CLOSED_COLOR)):
+        u, v = (int(round(c)) for c in p[:2])
+        assert tuple(int(c) for c in out[v, u]) == color
+    assert (rgb == 100).all()

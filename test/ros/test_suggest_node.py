@@ -61,7 +61,7 @@ def test_an_option_before_any_list_answers_unknown_option_and_an_inactive_node_n
     with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/suggest_test_fresh",
                   domain_id=unique_domain_id(11)) as g:
         g.driver.reset(SEED, "pick")
-        status, _, _ = g.driver.command("option 1")
+        status = g.driver.command("option 1").status
         g.vla_node.trigger_deactivate()
         response = call_suggest(g)
     assert status["status"] == "unknown_option"
@@ -107,7 +107,8 @@ def test_the_suggestions_topic_is_latched_for_late_subscribers(graph):
 def test_option_one_runs_suggestion_one_and_its_status_says_which_command(graph):
     record = json.loads(call_suggest(graph).message)
     first = record["suggestions"][0]
-    status, result, _ = graph.driver.command("option 1")
+    outcome = graph.driver.command("option 1")  # the driver waits for the plan to end
+    status, result = outcome.status, (outcome.results[-1] if outcome.results else None)
     assert status["status"] == "accepted", status
     assert status["command"] == "option 1"
     assert status["option"] == {"number": 1, "command": first["command"]}
@@ -118,11 +119,12 @@ def test_option_one_runs_suggestion_one_and_its_status_says_which_command(graph)
 def test_an_option_number_out_of_range_answers_unknown_option_with_the_list_size(graph):
     record = json.loads(call_suggest(graph).message)
     n = len(record["suggestions"])
-    status, result, _ = graph.driver.command(f"do option {n + 1}")
+    outcome = graph.driver.command(f"do option {n + 1}")
+    status, result = outcome.status, (outcome.results[-1] if outcome.results else None)
     assert status["status"] == "unknown_option"
     assert f"has {n} suggestion(s), not number {n + 1}" in status["message"]
     assert result is None
-    assert graph.driver.command("option 0")[0]["status"] == "unknown_option"
+    assert graph.driver.command("option 0").status["status"] == "unknown_option"
 
 
 def test_a_round_labels_the_suggested_objects_on_the_markers(graph):

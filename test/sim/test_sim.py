@@ -400,3 +400,52 @@ def test_wrong_object_only_when_the_goal_was_on_another_object(world):
     assert res.details["goal_on"] is None and not world.check_success(task)
     assert res.failure == "goal on empty table"
     assert _failure(_step(res, "pick")) == "goal on empty table"
+
+
+def _chunk(skill, xyz, theta):
+    from clip_vla.core.chunks import build_chunk
+    from clip_vla.core.config import ClipVlaConfig
+    from clip_vla.core.tokenizer import ActionTokenizer
+
+    config = ClipVlaConfig()
+    return build_chunk(skill, 1, xyz, theta, config.motion, ActionTokenizer.from_config(config.workspace)).decoded
+
+
+def test_the_gripper_follows_the_nodes_chunks_for_a_one_command_place(world):
+    task = world.reset(seed=11, skill="place", destination="bowl")
+    world.go_home()
+    xyz, yaw = world.object_pose(task.object)
+    pick = world.execute("pick", xyz, yaw, chunk=_chunk("pick", xyz, yaw))
+    assert pick.success and world.step_achieved("pick", task)
+    dest, dyaw = world.object_pose(task.destination)
+    place = world.execute("place", dest, dyaw, chunk=_chunk("place", dest, dyaw))
+    assert place.success and place.failure is None and world.check_success(task)
+
+
+def test_a_compound_task_is_judged_clause_by_clause():
+    from clip_vla.sim.tasks import COMPOUND, sample_compound_task
+
+    for seed in range(3000, 3010):
+        task = sample_compound_task(np.random.default_rng(seed), seed=seed)
+        assert task.skill == COMPOUND and 2 <= len(task.parts) <= 3
+        assert len({p.object for p in task.parts}) == len(task.parts)  # distinct objects
+        assert len(task.step_skills) == len(task.step_parts) >= len(task.parts)
+        assert all(p.command in task.command for p in task.parts)
+        if "pick" in [p.skill for p in task.parts]:
+            assert task.parts[-1].skill == "pick"  # a held object is never carried into another clause
+
+
+def test_a_compound_episode_succeeds_when_every_clause_does(world):
+    from clip_vla.sim.tasks import oracle_theta
+
+    task = world.reset(seed=3001, skill="compound")
+    world.go_home()
+    assert not world.check_success(task)
+    for skill, part in zip(task.step_skills, task.step_parts):
+        xyz, th = world.object_pose(part.destination if skill == "place" else part.object)
+        th = oracle_theta(part) if skill == "push" else th
+        world.execute(skill, xyz, th, chunk=_chunk(skill, xyz, th))
+        assert world.step_achieved(skill, part), (task.command, skill)
+        if skill != "pick":
+            world.go_home()
+    assert world.check_success(task)

@@ -348,7 +348,7 @@ def test_cli_report_expect_and_goal_bag(synthetic_bags, replays, tiny_models, op
     with AnyReader([goals]) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         assert topics == {"/clip_vla/goal": bags.STRING, "/clip_vla/goal_pose": bags.POSE_STAMPED,
-                          "/clip_vla/status": bags.STRING}
+                          "/clip_vla/status": bags.STRING, "/clip_vla/plan": bags.STRING}
         msgs = [(c.topic, t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages()]
     statuses = [json.loads(m.data) for topic, _, m in msgs if topic == "/clip_vla/status"]
     assert [s["status"] for s in statuses] == [s for s, _ in EXPECTED]
@@ -357,6 +357,10 @@ def test_cli_report_expect_and_goal_bag(synthetic_bags, replays, tiny_models, op
     goal_jsons = [json.loads(m.data) for topic, _, m in msgs if topic == "/clip_vla/goal"]
     accepted = [r for r in report["records"] if r["status"] == "accepted"]
     assert len(poses) == len(goal_jsons) == len(accepted) == 3
+    plans = [json.loads(m.data) for topic, _, m in msgs if topic == "/clip_vla/plan"]  # one per accepted command
+    assert [p["command_id"] for p in plans] == [g["command_id"] for g in goal_jsons]
+    assert all(p["steps"][0]["goal"] == g and p["steps"][0]["waypoints"] for p, g in zip(plans, goal_jsons))
+    assert all(r["plan"][0]["status"] == "accepted" and r["plan"][0]["waypoints"] for r in accepted)
     for (t, pose), goal, rec in zip(poses, goal_jsons, accepted):
         assert t == rec["bag_time_ns"] and rec["bag_time"] == pytest.approx(t * 1e-9, abs=1e-6)
         assert bags.stamp_to_ns(pose.header.stamp) == rec["frame_stamp_ns"]
@@ -561,3 +565,20 @@ def test_shortfall_against_metadata_is_said(tmp_path):
     index = bags.scan_bag(bag, [bags.COLOR_TOPIC, bags.DEPTH_TOPIC, bags.CAMERA_INFO_TOPIC])
     (note,) = index.notes
     assert "read 2 of the 3 messages metadata.yaml states (its storage files hold only 2)" in note
+
+
+def test_expect_compares_plans_and_their_chunks_within_the_tolerances():
+    from clip_vla.tools.replay import Tolerances, compare
+
+    step = {"index": 0, "skill": "pick", "status": "accepted", "cmd": "pick", "xyz_base": [0.5, 0.0, 0.0],
+            "theta": 0.0, "waypoints": [{"x": 0.5, "y": 0.0, "z": 0.12, "gripper": 0.0, "label": "above"},
+                                        {"x": 0.5, "y": 0.0, "z": 0.01, "gripper": 1.0, "label": "close"}]}
+    record = {"index": 0, "command": "put the cup in the bowl", "status": "accepted", "plan": [step]}
+    assert compare([record], [record], Tolerances()) == []
+    moved = json.loads(json.dumps(record))
+    moved["plan"][0]["waypoints"][1]["z"] = 0.05
+    moved["plan"][0]["waypoints"][0]["gripper"] = 1.0
+    problems = compare([moved], [record], Tolerances())
+    assert len(problems) == 2 and "waypoint 0 (above)" in problems[0] and "waypoint 1 (close)" in problems[1]
+    shorter = dict(record, plan=[])
+    assert "plan has 0 grounded steps, expected 1" in compare([shorter], [record], Tolerances())[0]

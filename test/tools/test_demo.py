@@ -24,18 +24,21 @@ def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
-def test_demo_oracle_runs_the_script_and_saves_frames(tmp_path):
+def test_demo_oracle_runs_a_one_command_place_and_a_compound_command(tmp_path):
     out = _run("demo", "--perception", "oracle", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "3/3 commands carried out" in out.stdout, out.stdout
-    frames = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert frames == ["01_pick.png", "02_place.png", "03_push.png"]
+    assert "2/2 commands carried out" in out.stdout, out.stdout
     records = json.loads((tmp_path / "demo.json").read_text())
-    goals = [r["status"]["goal"] for r in records]
-    assert [g["cmd"] for g in goals] == ["pick", "place", "push"]
-    for g in goals:  # the token form is the decoded pose, to within a bin
-        assert len(g["tokens"]) == 5 and all(0 <= t < 256 for t in g["tokens"][1:])
-        assert g["tokens_text"] == " ".join(str(t) for t in g["tokens"])
+    place, compound = records
+    assert place["command"].startswith("put the ") and place["status"]["plan"]["steps"] == 2
+    assert [r["goal"]["cmd"] for r in place["results"]] == ["pick", "place"]  # one command, an implicit pick
+    assert compound["status"]["plan"]["steps"] >= 2 and compound["ending"]["outcome"] == "done"
+    assert len(compound["results"]) == compound["status"]["plan"]["steps"]
+    for r in place["results"] + compound["results"]:  # the token form is the decoded pose, to within a bin
+        assert len(r["goal"]["tokens"]) == 5 and all(0 <= t < 256 for t in r["goal"]["tokens"][1:])
+        assert len(r["chunk"]) >= 2 and {w["gripper"] >= 0.5 for w in r["chunk"]} <= {True, False}
+    frames = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert frames[:2] == ["01_place_step0.png", "01_place_step1.png"] and "02_compound_step0.png" in frames
     assert "Traceback" not in out.stderr
 
 
@@ -53,14 +56,31 @@ def test_sim_oracle_closed_loop_reports_per_skill(tmp_path):
     report = tmp_path / "sim.json"
     out = _run("sim", "--perception", "oracle", "--episodes", "2", "--seed", "2000", "--json", str(report))
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads(report.read_text())["summary"]
+    data = json.loads(report.read_text())
+    summary = data["summary"]
     assert set(summary) == {"pick", "place", "push"}
+    assert all(e["commands"] == [e["command"]] for e in data["episodes"])  # every task said once
     for skill, s in summary.items():
         assert s["episodes"] == 2
+        assert s["steps_executed"] == s["steps_planned"] == 2 * (2 if skill == "place" else 1)
         assert s["success_rate"] == 1.0, f"{skill}: {json.dumps(s)}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
         assert s["skill_accuracy"] == 1.0
         assert s["xy_error_m_median"] < 0.02  # ground-truth masks: what is left is geometry
     assert "closed-loop results (oracle perception)" in out.stdout
+
+
+def test_sim_compound_commands_are_planned_executed_and_judged_per_clause(tmp_path):
+    report = tmp_path / "sim.json"
+    out = _run("sim", "--perception", "oracle", "--episodes", "2", "--seed", "2000", "--skills", "compound",
+               "--json", str(report))
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(report.read_text())
+    s = data["summary"]["compound"]
+    assert s["episodes"] == 2 and s["success_rate"] == 1.0, json.dumps(s)
+    assert s["steps_executed"] == s["steps_planned"] >= 4
+    for e in data["episodes"]:
+        assert len(e["commands"]) == 1 and e["outcome"] == "done"
+        assert len({st["expected_skill"] for st in e["steps"]}) >= 2
 
 
 def test_sim_with_the_shipped_models_runs_the_graph(tmp_path):

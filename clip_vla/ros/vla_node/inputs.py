@@ -135,6 +135,11 @@ class CameraInputs:
         with self._cond:
             return None if self._frame is None else self._frame.version
 
+    def latest_stamp(self) -> Optional[float]:
+        """The latest frame's header stamp (s, None before the first): a plan's next step waits for a newer one."""
+        with self._cond:
+            return None if self._frame is None else self._frame.stamp
+
     def select(self, settings: NodeSettings, topic: str) -> FrameSlot:
         """The frame a command runs on: the latest valid one.
 

@@ -5,7 +5,8 @@ each of which lives in its own module of this package::
 
     image, depth, camera_info ─► inputs.CameraInputs ──┐
     command ─► commands.CommandQueue ─────────────────┼─► worker.InferenceWorker ─► outputs.Outputs
-    ~/suggest ─► suggestions.SuggestionRounds ────────┘      ("option 2" resolved on arrival)
+    ~/suggest ─► suggestions.SuggestionRounds ────────┤      ("option 2" resolved on arrival)
+    execution ─► tasks.TaskTracker (the running plan) ─┘
     parameters ─► settings.NodeSettings     tf.TfLookup ┘                  diagnostics ─► /diagnostics
 
 Topics (all relative, so namespaces and remaps apply)::
@@ -14,9 +15,13 @@ Topics (all relative, so namespaces and remaps apply)::
     sub  depth          sensor_msgs/Image        16UC1 (mm) | 32FC1 (m), optional, paired by stamp
     sub  camera_info    sensor_msgs/CameraInfo   optional, paired by stamp
     sub  command        std_msgs/String          reliable
+    sub  execution      std_msgs/String          JSON: the executor's report of a plan step (core/execution.py)
     pub  ~/goal         std_msgs/String          JSON: the atomic goal record (pose + skill + tokens)
     pub  ~/goal_pose    geometry_msgs/PoseStamped  same stamp, target_frame, yaw quaternion
     pub  ~/status       std_msgs/String          JSON: exactly one answer per command
+    pub  ~/plan         std_msgs/String          JSON: the plan, steps grounded so far (goal, tokens, chunk)
+    pub  ~/chunk_path   nav_msgs/Path            the current step's chunk waypoints (base_frame)
+    pub  ~/task_status  std_msgs/String          JSON: how an accepted command's plan ended (done|failed|cancelled)
     pub  ~/debug_image  sensor_msgs/Image        annotated frame (only while subscribed)
     pub  ~/markers      visualization_msgs/MarkerArray  (goal; numbered suggestion labels)
     pub  ~/suggestions  std_msgs/String          JSON: the latest suggestion round (transient-local)
@@ -50,6 +55,7 @@ from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs
 from clip_vla.ros.vla_node.settings import NodeSettings
 from clip_vla.ros.vla_node.suggestions import SuggestionRounds, SuggestService
+from clip_vla.ros.vla_node.tasks import TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
 from clip_vla.ros.vla_node.worker import InferenceWorker, Models
 
@@ -84,6 +90,7 @@ class VlaNode(LifecycleNode):
         self._suggest_service = SuggestService(self, self._suggestions, lambda: self.state, lambda: self._settings)
         self._sub_command = self.create_subscription(String, "command", self._on_command, qos.command_qos())
         self._flush_guard = self.create_guard_condition(self._commands.flush)
+        self._tasks = TaskTracker(self._cond)
         self.tf = TfLookup(self, self._settings)
         self.get_logger().info(f"image conversion: {conv.backend_description()}")
         for level, line in self.tf.describe(self._settings):
@@ -94,8 +101,11 @@ class VlaNode(LifecycleNode):
         self._worker = InferenceWorker(
             cond=self._cond, inputs=self._inputs, commands=self._commands, models=self._models,
             outputs=self._outputs, tf=self.tf, settings=lambda: self._settings, state=lambda: self.state,
-            topic=self._topic, log=self._log, logger=self.get_logger(), suggestions=self._suggestions)
+            topic=self._topic, log=self._log, logger=self.get_logger(), suggestions=self._suggestions,
+            tasks=self._tasks, now=lambda: conv.stamp_to_seconds(self.get_clock().now().to_msg()))
         self._worker.start()
+        self._sub_execution = self.create_subscription(String, "execution", lambda msg: self._worker.on_execution(
+            msg.data), qos.command_qos())
 
     # ------------------------------------------------------------------ what others read
     @property

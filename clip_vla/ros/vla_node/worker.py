@@ -6,20 +6,27 @@
                                                                                      ▼
                                                    ~/goal, ~/goal_pose, ~/markers, ~/status
 
-In continuous mode the last accepted command becomes a ``Job`` that re-runs on every newer
-frame (at most ``max_rate`` Hz) and publishes goals, not statuses, until a new command or
-``stop`` replaces it.
+A command is a plan (``clip_vla.core.plan``): its first step is grounded at once and answers
+the command's one status; each later step is grounded here too, on a frame stamped after
+the executor reported the previous one (``tasks.TaskTracker``), and its goal, chunk and the
+plan go out on ``~/goal``, ``~/chunk_path`` and ``~/plan``. A one-step command is a plan of one
+step, answered exactly as before.
+
+In continuous mode the last accepted one-step command becomes a ``Job`` that re-runs on
+every newer frame (at most ``max_rate`` Hz) and publishes goals, not statuses, until a new
+command or ``stop`` replaces it.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from clip_vla.core import framesync
 from clip_vla.core.framesync import Refusal
+from clip_vla.core.plan import GroundedStep, chunk_step, prepare_plan
 from clip_vla.core.records import echo
-from clip_vla.core.types import ActionGoal, NoAction, Reason
+from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
 from clip_vla.ros import conversions as conv
 from clip_vla.ros.vla_node.commands import Command, CommandQueue, Job
 from clip_vla.ros.vla_node.diagnostics import Throttle
@@ -27,7 +34,17 @@ from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs, goal_record
 from clip_vla.ros.vla_node.settings import NodeSettings
 from clip_vla.ros.vla_node.suggestions import SUGGESTION_ROUND, SuggestionRounds
+from clip_vla.ros.vla_node.tasks import PlanRun, TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
+
+NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame stamped after a step's report, then refuse stale_frame
+
+
+class Seen(NamedTuple):
+    """The frame a result was found on and the camera pose then (for drawing the debug image)."""
+
+    frame: Frame
+    camera_to_base: Any
 
 
 class Models:
@@ -89,8 +106,9 @@ class InferenceWorker:
 
     def __init__(self, *, cond: threading.Condition, inputs: CameraInputs, commands: CommandQueue, models: Models,
                  outputs: Outputs, tf: TfLookup, settings: Callable[[], NodeSettings], state: Callable[[], str],
-                 topic: Callable[[str], str], log: Throttle, logger: Any,
-                 suggestions: Optional[SuggestionRounds] = None) -> None:
+                 topic: Callable[[str], str], log: Throttle, logger: Any, tasks: TaskTracker,
+                 now: Callable[[], float], suggestions: Optional[SuggestionRounds] = None) -> None:
+        """``now()``: the node's ROS time in seconds, as camera stamps read (execution reports are timed by it)."""
         self._cond = cond
         self._suggestions = suggestions
         self._inputs = inputs
@@ -103,6 +121,8 @@ class InferenceWorker:
         self._topic = topic
         self._log = log
         self._logger = logger
+        self._tasks = tasks
+        self._now = now
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="clip_vla_inference", daemon=True)
 
@@ -130,6 +150,8 @@ class InferenceWorker:
                 self._apply_reconfiguration()
                 if isinstance(task, Job):
                     self._run_job_update(task)
+                elif isinstance(task, PlanRun):
+                    self._run_next_step(task)
                 elif task is SUGGESTION_ROUND:
                     self._suggestions.run(self._models.pipeline, self._state(), self._settings(), self.latest_frame)
                 else:
@@ -139,10 +161,13 @@ class InferenceWorker:
                 if isinstance(task, Command):
                     self._outputs.answer(task, NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}",
                                                         command=echo(task.text)), self._settings())
+                elif isinstance(task, PlanRun):
+                    self._end_step(task, GroundedStep(task.plan.steps[task.next_index], NoAction(
+                        Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}", command=echo(task.command.text))))
 
-    def _next_task(self) -> Union[Command, Job, object, None]:
-        """The next command, else a suggestion round that is asked for or due, else the job when a newer
-        frame is in and max_rate allows; None: stop."""
+    def _next_task(self) -> Union[Command, Job, PlanRun, object, None]:
+        """The next command, else a plan's due step, else a suggestion round that is asked for or due,
+        else the job when a newer frame is in and max_rate allows; None: stop."""
         with self._cond:
             while True:
                 if self._stopping:
@@ -150,12 +175,16 @@ class InferenceWorker:
                 cmd = self._commands.pop()
                 if cmd is not None:
                     return cmd
+                run, plan_wait = self._tasks.due(self._inputs.latest_stamp())
+                if run is not None and self._tasks.take(run):
+                    return run
                 version = self._inputs.version()
-                timeout = None
+                timeout = plan_wait
                 if self._suggestions is not None:
-                    timeout = self._suggestions.wait_time(self._settings().suggest_rate, version)
-                    if timeout is not None and timeout <= 0:
+                    wait = self._suggestions.wait_time(self._settings().suggest_rate, version)
+                    if wait is not None and wait <= 0:
                         return SUGGESTION_ROUND
+                    timeout = wait if timeout is None else (timeout if wait is None else min(timeout, wait))
                 job = self._commands.job
                 if job is not None and version is not None and version != job.last_version:
                     wait = job.last_run + 1.0 / self._settings().max_rate - time.monotonic()
@@ -187,8 +216,11 @@ class InferenceWorker:
             self._outputs.answer(cmd, NoAction(Reason.INACTIVE, f"the node is {state}", command=echo(cmd.text)),
                                  settings)
             return
+        cancelled = self._tasks.cancel(cmd)  # a new command, "stop" included, ends the running plan
+        if cancelled is not None:
+            self._outputs.task_ended(cancelled)
         try:
-            prepared = pipeline.prepare(cmd.text)
+            plan, prepared = prepare_plan(pipeline, cmd.text, self._tasks.holding)
         except Exception as exc:  # noqa: BLE001 - a tokenizer/model failure on the text
             self._outputs.answer(cmd, NoAction(Reason.MODEL_ERROR, f"{type(exc).__name__}: {exc}",
                                                command=echo(cmd.text)), settings)
@@ -198,16 +230,77 @@ class InferenceWorker:
             if prepared.reason == Reason.STOPPED and previous_job is not None:
                 prepared.message = f"stopped continuous goal updates of command {previous_job.command.command_id}"
                 self._outputs.clear_markers(settings.goal_frame)
+            elif prepared.reason == Reason.STOPPED and cancelled is not None:
+                prepared.message = f"stopped the plan of command {cancelled.run.command.command_id}: {cancelled.message}"
+                self._outputs.clear_markers(settings.goal_frame)
             self._outputs.answer(cmd, prepared, settings)
             return
-        job = Job(cmd) if settings.continuous else None
-        result, header, rgb = self._infer(cmd, prepared, job, settings)
+        assert plan is not None  # a prepared command always comes with its plan
+        job = Job(cmd) if settings.continuous and len(plan.steps) == 1 else None
+        self._ground(self._tasks.begin(cmd, plan), prepared, job, settings)
+
+    def _run_next_step(self, run: PlanRun) -> None:
+        """Ground a plan's due step on the freshest frame, which must be stamped after the previous step's report."""
+        step = run.plan.steps[run.next_index]
+        pipeline = self._models.pipeline
+        latest = self._inputs.latest_stamp()
+        refusal = None
+        if pipeline is None or self._state() != "active":
+            refusal = NoAction(Reason.INACTIVE, f"the node is {self._state()}", command=echo(run.command.text))
+        elif latest is None or run.reported_at is None or latest <= run.reported_at:
+            refusal = NoAction(Reason.STALE_FRAME, f"no {self._topic('image')} frame stamped after the report of step "
+                                                   f"{step.index - 1} within {NEXT_STEP_PATIENCE_S:.0f} s",
+                               command=echo(run.command.text), skill=step.skill, object_phrase=step.object)
+        if refusal is not None:
+            self._end_step(run, GroundedStep(step, refusal))
+            return
+        self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, self._settings())
+
+    def _ground(self, run: PlanRun, prepared: Any, job: Optional[Job], settings: NodeSettings) -> None:
+        """Ground ``run``'s next step and publish it: goal, chunk, plan; the first step also answers the command."""
+        cmd = run.command
+        step = run.plan.steps[run.next_index]
+        first = step.index == 0
+        if isinstance(prepared, NoAction):
+            result, header, seen = prepared, None, None
+        else:
+            result, header, seen = self._infer(cmd, prepared, job, settings)
+        pipeline = self._models.pipeline
+        grounded = chunk_step(pipeline, step, result) if pipeline is not None else GroundedStep(step, result)
         if job is not None:
             with self._cond:
                 if self._commands.job is None and not self._commands.has_queued() and self._settings().continuous:
                     self._commands.job = job
-        goal = self._publish_result(cmd, result, header, rgb, 0, settings)
-        self._outputs.answer(cmd, result, settings, None if header is None else header.stamp, goal)
+        goal = self._publish_result(cmd, grounded.result, header, seen, 0, settings, grounded.chunk)
+        current, ending = self._tasks.grounded(run, grounded, goal)
+        if current and (ending is None or not first):  # a refused first step is the command's refusal, no plan
+            self._publish_plan(run, grounded.chunk if ending is None else None, header, settings)
+        if first:
+            summary = run.plan.summary() if ending is None else None
+            self._outputs.answer(cmd, grounded.result, settings, None if header is None else header.stamp, goal,
+                                 plan=summary)
+        elif ending is not None:
+            self._outputs.task_ended(ending)
+
+    def _end_step(self, run: PlanRun, refused: GroundedStep) -> None:
+        """A later step that could not even be tried ends its plan (``failed``, with the reason)."""
+        _, ending = self._tasks.grounded(run, refused, None)
+        if ending is not None:
+            self._publish_plan(run, None, None, self._settings())
+            self._outputs.task_ended(ending)
+
+    def _publish_plan(self, run: PlanRun, chunk: Any, header: Any, settings: NodeSettings) -> None:
+        """``~/plan`` as grounded so far, stamped with the step's image (else now), and the step's chunk."""
+        stamp = header.stamp if header is not None else self._outputs.now()
+        self._outputs.plan(run.record(conv.stamp_to_seconds(stamp)), chunk, settings.base_frame, stamp)
+
+    def on_execution(self, text: Any) -> None:
+        """An ``execution`` message (executor thread): release the next step, end the plan, or log and ignore."""
+        verdict = self._tasks.report(text, self._now(), NEXT_STEP_PATIENCE_S)
+        if verdict.ignored:
+            self._log("execution", "warning", f"{verdict.ignored}: ignored")
+        elif verdict.ending is not None:
+            self._outputs.task_ended(verdict.ending)
 
     def _run_job_update(self, job: Job) -> None:
         pipeline = self._models.pipeline
@@ -220,17 +313,17 @@ class InferenceWorker:
                     self._commands.job = None
             return
         settings = self._settings()
-        result, header, rgb = self._infer(job.command, prepared, job, settings)
+        result, header, seen = self._infer(job.command, prepared, job, settings)
         with self._cond:
             if self._commands.job is not job:  # replaced or stopped while it ran: its result is obsolete
                 return
         job.updates += 1
         if header is not None:
-            self._publish_result(job.command, result, header, rgb, job.updates, settings)
+            self._publish_result(job.command, result, header, seen, job.updates, settings)
 
     # ---- one inference
     def _infer(self, cmd: Command, prepared: Any, job: Optional[Job], settings: NodeSettings) -> Tuple[Any, Any, Any]:
-        """(result, colour header or None, rgb or None) for one command on the freshest frame."""
+        """(result, colour header or None, what it was seen on or None) for one command on the freshest frame."""
         if job is not None:  # a job re-runs only on a newer frame, whatever this run answers
             version = self._inputs.version()
             job.last_version = -1 if version is None else version
@@ -255,7 +348,7 @@ class InferenceWorker:
             why = self._inputs.why_no_camera_info(slot, settings)
             if why:
                 result.message += f" ({why})"
-        return result, slot.msg.header, frame.rgb
+        return result, slot.msg.header, Seen(frame, camera_to_base or pipeline.camera_to_base)
 
     def latest_frame(self, settings: NodeSettings) -> Tuple[Any, Any, Any]:
         """(slot, Frame, camera_to_base) of the freshest frame with its synced depth and camera_info.
@@ -271,8 +364,8 @@ class InferenceWorker:
                                                  lambda m: self._log("no_frame_id", "warning", m))
         return slot, frame, camera_to_base
 
-    def _publish_result(self, cmd: Command, result: Any, header: Any, rgb: Any, update: int,
-                        settings: NodeSettings) -> Optional[Dict[str, Any]]:
+    def _publish_result(self, cmd: Command, result: Any, header: Any, seen: Optional["Seen"], update: int,
+                        settings: NodeSettings, chunk: Any = None) -> Optional[Dict[str, Any]]:
         """Publish a goal (or clear the markers) and the debug image; returns the goal record if published."""
         if header is None:
             return None
@@ -283,14 +376,18 @@ class InferenceWorker:
             except Refusal as refusal:
                 self._log("target_tf", "warning", refusal.message)
             if record is not None:
-                self._outputs.goal(record, header.stamp)
+                self._outputs.goal(record, header.stamp, chunk)
         elif update == 0:
             self._outputs.clear_markers(settings.goal_frame, header.stamp)
-        if rgb is not None and self._outputs.wants_debug_image():
+        if seen is not None and self._outputs.wants_debug_image():
             try:
-                from clip_vla.core.visualize import annotate
+                from clip_vla.core.visualize import annotate, project_chunk
 
-                self._outputs.debug_image(conv.rgb_to_image(annotate(rgb, result), header.stamp, header.frame_id))
+                points = None
+                if chunk is not None and seen.frame.intrinsics is not None:
+                    points = project_chunk(chunk.decoded, seen.camera_to_base, seen.frame.intrinsics)
+                self._outputs.debug_image(conv.rgb_to_image(annotate(seen.frame.rgb, result, chunk=points),
+                                                            header.stamp, header.frame_id))
             except Exception as exc:  # noqa: BLE001 - a debug view never breaks the goal path
                 self._log("debug", "warning", f"debug image failed: {exc}")
         return record

@@ -1,0 +1,203 @@
+"""The running plan: which step is out, which report it waits for, when the next step is due.
+
+A command is a plan of steps (``clip_vla.core.plan``). The node releases one step at a time
+and waits for the executor's report on ``execution`` (``clip_vla.core.execution``) before
+grounding the next on a fresh frame::
+
+    command ─► begin(plan) ─► step 0 grounded ─► awaiting 0 ──report done──► next due after t_report
+                                                    │                          │ frame stamped > t_report
+                                                    │                          ▼
+                                                    │                 step 1 grounded ─► awaiting 1 ─► ...
+                                                    └─report failed / refusal / stop / new command─► ended
+
+Every way a plan ends is one ``Ending`` (outcome ``done``, ``failed`` or ``cancelled``), which
+the node publishes once on ``~/task_status``. Where a step's outcome is judged is one function,
+``judge_step``: today it trusts the executor's report; verification on the next frame
+(issue 13) replaces its body, not its callers. No ROS here: the state machine is tested alone.
+All methods lock ``cond`` (the node's one lock), so the executor thread (reports) and the
+worker thread (grounding) never see half a transition.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from clip_vla.core.execution import DONE, FAILED, ExecutionReport, ReportError
+from clip_vla.core.plan import GroundedStep, Plan, plan_record
+from clip_vla.ros.vla_node.commands import Command
+
+CANCELLED = "cancelled"
+
+
+@dataclass
+class PlanRun:
+    """One accepted command's plan while it executes."""
+
+    command: Command
+    plan: Plan
+    grounded: List[GroundedStep] = field(default_factory=list)
+    goal_records: List[Optional[Dict[str, Any]]] = field(default_factory=list)
+    awaiting: Optional[int] = None  # the step whose report is awaited
+    due_after: Optional[float] = None  # ROS seconds: the next step needs a frame stamped later than this
+    due_by: float = 0.0  # time.monotonic(): give up waiting for such a frame after this
+    reported_at: Optional[float] = None  # ROS seconds: when the last report released a step
+
+    @property
+    def next_index(self) -> int:
+        """The index of the step to ground next."""
+        return len(self.grounded)
+
+    def record(self, stamp: float) -> Dict[str, Any]:
+        """The ``~/plan`` JSON of the steps grounded so far (``clip_vla.core.plan.plan_record``)."""
+        return plan_record(self.command.command_id, stamp, self.plan, self.grounded, self.goal_records)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a plan ended; published once on ``~/task_status``."""
+
+    run: PlanRun
+    outcome: str  # done | failed | cancelled
+    step: Optional[int]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ReportVerdict:
+    """What one ``execution`` message did: ignored (``ignored`` says why), released the next step, or ended the plan."""
+
+    ignored: Optional[str] = None
+    ending: Optional[Ending] = None
+    released: Optional[int] = None  # the step index now due
+
+
+def judge_step(run: PlanRun, report: ExecutionReport) -> Tuple[bool, str]:
+    """(step succeeded, reason) for a report on ``run``'s awaited step.
+
+    The seam for verification (issue 13): today the executor's word is final; a verifier
+    will look at the next frame here (did the cube leave the table?) before the plan moves on.
+    """
+    if report.outcome == DONE:
+        return True, DONE
+    return False, "execution_failed"
+
+
+class TaskTracker:
+    """The one running plan and what the hand holds; every method locks ``cond`` and notifies it."""
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._cond = cond
+        self._run: Optional[PlanRun] = None
+        self._holding: Optional[str] = None
+
+    @property
+    def holding(self) -> Optional[str]:
+        """What the executor last reported holding (None: empty hand, or no report yet)."""
+        with self._cond:
+            return self._holding
+
+    @property
+    def run(self) -> Optional[PlanRun]:
+        with self._cond:
+            return self._run
+
+    def begin(self, command: Command, plan: Plan) -> PlanRun:
+        """Make ``plan`` the running one (the caller cancelled the previous one first)."""
+        with self._cond:
+            self._run = PlanRun(command, plan)
+            return self._run
+
+    def cancel(self, by: Command) -> Optional[Ending]:
+        """End the running plan because of command ``by`` ("stop" or a new one); None when none runs."""
+        with self._cond:
+            run, self._run = self._run, None
+            self._cond.notify_all()
+        if run is None:
+            return None
+        step = run.awaiting if run.awaiting is not None else run.next_index
+        return Ending(run, CANCELLED, step, "cancelled",
+                      f"cancelled at step {step} of {len(run.plan.steps)} by command {by.command_id}")
+
+    def grounded(self, run: PlanRun, step: GroundedStep,
+                 goal: Optional[Dict[str, Any]]) -> Tuple[bool, Optional[Ending]]:
+        """Record a grounded step of ``run``: (still the running plan, the Ending a refused step caused).
+
+        (True, None): the step is out and its report awaited. (False, None): ``run`` was
+        cancelled while the step was grounded, so nothing of it may be published.
+        """
+        with self._cond:
+            if self._run is not run:
+                return False, None
+            run.grounded.append(step)
+            run.goal_records.append(goal if step.accepted else None)
+            run.due_after = None
+            if step.accepted and goal is not None:
+                run.awaiting = step.step.index
+                return True, None
+            self._run = None
+        reason = step.reason or "bad_input"
+        message = step.result.message if not step.accepted else "the goal could not be expressed in target_frame"
+        return True, Ending(run, FAILED, step.step.index, reason, message)
+
+    def report(self, text: Any, now: float, patience: float) -> ReportVerdict:
+        """Take one ``execution`` message received at ROS time ``now`` (seconds).
+
+        ``patience`` (s) bounds the wait for a fresh frame for the next step. Never raises:
+        a malformed report, or one about another command or step, is ignored with the reason.
+        """
+        try:
+            report = ExecutionReport.from_json(text)
+        except ReportError as exc:
+            return ReportVerdict(ignored=f"malformed execution report: {exc}")
+        with self._cond:
+            if report.about_hand_only:
+                self._holding = report.holding
+                return ReportVerdict()
+            run = self._run
+            if run is None or run.command.command_id != report.command_id:
+                return ReportVerdict(ignored=f"execution report for command {report.command_id}, which is not "
+                                             "running a plan")
+            if run.awaiting != report.step:
+                return ReportVerdict(ignored=f"execution report for step {report.step} of command "
+                                             f"{report.command_id}, which awaits "
+                                             f"{'no report' if run.awaiting is None else f'step {run.awaiting}'}")
+            self._holding = report.holding
+            ok, reason = judge_step(run, report)
+            run.awaiting = None
+            last = report.step == len(run.plan.steps) - 1
+            if ok and not last:
+                run.due_after, run.reported_at, run.due_by = now, now, time.monotonic() + patience
+                self._cond.notify_all()
+                return ReportVerdict(released=run.next_index)
+            self._run = None
+            self._cond.notify_all()
+        if ok:
+            return ReportVerdict(ending=Ending(run, DONE, report.step, DONE, f"all {len(run.plan.steps)} steps done"))
+        return ReportVerdict(ending=Ending(run, FAILED, report.step, reason,
+                                           f"the executor reported step {report.step} ({run.plan.steps[report.step].text})"
+                                           f" {FAILED}"))
+
+    def due(self, latest_stamp: Optional[float]) -> Tuple[Optional[PlanRun], Optional[float]]:
+        """(the run whose next step is due now, else None; seconds until its patience runs out, else None).
+
+        Due once a frame stamped after the report is in (``latest_stamp``), or when the
+        patience has run out (the worker then refuses the step ``stale_frame``: a step is never
+        grounded on a frame from before the report). Call with ``cond`` held (the worker's wait loop).
+        """
+        run = self._run
+        if run is None or run.due_after is None:
+            return None, None
+        if latest_stamp is not None and latest_stamp > run.due_after:
+            return run, None
+        left = run.due_by - time.monotonic()
+        return (run, None) if left <= 0 else (None, left)
+
+    def take(self, run: PlanRun) -> bool:
+        """Claim ``run``'s due step for grounding (False: cancelled meanwhile). Call with ``cond`` held."""
+        if self._run is not run or run.due_after is None:
+            return False
+        run.due_after = None
+        return True

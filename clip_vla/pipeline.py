@@ -350,5 +350,3 @@ def detect_roles(probs, prepared: PreparedCommand, perception) -> Dict[str, Dete
             detections[role] = detect(probs, prepared.prompts, index, competitors,
                                       perception.mask_threshold, perception.min_area_px, perception.instance_score)
     return detections
-
-

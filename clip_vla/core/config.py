@@ -36,7 +36,8 @@ import yaml
 
 from clip_vla.core.types import Intrinsics
 
-INSTANCE_SCORES = ("mass", "mean")  # how the target mask's connected components are ranked (clip_vla.perception.localize)
+# how the target mask's connected components are ranked (clip_vla.perception.localize)
+INSTANCE_SCORES = ("mass", "mean")
 
 PACKAGE_NAME = "clip_vla"
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"

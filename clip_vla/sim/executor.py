@@ -5,8 +5,8 @@ in between, so the outcome (grasped or not, pushed how far) comes from contacts.
 
 Goal heights: perception's goal z is the object's centre by default
 (``geometry.point_estimate: object_centre``) or, with ``surface``, a point on the visible
-surface between the centre and the top. The grasp therefore descends to a fingertip height computed from the goal z and the
-known table plane: ``tip_z = max(table_z + min_tip_clearance, z - grasp_depth)``. With
+surface between the centre and the top. The grasp therefore descends to a fingertip height
+computed from the goal z and the known table plane: ``tip_z = max(table_z + min_tip_clearance, z - grasp_depth)``. With
 8 cm fingers and objects at most 8.5 cm tall this closes on the lower/middle part of
 every object whether z is the true centre or the visible top surface, and never drives
 the fingertips into the table.

@@ -124,7 +124,8 @@ class Task:
         r = (lambda v: None if v is None else [round(float(x), 4) for x in v])
         return {
             "command": self.command, "skill": self.skill, "object": self.object, "destination": self.destination,
-            "object_xyz": r(self.object_xyz), "object_yaw": None if self.object_yaw is None else round(self.object_yaw, 4),
+            "object_xyz": r(self.object_xyz),
+            "object_yaw": None if self.object_yaw is None else round(self.object_yaw, 4),
             "destination_xyz": r(self.destination_xyz), "theta": round(self.theta, 4), "seed": self.seed,
             "object_shape": self.layout.object(self.object).shape if self.object else None,
             "distractors": list(self.distractors), "direction": self.direction,
@@ -221,7 +222,8 @@ def sample_layout(
         objects: List[ObjectSpec] = []
         for colour, shape, size in kinds:
             for _ in range(200):
-                o = ObjectSpec(colour, shape, size, float(rng.uniform(*config.object_x)), float(rng.uniform(*config.object_y)),
+                o = ObjectSpec(colour, shape, size,
+                               float(rng.uniform(*config.object_x)), float(rng.uniform(*config.object_y)),
                                float(rng.uniform(-math.pi / 2, math.pi / 2)))
                 if _fits(o, objects, fixtures, config) and _in_view(o.x, o.y, o.half_height, config):
                     objects.append(o)
@@ -230,7 +232,8 @@ def sample_layout(
                 break
         if len(objects) == len(kinds):
             return SceneLayout(objects=tuple(objects), fixtures=tuple(fixtures))
-    raise RuntimeError(f"could not place {len(kinds)} objects without overlap; use fewer distractors or a bigger region")
+    raise RuntimeError(f"could not place {len(kinds)} objects without overlap; "
+                       "use fewer distractors or a bigger region")
 
 
 def sample_task(
@@ -251,7 +254,8 @@ def sample_task(
     config = config or SceneConfig()
     for s in skills:
         if s not in SAMPLED_SKILLS:
-            raise ValueError(f"cannot sample a '{s}' task (this scene has no articulated object); use one of {SAMPLED_SKILLS}")
+            raise ValueError(f"cannot sample a '{s}' task (this scene has no articulated object); "
+                             f"use one of {SAMPLED_SKILLS}")
     if direction is not None:
         if direction not in DIRECTION_PHRASES:
             raise ValueError(f"unknown direction '{direction}' (known: {sorted(DIRECTION_PHRASES)})")

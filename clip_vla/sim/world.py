@@ -58,7 +58,8 @@ class Observation:
 
     def frame(self) -> Frame:
         """The core pipeline's input type (depth as float32 metres)."""
-        return Frame(rgb=self.rgb, depth=self.depth, intrinsics=self.intrinsics, stamp=self.stamp, frame_id=self.frame_id)
+        return Frame(rgb=self.rgb, depth=self.depth, intrinsics=self.intrinsics, stamp=self.stamp,
+                     frame_id=self.frame_id)
 
 
 @dataclass
@@ -197,7 +198,8 @@ class TabletopWorld:
         if labels is not None and (w, h) == (self.config.camera.width, self.config.camera.height):
             self._seg_cache = (self.data.time, labels)
         return Observation(rgb=rgb, depth=depth, segmentation=labels, labels=dict(self.labels),
-                           intrinsics=self.intrinsics(w, h), camera_to_base=self.camera_to_base(), stamp=float(self.data.time))
+                           intrinsics=self.intrinsics(w, h), camera_to_base=self.camera_to_base(),
+                           stamp=float(self.data.time))
 
     def ground_truth_mask(self, name: str) -> np.ndarray:
         """HxW bool: the pixels where the named entity is visible now."""
@@ -293,16 +295,19 @@ class TabletopWorld:
         acts on, so both are judged by the same rules.
         """
         if skill not in SKILLS:
-            return self._done(ExecutionResult(False, f"unknown skill '{skill}' (known: {list(SKILLS)})", {"skill": skill}))
+            return self._done(ExecutionResult(False, f"unknown skill '{skill}' (known: {list(SKILLS)})",
+                                              {"skill": skill}))
         if skill in ("open", "close"):
-            return self._done(ExecutionResult(False, "unsupported: this scene has no articulated object", {"skill": skill}))
+            return self._done(ExecutionResult(False, "unsupported: this scene has no articulated object",
+                                              {"skill": skill}))
         if skill == "none":
             return self._done(ExecutionResult(True, "no-op", {"skill": skill}))
         if xyz is None or len(xyz) != 3 or not all(math.isfinite(float(v)) for v in xyz):
             return self._done(ExecutionResult(False, f"'{skill}' needs a finite goal xyz, got {xyz}", {"skill": skill}))
         x, y, z = (float(v) for v in xyz)
         theta = float(theta)
-        t0, steps0, sim0, blocked0 = time.perf_counter(), self.gripper.steps, float(self.data.time), self.gripper.blocked
+        t0 = time.perf_counter()
+        steps0, sim0, blocked0 = self.gripper.steps, float(self.data.time), self.gripper.blocked
         details: Dict[str, Any] = {"skill": skill, "goal": [x, y, z], "theta": theta}
 
         if skill == "place":
@@ -339,14 +344,14 @@ class TabletopWorld:
                 ok, along = pushed(start, end, direction)
                 self._last_push = (obj, direction)
                 details["displacement"] = along
-                result = ExecutionResult(ok, f"moved {along:.3f} m along the direction" , details)
+                result = ExecutionResult(ok, f"moved {along:.3f} m along the direction", details)
             else:  # point_at
                 ok, err = pointed(self.gripper.position, self.object_pose(obj)[0])
                 details["xy_error"] = err
                 result = ExecutionResult(ok, f"gripper {err:.3f} m (xy) from the object", details)
 
-        details.update(wall_s=time.perf_counter() - t0, sim_s=float(self.data.time) - sim0, steps=self.gripper.steps - steps0,
-                       blocked_moves=self.gripper.blocked - blocked0)
+        details.update(wall_s=time.perf_counter() - t0, sim_s=float(self.data.time) - sim0,
+                       steps=self.gripper.steps - steps0, blocked_moves=self.gripper.blocked - blocked0)
         return self._done(result)
 
     def _judge_place(self, obj: str, goal: Sequence[float], details: Dict[str, Any]) -> ExecutionResult:

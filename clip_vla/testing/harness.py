@@ -309,7 +309,9 @@ class Client:
         return diag
 
     def wait_connected(self, timeout: float = 10.0, camera: bool = True) -> None:
-        pubs = [self.pub_command, self.pub_execution] + ([self.pub_image, self.pub_depth, self.pub_info] if camera else [])
+        pubs = [self.pub_command, self.pub_execution]
+        if camera:
+            pubs += [self.pub_image, self.pub_depth, self.pub_info]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(p.get_subscription_count() > 0 for p in pubs) and \

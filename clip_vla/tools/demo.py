@@ -37,7 +37,8 @@ Options:
   1. the compact sim-domain models shipped with the package (the default: run without --clipseg/--clip;
      they live in {models_dir}; reinstall the package if that folder is missing)
   2. download the pretrained models once, then point at them:
-       clip-vla download-models && clip-vla demo --clipseg CIDAS/clipseg-rd64-refined --clip openai/clip-vit-base-patch32
+       clip-vla download-models && clip-vla demo --clipseg CIDAS/clipseg-rd64-refined \
+--clip openai/clip-vit-base-patch32
   3. a local from_pretrained directory: clip-vla demo --clipseg /path/to/clipseg --clip /path/to/clip
   4. no models at all, the simulator's ground-truth masks: clip-vla demo --perception oracle"""
 
@@ -117,12 +118,13 @@ def _describe(outcome: Any) -> List[str]:
     for r in outcome.results:
         goal = r.get("goal") or {}
         pose = goal.get("pose") or {}
-        lines.append(f"  step {r.get('step')}  {goal.get('cmd')} at x={pose.get('x', 0):+.3f} y={pose.get('y', 0):+.3f} "
+        lines.append(f"  step {r.get('step')}  {goal.get('cmd')} "
+                     f"at x={pose.get('x', 0):+.3f} y={pose.get('y', 0):+.3f} "
                      f"z={pose.get('z', 0):+.3f} m theta={pose.get('theta', 0):+.2f} rad  tokens "
                      f"{' '.join(str(t) for t in goal.get('tokens') or [])}")
         chunk = r.get("chunk") or []
-        lines.append("          chunk " + " -> ".join(f"{w.get('label')}({'closed' if w.get('gripper', 0) >= 0.5 else 'open'})"
-                                                       for w in chunk))
+        waypoints = (f"{w.get('label')}({'closed' if w.get('gripper', 0) >= 0.5 else 'open'})" for w in chunk)
+        lines.append("          chunk " + " -> ".join(waypoints))
         lines.append(f"          robot {'SUCCESS' if r.get('step_ok') else 'FAILED'}: {r.get('reason', '')}")
     ending = outcome.ending
     lines.append("  plan    " + ("no end reported" if ending is None else

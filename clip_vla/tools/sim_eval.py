@@ -217,8 +217,8 @@ class GraphDriver:
 def _truth(task: Dict[str, Any], k: int) -> Tuple[Optional[List[float]], Optional[float]]:
     """(xyz, yaw) step ``k`` of ``task`` (its ~/task record) is judged against; yaw only for a bar's pick."""
     parts = task.get("parts") or [task]
-    flat = [(part, skill) for part in parts for skill in (("pick", "place") if part["skill"] == "place"
-                                                           else (part["skill"],))]
+    flat = [(part, skill) for part in parts
+            for skill in (("pick", "place") if part["skill"] == "place" else (part["skill"],))]
     part, skill = flat[min(k, len(flat) - 1)]
     if skill == "place":
         return part.get("destination_xyz"), None
@@ -236,7 +236,8 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
         truth_xyz, truth_yaw = _truth(task, k)
         pose = (r.get("goal") or {}).get("pose") or {}
         out.append(StepRecord(command=text, expected_skill=r.get("expected_skill", skills[min(k, len(skills) - 1)]),
-                              status="accepted", cmd=r.get("cmd"), goal_xyz=[pose.get("x"), pose.get("y"), pose.get("z")],
+                              status="accepted", cmd=r.get("cmd"),
+                              goal_xyz=[pose.get("x"), pose.get("y"), pose.get("z")],
                               theta=pose.get("theta"), truth_xyz=truth_xyz, truth_yaw=truth_yaw, executed=True,
                               success=bool(r.get("success")), task_success=bool(r.get("task_success")),
                               holding_target=bool(r.get("holding_target")), failure=r.get("failure"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Optional, Tuple
 
 import numpy as np
@@ -177,8 +176,8 @@ def test_a_missing_object_is_uncertain_not_a_failure(world):
     def blind(frame, phrases):
         return {p: [] for p in phrases}
 
-    verdict = Verifier(blind, ClipVlaConfig().geometry, run.camera_to_base).verify(run.step, run.goal, run.before,
-                                                                                  run.after)
+    verifier = Verifier(blind, ClipVlaConfig().geometry, run.camera_to_base)
+    verdict = verifier.verify(run.step, run.goal, run.before, run.after)
     assert (verdict.verdict, verdict.reason) == ("uncertain", v.OBJECT_NOT_FOUND)
 
 
@@ -289,9 +288,9 @@ def test_a_goal_that_is_not_a_point_raises():
 
 # --------------------------------------------------------------------------- data types
 @pytest.mark.parametrize("field_name,value", [("min_lift_m", 0.0), ("min_push_m", -0.01),
-                                               ("no_depth_confidence", 1.5), ("footprint_tolerance_m", -0.1),
-                                               ("max_target_height_m", float("nan")),
-                                               ("rival_logit_margin", float("inf"))])
+                                              ("no_depth_confidence", 1.5), ("footprint_tolerance_m", -0.1),
+                                              ("max_target_height_m", float("nan")),
+                                              ("rival_logit_margin", float("inf"))])
 def test_verify_config_rejects_nonsense(field_name, value):
     with pytest.raises(ValueError, match=field_name):
         VerifyConfig(**{field_name: value})

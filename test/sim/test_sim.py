@@ -150,7 +150,8 @@ def test_object_centres_project_into_their_masks(world):
             mask = obs.mask_of(name)
             assert mask.any(), f"{name} not visible (seed {seed})"
             ui, vi = int(round(u)), int(round(v))
-            assert mask[vi - 1:vi + 2, ui - 1:ui + 2].any(), f"{name}: centre projects to ({u:.1f}, {v:.1f}) outside its mask"
+            assert mask[vi - 1:vi + 2, ui - 1:ui + 2].any(), \
+                f"{name}: centre projects to ({u:.1f}, {v:.1f}) outside its mask"
             vs, us = np.nonzero(mask)
             assert abs(us.mean() - u) < 0.35 * (us.max() - us.min() + 1)
             assert z > 0
@@ -167,7 +168,8 @@ def test_depth_back_projects_onto_object_surfaces_and_the_table(world):
         vs, us = np.nonzero(mask)
         assert len(us) > 20, spec.name
         pick = rng.choice(len(us), size=min(60, len(us)), replace=False)
-        pts = np.array([backproject(us[i], vs[i], obs.depth[vs[i], us[i]], obs.intrinsics, obs.camera_to_base) for i in pick])
+        pts = np.array([backproject(us[i], vs[i], obs.depth[vs[i], us[i]], obs.intrinsics, obs.camera_to_base)
+                        for i in pick])
         b = world._body[spec.name]
         local = (pts - world.data.xpos[b]) @ world.data.xmat[b].reshape(3, 3)
         dist = _surface_distance(spec.shape, spec.half_extents, local)
@@ -199,6 +201,7 @@ def test_every_object_has_a_mask_and_labels_are_consistent(world):
         assert set(np.unique(obs.segmentation)) <= set(obs.labels) | {0}
         assert task.object in world.object_names
 
+
 def test_camera_stream_without_segmentation_is_the_same_picture(world):
     """sim_node renders labels only for the oracle; the colour and depth must not change."""
     world.reset(seed=3)
@@ -208,7 +211,6 @@ def test_camera_stream_without_segmentation_is_the_same_picture(world):
     with pytest.raises(ValueError, match="without segmentation"):
         plain.mask_of(world.object_names[0])
     assert world.ground_truth_mask(world.object_names[0]).any()  # still available on demand
-
 
 
 # --------------------------------------------------------------------------- determinism

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from clip_vla.tools import bags
-from clip_vla.tools.replay import (ReplayOptions, Tolerances, compare, load_expectation, main as replay_main, pair_commands,
-                             replay_bag)
+from clip_vla.tools.replay import (ReplayOptions, Tolerances, compare, load_expectation, main as replay_main,
+                                   pair_commands, replay_bag)
 from clip_vla.core.types import Intrinsics
 
 T0 = 1_700_000_000 * 10**9  # bag clock origin, ns

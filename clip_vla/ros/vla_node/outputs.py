@@ -131,7 +131,8 @@ def chunk_markers(chunk: Chunk, frame_id: str, stamp: Any) -> MarkerArray:
         dot.pose.position.x, dot.pose.position.y, dot.pose.position.z = w.x, w.y, w.z
         dot.scale.x = dot.scale.y = dot.scale.z = 0.015
         closed = w.gripper >= GRIPPER_CLOSED
-        dot.color.r, dot.color.g, dot.color.b, dot.color.a = (0.92, 0.24, 0.82, 1.0) if closed else (0.24, 0.9, 0.35, 1.0)
+        rgba = (0.92, 0.24, 0.82, 1.0) if closed else (0.24, 0.9, 0.35, 1.0)
+        dot.color.r, dot.color.g, dot.color.b, dot.color.a = rgba
         text = marker(2 + 2 * i, Marker.TEXT_VIEW_FACING)
         text.pose.position.x, text.pose.position.y, text.pose.position.z = w.x, w.y, w.z + 0.02
         text.scale.z = 0.02

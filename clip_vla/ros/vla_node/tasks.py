@@ -176,9 +176,9 @@ class TaskTracker:
             self._cond.notify_all()
         if ok:
             return ReportVerdict(ending=Ending(run, DONE, report.step, DONE, f"all {len(run.plan.steps)} steps done"))
+        step_text = run.plan.steps[report.step].text
         return ReportVerdict(ending=Ending(run, FAILED, report.step, reason,
-                                           f"the executor reported step {report.step} ({run.plan.steps[report.step].text})"
-                                           f" {FAILED}"))
+                                           f"the executor reported step {report.step} ({step_text}) {FAILED}"))
 
     def due(self, latest_stamp: Optional[float]) -> Tuple[Optional[PlanRun], Optional[float]]:
         """(the run whose next step is due now, else None; seconds until its patience runs out, else None).

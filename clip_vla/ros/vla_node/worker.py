@@ -231,7 +231,8 @@ class InferenceWorker:
                 prepared.message = f"stopped continuous goal updates of command {previous_job.command.command_id}"
                 self._outputs.clear_markers(settings.goal_frame)
             elif prepared.reason == Reason.STOPPED and cancelled is not None:
-                prepared.message = f"stopped the plan of command {cancelled.run.command.command_id}: {cancelled.message}"
+                prepared.message = (f"stopped the plan of command {cancelled.run.command.command_id}: "
+                                    f"{cancelled.message}")
                 self._outputs.clear_markers(settings.goal_frame)
             self._outputs.answer(cmd, prepared, settings)
             return
@@ -391,4 +392,3 @@ class InferenceWorker:
             except Exception as exc:  # noqa: BLE001 - a debug view never breaks the goal path
                 self._log("debug", "warning", f"debug image failed: {exc}")
         return record
-

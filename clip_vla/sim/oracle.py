@@ -10,6 +10,8 @@ import threading
 from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
+
 from clip_vla.perception.localize import detection_from_mask
 from clip_vla.core.types import Detection, Frame
 from clip_vla.sim.world import Observation
@@ -33,6 +35,17 @@ class ObservationLog:
         with self._lock:
             return self._items.get(round(stamp, 6))
 
+    def mask(self, stamp: float, phrase: str) -> Optional[np.ndarray]:
+        """The true mask of ``phrase`` in the frame stamped ``stamp``; None when unknown or not visible."""
+        obs = self.get(stamp)
+        if obs is None:
+            return None
+        try:
+            mask = obs.mask_of(phrase)
+        except KeyError:
+            return None
+        return mask if mask.any() else None
+
 
 class GroundTruthPerception:
     """Callable for ``VLAPipeline(oracle=...)``: detections from the true masks, skill from the parser."""
@@ -46,18 +59,12 @@ class GroundTruthPerception:
         return GroundTruthSuggester(self.log, pipeline, config, self.min_area)
 
     def __call__(self, frame: Frame, prepared) -> Tuple[Dict[str, Detection], Dict[str, float]]:
-        obs = self.log.get(frame.stamp)
         detections: Dict[str, Detection] = {}
         for role, phrase in (("object", prepared.parsed.object), ("destination", prepared.parsed.destination)):
             if not phrase:
                 continue
-            mask = None
-            if obs is not None:
-                try:
-                    mask = obs.mask_of(phrase)
-                except KeyError:
-                    mask = None
-            if mask is None or not mask.any():
+            mask = self.log.mask(frame.stamp, phrase)
+            if mask is None:
                 detections[role] = Detection(phrase=phrase, found=False, confidence=0.0)
             else:
                 detections[role] = detection_from_mask(phrase, mask, self.min_area)

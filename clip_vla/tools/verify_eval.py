@@ -80,17 +80,8 @@ def oracle_perceiver(log):
     from clip_vla.perception.verify import component_from_mask
 
     def perceive(frame, phrases):
-        obs = log.get(frame.stamp)
-        out = {}
-        for phrase in phrases:
-            mask = None
-            if obs is not None:
-                try:
-                    mask = obs.mask_of(phrase)
-                except KeyError:
-                    mask = None
-            out[phrase] = [component_from_mask(phrase, mask)] if mask is not None and mask.any() else []
-        return out
+        masks = {phrase: log.mask(frame.stamp, phrase) for phrase in phrases}
+        return {phrase: [] if mask is None else [component_from_mask(phrase, mask)] for phrase, mask in masks.items()}
 
     return perceive
 

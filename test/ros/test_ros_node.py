@@ -58,9 +58,10 @@ def ros(tiny_models, open_vocabulary_file):
 def own_node(tiny_models, open_vocabulary_file):
     """A node of the test's own, for what the module's node cannot show whatever ran before."""
     try:
+        # Small frames only: the default transports and LOCALHOST discovery (LARGE_DATA needs the
+        # subnet discovery, which is what the module's 640x480 node pays for).
         proc, client = start_ready(tiny_model_overrides(tiny_models, open_vocabulary_file),
-                                   f"/test_own_{os.getpid()}", unique_domain_id(7),
-                                   client_kwargs=dict(large_data=True), large_data=True)  # as the module's
+                                   f"/test_own_{os.getpid()}", unique_domain_id(7))
     except RuntimeError as exc:
         pytest.fail(str(exc))
     yield Ros(proc, client)

@@ -211,7 +211,8 @@ class GraphDriver:
         if results:  # the next command must see the scene after this one
             self.wait_for_frame_after(results[-1].get("stamp"))
         with self._cond:
-            verdicts = [m for m in self.endings[n_end:] if m.get("command_id") == command_id and not m.get("final", True)]
+            verdicts = [m for m in self.endings[n_end:]
+                        if m.get("command_id") == command_id and not m.get("final", True)]
         return CommandOutcome(status, results, ending, latency, verdicts)
 
     def _results_of(self, command_id: Any, start: int) -> int:

@@ -8,7 +8,6 @@ executor's word; verification, retries and re-plans are test_ros_verify.py's.
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 
 import pytest

@@ -34,7 +34,7 @@ from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs, goal_record
 from clip_vla.ros.vla_node.settings import NodeSettings
 from clip_vla.ros.vla_node.suggestions import SUGGESTION_ROUND, SuggestionRounds
-from clip_vla.ros.vla_node.tasks import Judgement, PlanRun, TaskTracker
+from clip_vla.ros.vla_node.tasks import PlanRun, TaskTracker
 from clip_vla.ros.vla_node.tf import TfLookup
 
 NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame stamped after a step's report, then refuse stale_frame

@@ -87,7 +87,7 @@ def test_a_step_grounded_after_its_plan_was_cancelled_is_not_published():
     assert tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"}) == (False, None)
 
 
-def test_judging_a_step_trusts_the_executor_until_verification_exists():
+def test_judging_a_report_reads_the_executors_word():
     tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
     run = running(tracker, plan)
     from clip_vla.core.execution import ExecutionReport
@@ -144,6 +144,14 @@ def test_a_dropped_object_re_plans_from_a_pick_before_the_place():
     assert judged.action == REPLAN and run.next_index == 1
     assert [(s.index, s.skill, s.object) for s in run.plan.steps] == [(0, "pick", "cup"), (1, "pick", "cup"),
                                                                       (2, "place", "cup")]
+    tracker.grounded(run, Accepted(run.plan.steps[1]), {"cmd": "pick"})
+    verifying(tracker, plan, step=1)
+    assert tracker.judged(run, verdict("success"), max_retries=2).action == "next"
+    assert run.attempt == 2  # the re-planned place keeps its count: a hand that keeps dropping ends
+    tracker.grounded(run, Accepted(run.plan.steps[2]), {"cmd": "place"})
+    verifying(tracker, plan, step=2)
+    again = tracker.judged(run, verdict("failure", "object_not_in_destination"), max_retries=1)
+    assert again.ending.outcome == "failed"
 
 
 def test_a_verdict_on_a_cancelled_plan_is_dropped():

@@ -10,10 +10,16 @@ grounding the next on a fresh frame::
                                                     │                 step 1 grounded ─► awaiting 1 ─► ...
                                                     └─report failed / refusal / stop / new command─► ended
 
+With verification on (issue 13), a "done" report does not release the next step: the step
+waits (``verifying``) for a frame stamped after the report, the worker runs the verifier on
+it, and ``judged`` applies the verdict: the next step, the same step again (``retry``), a pick
+inserted before a place whose object fell (``replan``), or the plan's end::
+
+    awaiting 0 ──done──► verifying 0 ──frame > t_report, verdict──► next | retry | replan | ended
+
 Every way a plan ends is one ``Ending`` (outcome ``done``, ``failed`` or ``cancelled``), which
-the node publishes once on ``~/task_status``. Where a step's outcome is judged is one function,
-``judge_step``: today it trusts the executor's report; verification on the next frame
-(issue 13) replaces its body, not its callers. No ROS here: the state machine is tested alone.
+the node publishes once on ``~/task_status``. ``judge_step`` reads the executor's report (a
+"failed" report ends the plan without a look). No ROS here: the state machine is tested alone.
 All methods lock ``cond`` (the node's one lock), so the executor thread (reports) and the
 worker thread (grounding) never see half a transition.
 """
@@ -52,6 +58,7 @@ class PlanRun:
     verifying: Optional[ExecutionReport] = None  # a "done" report whose step waits for its verdict
     attempt: int = 1  # the attempt of the step being grounded or awaited (1: the first try)
     answered: bool = False  # the command's ~/status went out (with the first grounding of step 0)
+    resume: Dict[int, int] = field(default_factory=dict)  # step -> the attempt it starts at (a re-planned place)
 
     @property
     def next_index(self) -> int:
@@ -60,7 +67,7 @@ class PlanRun:
 
     def record(self, stamp: float) -> Dict[str, Any]:
         """The ``~/plan`` JSON of the steps grounded so far (``clip_vla.core.plan.plan_record``)."""
-        return plan_record(self.command.command_id, stamp, self.plan, self.grounded, self.goal_records)
+        return plan_record(self.command.command_id, stamp, self.plan, self.grounded, self.goal_records, self.attempt)
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,10 @@ class ReportVerdict:
 
 
 def judge_step(run: PlanRun, report: ExecutionReport) -> Tuple[bool, str]:
-    """(step succeeded, reason) for a report on ``run``'s awaited step.
+    """(the executor says the step succeeded, reason) for a report on ``run``'s awaited step.
 
-    The seam for verification (issue 13): today the executor's word is final; a verifier
-    will look at the next frame here (did the cube leave the table?) before the plan moves on.
+    A "failed" report is final (the executor knows it did not do the step); a "done" one is
+    checked by the verifier on the next frame when ``verify_steps`` is on (``TaskTracker.judged``).
     """
     if report.outcome == DONE:
         return True, DONE
@@ -234,7 +241,7 @@ class TaskTracker:
                     self._cond.notify_all()
                     return Judgement(index, attempt, ending=Ending(run, DONE, index, DONE,
                                                                    f"all {len(run.plan.steps)} steps done"))
-                run.attempt = 1
+                run.attempt = run.resume.pop(index + 1, 1)
                 return Judgement(index, attempt, NEXT)
             if attempt > max_retries:
                 self._run = None
@@ -248,6 +255,7 @@ class TaskTracker:
             run.attempt = attempt + 1
             if run.plan.steps[index].skill == "place" and verdict.reason in DROPPED_REASONS:
                 run.plan = replan_from_pick(run.plan, index)
+                run.resume[index + 1] = attempt + 1  # the place keeps its count: a hand that keeps dropping ends
                 return Judgement(index, attempt, REPLAN)
             return Judgement(index, attempt, RETRY)
 

@@ -9,6 +9,7 @@ played by a test node over DDS, not a mock of ROS.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 
 import pytest
@@ -85,3 +86,15 @@ def test_every_plan_ended_with_exactly_one_final_and_every_verdict_was_published
         keys = {"command_id", "step", "attempt", "verdict", "confidence", "reason"} if not t["final"] else {
             "command_id", "outcome", "step", "reason"}
         assert keys <= set(t), t
+
+
+def test_a_destination_found_on_the_held_object_is_refused_before_acting(client):
+    """Tiny models see the whole image as every phrase: the bowl is found where the held cup is."""
+    client.report_raw('{"holding": "red cup"}')  # a hand report: the cup is already held, the plan is one place
+    publish_tabletop(client)
+    time.sleep(0.5)  # the hand report and the command travel on different topics
+    status = client.ask("put the red cup in the bowl")
+    assert status["status"] == "destination_on_gripper", status
+    assert "on the gripper" in status["message"]
+    assert not any(g["command_id"] == status["command_id"] for g in client.goals)  # no goal went out
+    client.report_raw('{"holding": null}')

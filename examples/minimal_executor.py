@@ -40,9 +40,10 @@ class MinimalExecutor(Node):
         """Run the step that is out, if it is new; returns the report published (None: nothing to run)."""
         plan = json.loads(msg.data)
         step = current_step(plan)
-        if step is None or (plan["command_id"], step["index"]) in self._done:
+        key = (plan["command_id"], step["index"] if step else None, plan.get("attempt", 1))  # a retry is a new try
+        if step is None or key in self._done:
             return None
-        self._done.add((plan["command_id"], step["index"]))
+        self._done.add(key)
         ok = self.move(step["waypoints"])
         if ok and step["skill"] == "pick":
             self._holding = step["object"]

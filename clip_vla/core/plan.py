@@ -250,12 +250,14 @@ def ground_plan(pipeline: "VLAPipeline", frame: Frame, plan: Plan, camera_to_bas
 
 # --------------------------------------------------------------------------- record
 def plan_record(command_id: Any, stamp: float, plan: Plan, grounded: Sequence[GroundedStep] = (),
-                goal_records: Sequence[Optional[Dict[str, Any]]] = ()) -> Dict[str, Any]:
+                goal_records: Sequence[Optional[Dict[str, Any]]] = (), attempt: int = 1) -> Dict[str, Any]:
     """The ``~/plan`` JSON: every step, with goal, tokens, chunk tokens and decoded waypoints once grounded.
 
     ``grounded`` are the steps grounded so far, in order; ``goal_records[i]`` is the ``~/goal``
     record the caller built for ``grounded[i]`` (the node's and replay's shared record code),
-    None for a refused step. Steps not grounded yet carry ``None`` in those fields.
+    None for a refused step. Steps not grounded yet carry ``None`` in those fields. ``attempt`` is
+    the try of the last grounded step (1: first): a retried step comes again under the same index,
+    so an executor tells a new try from a repeated record by (command_id, index, attempt).
 
     Raises:
         ValueError: more grounded steps than the plan has, or goal records that do not line up.
@@ -271,7 +273,7 @@ def plan_record(command_id: Any, stamp: float, plan: Plan, grounded: Sequence[Gr
             entry.update(_grounded_fields(grounded[i], goal_records[i] if goal_records else None))
         steps.append(entry)
     return {"command_id": command_id, "stamp": stamp, "command": plan.command, "holding": plan.holding,
-            "steps": steps}
+            "attempt": int(attempt), "steps": steps}
 
 
 def current_step(record: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -159,6 +159,18 @@ def task_status_record(*, command_id: int, command: str, outcome: str, step: Opt
     """
     if outcome not in TASK_OUTCOMES:
         raise ValueError(f"task outcome must be one of {TASK_OUTCOMES}, got {outcome!r}")
-    return {"command_id": int(command_id), "command": echo(command), "outcome": outcome, "step": step,
-            "steps": int(steps), "reason": reason, "message": str(message),
+    return {"command_id": int(command_id), "command": echo(command), "final": True, "outcome": outcome,
+            "step": step, "steps": int(steps), "reason": reason, "message": str(message),
             "stamp": dict(stamp)}
+
+
+def task_verdict_record(*, command_id: int, command: str, step: int, attempt: int, verdict: str,
+                        confidence: float, reason: str, action: Optional[str], stamp: Stamp) -> Dict[str, Any]:
+    """The ``~/task_status`` JSON of one step's verification (``"final": false``), one per verdict.
+
+    ``action``: what the node does next (``next``, ``retry``, ``replan``), None when the plan ends
+    (its final record follows). ``uncertain`` proceeds like ``success``: the record says so.
+    """
+    return {"command_id": int(command_id), "command": echo(command), "final": False, "step": int(step),
+            "attempt": int(attempt), "verdict": verdict, "confidence": round(float(confidence), 4),
+            "reason": reason, "action": action, "stamp": dict(stamp)}

@@ -106,6 +106,8 @@ class Reason(str, enum.Enum):
     QUEUE_FULL = "queue_full"
     STOPPED = "stopped"
     INACTIVE = "inactive"
+    DESTINATION_ON_GRIPPER = "destination_on_gripper"  # refused before acting: clip_vla.perception.verify
+    IMPLAUSIBLE_HEIGHT = "implausible_height"  # refused before acting: nothing rests that high above the table
     UNKNOWN_OPTION = "unknown_option"  # "option N": no suggestion list yet, or none numbered N
 
 

@@ -75,6 +75,8 @@ __all__ = [
     "VerifyConfig",
     "Verifier",
     "model_perceiver",
+    "make_verifier",
+    "refuse_goal",
     "refuse_implausible_goal",
 ]
 
@@ -588,3 +590,25 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+# --------------------------------------------------------------------------- the node's entry points
+def make_verifier(pipeline: "VLAPipeline") -> Verifier:
+    """The verifier for ``pipeline``: on its models, or on its oracle's true masks (simulation).
+
+    Why here: the node, the CLI and the simulator must verify with the same perception they ground with.
+
+    Raises:
+        ValueError: an oracle pipeline whose oracle cannot perceive for the verifier.
+    """
+    oracle = getattr(pipeline, "oracle", None)
+    if getattr(pipeline, "segmenter", None) is None and hasattr(oracle, "perceiver"):
+        return Verifier.from_pipeline(pipeline, perceive=oracle.perceiver())
+    return Verifier.from_pipeline(pipeline)
+
+
+def refuse_goal(goal: Any, config: Any) -> Optional[GoalRefusal]:
+    """``refuse_implausible_goal`` for an ``ActionGoal`` under a ``ClipVlaConfig`` (table height, thresholds)."""
+    return refuse_implausible_goal(goal.xyz_base, goal.cmd, table_height=config.geometry.table_height,
+                                   held_xyz_base=goal.object_xyz_base if goal.cmd == "place" else None,
+                                   config=config.verify)

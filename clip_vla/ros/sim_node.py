@@ -80,7 +80,7 @@ class SimBridge:
             return
         if step is None:
             return
-        key = (record.get("command_id"), step["index"])
+        key = (record.get("command_id"), step["index"], record.get("attempt", 1))  # a retry is a new step
         if key not in self._taken:
             self._taken.add(key)
             self._jobs.put(("step", (record, step)))

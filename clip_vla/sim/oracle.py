@@ -47,6 +47,17 @@ class ObservationLog:
         return mask if mask.any() else None
 
 
+def oracle_perceiver(log: ObservationLog) -> Any:
+    """A verifier ``Perceive`` from the simulator's own masks (``ObservationLog`` by stamp)."""
+    from clip_vla.perception.verify import component_from_mask
+
+    def perceive(frame: Frame, phrases: Any) -> Dict[str, Any]:
+        masks = {phrase: log.mask(frame.stamp, phrase) for phrase in phrases}
+        return {phrase: [] if mask is None else [component_from_mask(phrase, mask)] for phrase, mask in masks.items()}
+
+    return perceive
+
+
 class GroundTruthPerception:
     """Callable for ``VLAPipeline(oracle=...)``: detections from the true masks, skill from the parser."""
 
@@ -57,6 +68,10 @@ class GroundTruthPerception:
     def suggester(self, pipeline: Any, config: Any) -> "GroundTruthSuggester":
         """Suggestions from the true masks, for a pipeline built on this oracle (``make_suggester``)."""
         return GroundTruthSuggester(self.log, pipeline, config, self.min_area)
+
+    def perceiver(self) -> Any:
+        """The verifier's ``Perceive`` on the same true masks (``make_verifier`` on an oracle pipeline)."""
+        return oracle_perceiver(self.log)
 
     def __call__(self, frame: Frame, prepared) -> Tuple[Dict[str, Detection], Dict[str, float]]:
         detections: Dict[str, Detection] = {}

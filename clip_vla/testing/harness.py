@@ -395,9 +395,14 @@ class Client:
         return self.wait_for(found, timeout)
 
     def task_status_of(self, command_id: int, timeout: float = 10.0) -> Dict[str, Any]:
-        """The ``~/task_status`` of ``command_id`` (how its plan ended)."""
-        return self.wait_for(lambda: next((t for t in self.task_statuses if t["command_id"] == command_id), None),
-                             timeout)
+        """The final ``~/task_status`` of ``command_id`` (how its plan ended; verdicts are not final)."""
+        return self.wait_for(lambda: next((t for t in self.task_statuses
+                                           if t["command_id"] == command_id and t.get("final", True)), None), timeout)
+
+    def verdicts_of(self, command_id: int) -> List[Dict[str, Any]]:
+        """The step verdicts published so far on ``~/task_status`` for ``command_id`` (``"final": false``)."""
+        with self._cond:
+            return [t for t in self.task_statuses if t["command_id"] == command_id and not t.get("final", True)]
 
     def status_after(self, n: int, timeout: float = 10.0) -> Dict[str, Any]:
         return self.wait_for(lambda: self.statuses[n] if len(self.statuses) > n else None, timeout)
@@ -520,6 +525,29 @@ def tabletop_scene(width: int = 640, height: int = 480, distance: float = 0.8,
     rgb[blob] = (200, 30, 30)
     depth = np.full((height, width), distance, dtype=np.float32)
     return rgb, depth, Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
+
+
+def publish_tabletop(client: "Client", size: Tuple[int, int] = (64, 48)) -> Any:
+    """Publish one ``tabletop_scene`` frame (colour, depth, camera_info) of ``size`` (w, h); returns its stamp."""
+    rgb, depth, k = tabletop_scene(*size)
+    return client.publish_frame(rgb, depth, k)
+
+
+def stream_until(client: "Client", predicate: Callable[[], Any], timeout: float = 15.0,
+                 size: Tuple[int, int] = (64, 48)) -> Any:
+    """Publish a tabletop frame every 0.2 s, as a camera does, until ``predicate()`` is truthy; returns it.
+
+    Why: a plan's next step (and a step's verification) waits for a frame stamped after the
+    executor's report, so a test must keep the camera running while it waits.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        publish_tabletop(client, size)
+        try:
+            return client.wait_for(predicate, 0.2)
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def start_ready(overrides: Optional[Mapping[str, Any]], namespace: str, domain_id: int, timeout: float = 60.0,

@@ -102,6 +102,7 @@ class CommandOutcome:
     results: List[Dict[str, Any]]
     ending: Optional[Dict[str, Any]]
     latency_ms: float
+    verdicts: List[Dict[str, Any]] = field(default_factory=list)  # the step verdicts before the ending
 
 
 class GraphDriver:
@@ -200,7 +201,8 @@ class GraphDriver:
             return CommandOutcome(status, [], None, latency)
         command_id = status.get("command_id")
         steps = int((status.get("plan") or {}).get("steps", 1))
-        ending = self._wait(self.endings, n_end, lambda m: m.get("command_id") == command_id, timeout * steps)
+        ending = self._wait(self.endings, n_end, lambda m: m.get("command_id") == command_id and m.get("final", True),
+                            timeout * steps)
         executed = 0 if ending is None else (ending["step"] + 1 if ending["reason"] in ("done", "execution_failed")
                                              else ending["step"])
         with self._cond:  # the results of the steps executed (the last may trail the ending by a moment)
@@ -208,7 +210,10 @@ class GraphDriver:
             results = [r for r in self.results[n_result:] if r.get("command_id") == command_id]
         if results:  # the next command must see the scene after this one
             self.wait_for_frame_after(results[-1].get("stamp"))
-        return CommandOutcome(status, results, ending, latency)
+        with self._cond:
+            verdicts = [m for m in self.endings[n_end:]
+                        if m.get("command_id") == command_id and not m.get("final", True)]
+        return CommandOutcome(status, results, ending, latency, verdicts)
 
     def _results_of(self, command_id: Any, start: int) -> int:
         return sum(r.get("command_id") == command_id for r in self.results[start:])

@@ -76,14 +76,10 @@ def parse_seeds(text: str) -> List[int]:
 
 # --------------------------------------------------------------------------- perception sources
 def oracle_perceiver(log):
-    """A ``Perceive`` from the simulator's own masks (``clip_vla.sim.oracle.ObservationLog`` by stamp)."""
-    from clip_vla.perception.verify import component_from_mask
+    """``clip_vla.sim.oracle.oracle_perceiver`` (it lived here), imported late: the simulator loads MuJoCo."""
+    from clip_vla.sim.oracle import oracle_perceiver as perceiver
 
-    def perceive(frame, phrases):
-        masks = {phrase: log.mask(frame.stamp, phrase) for phrase in phrases}
-        return {phrase: [] if mask is None else [component_from_mask(phrase, mask)] for phrase, mask in masks.items()}
-
-    return perceive
+    return perceiver(log)
 
 
 def clip_place_margin(pipeline, frame, obj: str, destination, pad: float = 0.25) -> Optional[float]:

@@ -46,6 +46,8 @@ def test_the_example_executor_runs_the_released_step_once_and_reports_it():
         assert report.to_dict() == {"command_id": 7, "step": 0, "outcome": "done", "holding": "cup"}
         assert moved == [4]
         assert node.on_plan(String(data=_plan_json())) is None  # the same step republished: not run twice
+        retry = dict(json.loads(_plan_json()), attempt=2)  # the node's verifier failed it: a new try, same index
+        assert node.on_plan(String(data=json.dumps(retry))).step == 0 and moved == [4, 4]
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)

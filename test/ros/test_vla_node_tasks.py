@@ -9,7 +9,7 @@ from clip_vla.core.language import ParsedInstruction
 from clip_vla.core.plan import GroundedStep, make_plan
 from clip_vla.core.types import NoAction, Reason
 from clip_vla.ros.vla_node.commands import Command
-from clip_vla.ros.vla_node.tasks import TaskTracker, judge_step
+from clip_vla.ros.vla_node.tasks import REPLAN, RETRY, TaskTracker, judge_step
 
 
 def two_step_plan():
@@ -87,10 +87,75 @@ def test_a_step_grounded_after_its_plan_was_cancelled_is_not_published():
     assert tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"}) == (False, None)
 
 
-def test_judging_a_step_trusts_the_executor_until_verification_exists():
+def test_judging_a_report_reads_the_executors_word():
     tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
     run = running(tracker, plan)
     from clip_vla.core.execution import ExecutionReport
 
     assert judge_step(run, ExecutionReport(1, 0, "done")) == (True, "done")
     assert judge_step(run, ExecutionReport(1, 0, "failed"))[0] is False
+
+
+# ---- verification (issue 13): a "done" report waits for the verdict on a frame after it
+def verdict(kind, reason="r"):
+    from clip_vla.perception.verify import Verdict
+
+    return Verdict(kind, 0.9, reason)
+
+
+def verifying(tracker, plan, step=0, cid=1):
+    run = running(tracker, plan, cid) if step == 0 else tracker.run
+    result = tracker.report(report(cid, step), now=10.0, patience=5.0, verify=True)
+    assert result.verifying == step and result.released is None and result.ending is None
+    assert run.verifying is not None and tracker.due(10.5)[0] is run  # due on a frame after the report
+    return run
+
+
+def test_a_verified_step_releases_the_next_and_uncertain_proceeds_too():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = verifying(tracker, plan)
+    judged = tracker.judged(run, verdict("uncertain"), max_retries=2)
+    assert judged.action == "next" and judged.ending is None and run.next_index == 1 and run.attempt == 1
+    tracker.grounded(run, Accepted(plan.steps[1]), {"cmd": "place"})
+    verifying(tracker, plan, step=1)
+    judged = tracker.judged(run, verdict("success"), max_retries=2)
+    assert judged.ending.outcome == "done" and tracker.run is None
+
+
+def test_a_failed_step_is_retried_up_to_max_retries_then_fails_with_the_verdicts_reason():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = verifying(tracker, plan)
+    judged = tracker.judged(run, verdict("failure", "object_still_on_table"), max_retries=1)
+    assert (judged.action, judged.attempt, run.attempt, run.next_index) == (RETRY, 1, 2, 0)  # step 0 again
+    tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"})
+    tracker.report(report(1, 0), now=11.0, patience=5.0, verify=True)
+    judged = tracker.judged(run, verdict("failure", "object_still_on_table"), max_retries=1)
+    assert judged.ending.outcome == "failed" and judged.ending.reason == "object_still_on_table"
+    assert judged.ending.step == 0 and judged.attempt == 2 and tracker.run is None
+
+
+def test_a_dropped_object_re_plans_from_a_pick_before_the_place():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = verifying(tracker, plan)
+    tracker.judged(run, verdict("success"), max_retries=2)
+    tracker.grounded(run, Accepted(plan.steps[1]), {"cmd": "place"})
+    verifying(tracker, plan, step=1)
+    judged = tracker.judged(run, verdict("failure", "object_beside_destination"), max_retries=2)
+    assert judged.action == REPLAN and run.next_index == 1
+    assert [(s.index, s.skill, s.object) for s in run.plan.steps] == [(0, "pick", "cup"), (1, "pick", "cup"),
+                                                                      (2, "place", "cup")]
+    tracker.grounded(run, Accepted(run.plan.steps[1]), {"cmd": "pick"})
+    verifying(tracker, plan, step=1)
+    assert tracker.judged(run, verdict("success"), max_retries=2).action == "next"
+    assert run.attempt == 2  # the re-planned place keeps its count: a hand that keeps dropping ends
+    tracker.grounded(run, Accepted(run.plan.steps[2]), {"cmd": "place"})
+    verifying(tracker, plan, step=2)
+    again = tracker.judged(run, verdict("failure", "object_not_in_destination"), max_retries=1)
+    assert again.ending.outcome == "failed"
+
+
+def test_a_verdict_on_a_cancelled_plan_is_dropped():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = verifying(tracker, plan)
+    ending = tracker.cancel(Command(2, "stop", time.monotonic()))
+    assert ending.outcome == "cancelled" and tracker.judged(run, verdict("failure"), max_retries=2) is None

@@ -204,6 +204,15 @@ class Outputs:
         with self._lock:
             self._task_status.publish(String(data=json.dumps(record)))
 
+    def verdict(self, run: Any, judgement: Any, verdict: Any) -> None:
+        """Publish one step's verdict on ``~/task_status`` (``records.task_verdict_record``), stamped now."""
+        record = records.task_verdict_record(
+            command_id=run.command.command_id, command=run.command.text, step=judgement.step,
+            attempt=judgement.attempt, verdict=verdict.verdict, confidence=verdict.confidence, reason=verdict.reason,
+            action=judgement.action, stamp=conv.stamp_to_dict(self.now()))
+        with self._lock:
+            self._task_status.publish(String(data=json.dumps(record)))
+
     def clear_markers(self, frame_id: str, stamp: Any = None) -> None:
         """Remove the goal markers (a command without a goal, or ``stop``)."""
         m = Marker()

@@ -27,6 +27,8 @@ class NodeSettings:
     image_reliability: str
     command_queue_size: int
     max_command_length: int
+    verify_steps: bool
+    max_retries: int
     target_frame: str  # as given: "" means base_frame
     base_frame: str
     use_tf: bool
@@ -55,6 +57,8 @@ class NodeSettings:
             image_reliability=str(v["image_reliability"]),
             command_queue_size=int(v["command_queue_size"]),
             max_command_length=int(v["max_command_length"]),
+            verify_steps=bool(v["verify_steps"]),
+            max_retries=int(v["max_retries"]),
             target_frame=str(v["target_frame"]),
             base_frame=str(v["base_frame"]),
             use_tf=bool(v["use_tf"]),

@@ -10,25 +10,36 @@ grounding the next on a fresh frame::
                                                     │                 step 1 grounded ─► awaiting 1 ─► ...
                                                     └─report failed / refusal / stop / new command─► ended
 
+With verification on (issue 13), a "done" report does not release the next step: the step
+waits (``verifying``) for a frame stamped after the report, the worker runs the verifier on
+it, and ``judged`` applies the verdict: the next step, the same step again (``retry``), a pick
+inserted before a place whose object fell (``replan``), or the plan's end::
+
+    awaiting 0 ──done──► verifying 0 ──frame > t_report, verdict──► next | retry | replan | ended
+
 Every way a plan ends is one ``Ending`` (outcome ``done``, ``failed`` or ``cancelled``), which
-the node publishes once on ``~/task_status``. Where a step's outcome is judged is one function,
-``judge_step``: today it trusts the executor's report; verification on the next frame
-(issue 13) replaces its body, not its callers. No ROS here: the state machine is tested alone.
+the node publishes once on ``~/task_status``. ``judge_step`` reads the executor's report (a
+"failed" report ends the plan without a look). No ROS here: the state machine is tested alone.
 All methods lock ``cond`` (the node's one lock), so the executor thread (reports) and the
 worker thread (grounding) never see half a transition.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from clip_vla.core.execution import DONE, FAILED, ExecutionReport, ReportError
-from clip_vla.core.plan import GroundedStep, Plan, plan_record
+from clip_vla.core.plan import GroundedStep, Plan, PlanStep, plan_record
 from clip_vla.ros.vla_node.commands import Command
 
 CANCELLED = "cancelled"
+# Place verdicts that mean the object fell: it is neither held nor in the destination, so a
+# retried place would release an empty hand; the plan picks it up again first.
+DROPPED_REASONS = ("object_beside_destination", "object_not_in_destination")
+NEXT, RETRY, REPLAN = "next", "retry", "replan"
 
 
 @dataclass
@@ -43,6 +54,11 @@ class PlanRun:
     due_after: Optional[float] = None  # ROS seconds: the next step needs a frame stamped later than this
     due_by: float = 0.0  # time.monotonic(): give up waiting for such a frame after this
     reported_at: Optional[float] = None  # ROS seconds: when the last report released a step
+    before: Any = None  # what the awaited step was grounded on (worker.Seen): the verifier's "before" frame
+    verifying: Optional[ExecutionReport] = None  # a "done" report whose step waits for its verdict
+    attempt: int = 1  # the attempt of the step being grounded or awaited (1: the first try)
+    answered: bool = False  # the command's ~/status went out (with the first grounding of step 0)
+    resume: Dict[int, int] = field(default_factory=dict)  # step -> the attempt it starts at (a re-planned place)
 
     @property
     def next_index(self) -> int:
@@ -51,7 +67,7 @@ class PlanRun:
 
     def record(self, stamp: float) -> Dict[str, Any]:
         """The ``~/plan`` JSON of the steps grounded so far (``clip_vla.core.plan.plan_record``)."""
-        return plan_record(self.command.command_id, stamp, self.plan, self.grounded, self.goal_records)
+        return plan_record(self.command.command_id, stamp, self.plan, self.grounded, self.goal_records, self.attempt)
 
 
 @dataclass(frozen=True)
@@ -66,19 +82,38 @@ class Ending:
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """What a verdict did to its plan: ``action`` next | retry | replan (ground ``run.next_index``), or an ending."""
+
+    step: int
+    attempt: int
+    action: Optional[str] = None
+    ending: Optional[Ending] = None
+
+
+def replan_from_pick(plan: Plan, place_index: int) -> Plan:
+    """``plan`` with a pick of the place's object inserted before step ``place_index`` (a dropped object)."""
+    place = plan.steps[place_index]
+    pick = PlanStep(place_index, "pick", place.object, implicit=True)
+    later = tuple(dataclasses.replace(s, index=s.index + 1) for s in plan.steps[place_index:])
+    return dataclasses.replace(plan, steps=plan.steps[:place_index] + (pick,) + later)
+
+
+@dataclass(frozen=True)
 class ReportVerdict:
     """What one ``execution`` message did: ignored (``ignored`` says why), released the next step, or ended the plan."""
 
     ignored: Optional[str] = None
     ending: Optional[Ending] = None
     released: Optional[int] = None  # the step index now due
+    verifying: Optional[int] = None  # the step whose verification is now due
 
 
 def judge_step(run: PlanRun, report: ExecutionReport) -> Tuple[bool, str]:
-    """(step succeeded, reason) for a report on ``run``'s awaited step.
+    """(the executor says the step succeeded, reason) for a report on ``run``'s awaited step.
 
-    The seam for verification (issue 13): today the executor's word is final; a verifier
-    will look at the next frame here (did the cube leave the table?) before the plan moves on.
+    A "failed" report is final (the executor knows it did not do the step); a "done" one is
+    checked by the verifier on the next frame when ``verify_steps`` is on (``TaskTracker.judged``).
     """
     if report.outcome == DONE:
         return True, DONE
@@ -121,8 +156,8 @@ class TaskTracker:
         return Ending(run, CANCELLED, step, "cancelled",
                       f"cancelled at step {step} of {len(run.plan.steps)} by command {by.command_id}")
 
-    def grounded(self, run: PlanRun, step: GroundedStep,
-                 goal: Optional[Dict[str, Any]]) -> Tuple[bool, Optional[Ending]]:
+    def grounded(self, run: PlanRun, step: GroundedStep, goal: Optional[Dict[str, Any]],
+                 seen: Any = None) -> Tuple[bool, Optional[Ending]]:
         """Record a grounded step of ``run``: (still the running plan, the Ending a refused step caused).
 
         (True, None): the step is out and its report awaited. (False, None): ``run`` was
@@ -133,7 +168,7 @@ class TaskTracker:
                 return False, None
             run.grounded.append(step)
             run.goal_records.append(goal if step.accepted else None)
-            run.due_after = None
+            run.due_after, run.before, run.answered = None, seen, True
             if step.accepted and goal is not None:
                 run.awaiting = step.step.index
                 return True, None
@@ -142,10 +177,11 @@ class TaskTracker:
         message = step.result.message if not step.accepted else "the goal could not be expressed in target_frame"
         return True, Ending(run, FAILED, step.step.index, reason, message)
 
-    def report(self, text: Any, now: float, patience: float) -> ReportVerdict:
+    def report(self, text: Any, now: float, patience: float, verify: bool = False) -> ReportVerdict:
         """Take one ``execution`` message received at ROS time ``now`` (seconds).
 
-        ``patience`` (s) bounds the wait for a fresh frame for the next step. Never raises:
+        ``patience`` (s) bounds the wait for a fresh frame for the next step (or the verification).
+        ``verify``: a "done" step is not trusted yet; it waits for ``judged`` on a frame after the report. Never raises:
         a malformed report, or one about another command or step, is ignored with the reason.
         """
         try:
@@ -168,6 +204,11 @@ class TaskTracker:
             ok, reason = judge_step(run, report)
             run.awaiting = None
             last = report.step == len(run.plan.steps) - 1
+            if ok and verify:
+                run.verifying = report
+                run.due_after, run.reported_at, run.due_by = now, now, time.monotonic() + patience
+                self._cond.notify_all()
+                return ReportVerdict(verifying=report.step)
             if ok and not last:
                 run.due_after, run.reported_at, run.due_by = now, now, time.monotonic() + patience
                 self._cond.notify_all()
@@ -179,6 +220,53 @@ class TaskTracker:
         step_text = run.plan.steps[report.step].text
         return ReportVerdict(ending=Ending(run, FAILED, report.step, reason,
                                            f"the executor reported step {report.step} ({step_text}) {FAILED}"))
+
+    def judged(self, run: PlanRun, verdict: Any, max_retries: int) -> Optional[Judgement]:
+        """Apply a verifier's verdict (``perception.verify.Verdict``) on ``run``'s verifying step.
+
+        None: ``run`` was cancelled meanwhile (publish nothing). ``uncertain`` proceeds as a
+        success (not found is not evidence of failure; the verdict on ~/task_status says so).
+        A failure re-grounds the step (attempt + 1), or, for a dropped object, re-plans from a
+        pick; after ``max_retries`` retries the plan fails with the verdict's reason.
+        """
+        with self._cond:
+            if self._run is not run or run.verifying is None:
+                return None
+            index, attempt = run.verifying.step, run.attempt
+            run.verifying = None
+            last = index == len(run.plan.steps) - 1
+            if verdict.verdict != "failure":
+                if last:
+                    self._run = None
+                    self._cond.notify_all()
+                    return Judgement(index, attempt, ending=Ending(run, DONE, index, DONE,
+                                                                   f"all {len(run.plan.steps)} steps done"))
+                run.attempt = run.resume.pop(index + 1, 1)
+                return Judgement(index, attempt, NEXT)
+            if attempt > max_retries:
+                self._run = None
+                self._cond.notify_all()
+                text = run.plan.steps[index].text
+                return Judgement(index, attempt, ending=Ending(
+                    run, FAILED, index, verdict.reason,
+                    f"step {index} ({text}) failed verification after {attempt} attempts: {verdict.reason}"))
+            run.grounded.pop()
+            run.goal_records.pop()
+            run.attempt = attempt + 1
+            if run.plan.steps[index].skill == "place" and verdict.reason in DROPPED_REASONS:
+                run.plan = replan_from_pick(run.plan, index)
+                run.resume[index + 1] = attempt + 1  # the place keeps its count: a hand that keeps dropping ends
+                return Judgement(index, attempt, REPLAN)
+            return Judgement(index, attempt, RETRY)
+
+    def end(self, run: PlanRun, step: int, reason: str, message: str) -> Optional[Ending]:
+        """End ``run`` as failed (a verification that could not be made); None when it no longer runs."""
+        with self._cond:
+            if self._run is not run:
+                return None
+            self._run = None
+            self._cond.notify_all()
+        return Ending(run, FAILED, step, reason, message)
 
     def due(self, latest_stamp: Optional[float]) -> Tuple[Optional[PlanRun], Optional[float]]:
         """(the run whose next step is due now, else None; seconds until its patience runs out, else None).

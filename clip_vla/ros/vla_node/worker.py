@@ -124,6 +124,7 @@ class InferenceWorker:
         self._tasks = tasks
         self._now = now
         self._stopping = False
+        self._verifier: Any = None  # (pipeline, its Verifier): rebuilt when the pipeline is replaced
         self._thread = threading.Thread(target=self._run, name="clip_vla_inference", daemon=True)
 
     def start(self) -> None:
@@ -241,7 +242,10 @@ class InferenceWorker:
         self._ground(self._tasks.begin(cmd, plan), prepared, job, settings)
 
     def _run_next_step(self, run: PlanRun) -> None:
-        """Ground a plan's due step on the freshest frame, which must be stamped after the previous step's report."""
+        """Verify a reported step, or ground a plan's due step, on the freshest frame, stamped after the report."""
+        if run.verifying is not None:
+            self._verify_step(run)
+            return
         step = run.plan.steps[run.next_index]
         pipeline = self._models.pipeline
         latest = self._inputs.latest_stamp()
@@ -257,23 +261,95 @@ class InferenceWorker:
             return
         self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, self._settings())
 
+    def _verify_step(self, run: PlanRun) -> None:
+        """Judge the reported step on the first frame after its report, publish the verdict, then go on.
+
+        Go on: the next step, the same step again (retry), a pick before a dropped object's
+        place (replan), all grounded at once on the frame just verified on; or the plan's end.
+        """
+        from clip_vla.perception.verify import UNCERTAIN, Verdict
+
+        settings = self._settings()
+        report = run.verifying
+        pipeline = self._models.pipeline
+        latest = self._inputs.latest_stamp()
+        if pipeline is None or self._state() != "active":
+            self._end(run, report.step, Reason.INACTIVE.value, f"the node is {self._state()}")
+            return
+        if latest is None or run.reported_at is None or latest <= run.reported_at:
+            self._end(run, report.step, Reason.STALE_FRAME.value, f"no {self._topic('image')} frame stamped after "
+                      f"the report of step {report.step} within {NEXT_STEP_PATIENCE_S:.0f} s: it cannot be verified")
+            return
+        try:
+            _, after, camera_to_base = self.latest_frame(settings)
+        except (Refusal, conv.ConversionError, ValueError) as exc:
+            reason = exc.reason.value if isinstance(exc, Refusal) else Reason.BAD_INPUT.value
+            self._end(run, report.step, reason, f"step {report.step} cannot be verified: {exc}")
+            return
+        goal, before = run.grounded[report.step].result, run.before
+        try:
+            verdict = self._verifier_of(pipeline).verify(
+                run.plan.steps[report.step], goal, before.frame, after,
+                camera_to_base or before.camera_to_base, {"outcome": report.outcome})
+        except Exception as exc:  # noqa: BLE001 - a verifier fault must not stop the plan: uncertain, said so
+            verdict = Verdict(UNCERTAIN, 0.0, "verifier_error", {"error": f"{type(exc).__name__}: {exc}"})
+        judgement = self._tasks.judged(run, verdict, settings.max_retries)
+        if judgement is None:  # cancelled ("stop", a new command) while it was verified
+            return
+        self._outputs.verdict(run, judgement, verdict)
+        if judgement.ending is not None:
+            self._publish_plan(run, None, None, settings)
+            self._outputs.task_ended(judgement.ending)
+            return
+        step = run.plan.steps[run.next_index]
+        self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, settings)
+
+    def _verifier_of(self, pipeline: Any) -> Any:
+        """The verifier on ``pipeline``'s perception, built once per pipeline (only this thread uses it)."""
+        if self._verifier is None or self._verifier[0] is not pipeline:
+            from clip_vla.perception.verify import make_verifier
+
+            self._verifier = (pipeline, make_verifier(pipeline))
+        return self._verifier[1]
+
+    def _end(self, run: PlanRun, step: int, reason: str, message: str) -> None:
+        ending = self._tasks.end(run, step, reason, message)
+        if ending is not None:
+            self._outputs.task_ended(ending)
+
+    def _refused_before_acting(self, pipeline: Any, grounded: GroundedStep, settings: NodeSettings) -> GroundedStep:
+        """A goal no resting object could be at is refused here, before its chunk goes out (issue 13 item 3)."""
+        if not settings.verify_steps or pipeline is None or not isinstance(grounded.result, ActionGoal):
+            return grounded
+        from clip_vla.perception.verify import refuse_goal
+
+        refusal = refuse_goal(grounded.result, pipeline.config)
+        if refusal is None:
+            return grounded
+        result = grounded.result
+        return GroundedStep(grounded.step, NoAction(Reason(refusal.reason), f"step {grounded.step.index} "
+                                                    f"({grounded.step.text}): {refusal.message}",
+                                                    command=result.command, skill=grounded.step.skill,
+                                                    object_phrase=grounded.step.object))
+
     def _ground(self, run: PlanRun, prepared: Any, job: Optional[Job], settings: NodeSettings) -> None:
         """Ground ``run``'s next step and publish it: goal, chunk, plan; the first step also answers the command."""
         cmd = run.command
         step = run.plan.steps[run.next_index]
-        first = step.index == 0
+        first = not run.answered  # a retried or re-planned step 0 does not answer the command again
         if isinstance(prepared, NoAction):
             result, header, seen = prepared, None, None
         else:
             result, header, seen = self._infer(cmd, prepared, job, settings)
         pipeline = self._models.pipeline
         grounded = chunk_step(pipeline, step, result) if pipeline is not None else GroundedStep(step, result)
+        grounded = self._refused_before_acting(pipeline, grounded, settings)
         if job is not None:
             with self._cond:
                 if self._commands.job is None and not self._commands.has_queued() and self._settings().continuous:
                     self._commands.job = job
         goal = self._publish_result(cmd, grounded.result, header, seen, 0, settings, grounded.chunk)
-        current, ending = self._tasks.grounded(run, grounded, goal)
+        current, ending = self._tasks.grounded(run, grounded, goal, seen)
         if current and (ending is None or not first):  # a refused first step is the command's refusal, no plan
             self._publish_plan(run, grounded.chunk if ending is None else None, header, settings)
         if first:
@@ -297,7 +373,7 @@ class InferenceWorker:
 
     def on_execution(self, text: Any) -> None:
         """An ``execution`` message (executor thread): release the next step, end the plan, or log and ignore."""
-        verdict = self._tasks.report(text, self._now(), NEXT_STEP_PATIENCE_S)
+        verdict = self._tasks.report(text, self._now(), NEXT_STEP_PATIENCE_S, self._settings().verify_steps)
         if verdict.ignored:
             self._log("execution", "warning", f"{verdict.ignored}: ignored")
         elif verdict.ending is not None:

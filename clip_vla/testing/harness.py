@@ -565,3 +565,15 @@ def start_ready(overrides: Optional[Mapping[str, Any]], namespace: str, domain_i
         proc.stop()
         raise RuntimeError(f"vla_node did not become ready:\n{proc.output()[-4000:]}") from None
     return proc, client
+
+
+def oracle_graph(seed: int, namespace: str, domain_offset: int) -> Any:
+    """The simulated graph (``SimGraph``) with ground-truth perception, on a ROS domain of its own.
+
+    What the graph tests share: no models to load, and a domain no other graph on the machine
+    answers on (``unique_domain_id(domain_offset)``).
+    """
+    from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+
+    return SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=seed, namespace=namespace,
+                    domain_id=unique_domain_id(domain_offset))

@@ -19,11 +19,9 @@ SEED = 3000
 
 @pytest.fixture(scope="module")
 def graph():
-    from clip_vla.testing.harness import unique_domain_id
-    from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+    from clip_vla.testing.harness import oracle_graph
 
-    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/verify_sim_test",
-                  domain_id=unique_domain_id(16)) as g:
+    with oracle_graph(SEED, "/verify_sim_test", 16) as g:
         yield g
 
 

@@ -22,11 +22,9 @@ SEED = 8000
 
 @pytest.fixture(scope="module")
 def graph():
-    from clip_vla.testing.harness import unique_domain_id
-    from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+    from clip_vla.testing.harness import oracle_graph
 
-    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/suggest_test",
-                  domain_id=unique_domain_id(11)) as g:
+    with oracle_graph(SEED, "/suggest_test", 11) as g:
         assert g.driver.reset(SEED, "pick") is not None
         yield g
 
@@ -55,11 +53,9 @@ def test_option_numbers_are_recognised_only_as_the_whole_command(text, number):
 
 
 def test_an_option_before_any_list_answers_unknown_option_and_an_inactive_node_no_round():
-    from clip_vla.testing.harness import unique_domain_id
-    from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+    from clip_vla.testing.harness import oracle_graph
 
-    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/suggest_test_fresh",
-                  domain_id=unique_domain_id(11)) as g:
+    with oracle_graph(SEED, "/suggest_test_fresh", 11) as g:
         g.driver.reset(SEED, "pick")
         status = g.driver.command("option 1").status
         g.vla_node.trigger_deactivate()

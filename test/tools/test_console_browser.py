@@ -65,11 +65,9 @@ def browser():
 @pytest.fixture
 def console():
     from clip_vla.tools.demo import attached_console
-    from clip_vla.testing.harness import unique_domain_id
-    from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+    from clip_vla.testing.harness import oracle_graph
 
-    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=SEED, namespace="/console_test",
-                  domain_id=unique_domain_id(14)) as graph:
+    with oracle_graph(SEED, "/console_test", 14) as graph:
         assert graph.driver.reset(SEED, "pick") is not None
         with attached_console(graph, port=0) as node:
             node.request_suggestions(wait_for_service=10.0)

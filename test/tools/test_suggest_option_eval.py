@@ -8,12 +8,10 @@ pytest.importorskip("std_srvs")
 
 
 def test_choosing_suggestion_one_and_typing_it_are_both_run_on_the_same_scene():
-    from clip_vla.testing.harness import unique_domain_id
-    from clip_vla.tools.sim_eval import SimGraph, sim_model_overrides
+    from clip_vla.testing.harness import oracle_graph
     from clip_vla.tools.suggest_sim import evaluate_option_one
 
-    with SimGraph(sim_model_overrides("oracle"), perception="oracle", seed=8000, namespace="/option_eval",
-                  domain_id=unique_domain_id(13)) as graph:
+    with oracle_graph(8000, "/option_eval", 13) as graph:
         report = evaluate_option_one(graph, [8000, 8001])
     assert report["seeds"] == "8000-8001" and report["scenes"] == 2 and report["with_suggestion"] == 2
     for scene in report["per_scene"]:

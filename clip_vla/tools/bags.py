@@ -672,10 +672,7 @@ def scan_bag(path: Union[str, Path], topics: Iterable[str], text_topics: Iterabl
     wanted = set(topics) | set(text_topics)
     tf_set = set(tf_topics)
     with open_reader(path) as reader:
-        for topic in sorted(wanted):
-            info = reader.topics.get(topic)
-            if info is not None and info.unreadable:
-                raise BagError(f"topic {topic} of {reader.path} cannot be read: {info.unreadable}")
+        _require_readable(reader, wanted)
         conns = [c for c in reader.connections if c.topic in wanted or c.topic in tf_set]
         index = BagIndex(Path(path), {name: info.msgtype for name, info in reader.topics.items()},
                          {t: [] for t in wanted}, Transforms(), reader.start_time, reader.end_time,
@@ -740,10 +737,7 @@ def read_messages(path: Union[str, Path], topics: Iterable[str] = ()) -> Iterato
     """
     topics = set(topics)
     with open_reader(path) as reader:
-        for topic in sorted(topics):
-            info = reader.topics.get(topic)
-            if info is not None and info.unreadable:
-                raise BagError(f"topic {topic} of {reader.path} cannot be read: {info.unreadable}")
+        _require_readable(reader, topics)
         conns = [c for c in reader.connections if not topics or c.topic in topics]
         for conn, time_ns, raw in reader.messages(conns):
             yield conn.topic, int(time_ns), conn.msgtype, reader.deserialize(raw, conn.msgtype)
@@ -805,3 +799,15 @@ def _latched_qos():
     zero = QosTime(0, 0)
     return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, zero, zero,
                QosLiveliness.AUTOMATIC, zero, False)
+
+
+def _require_readable(reader: Any, topics: Iterable[str]) -> None:
+    """Raise when one of ``topics`` is in the bag but cannot be decoded (a topic not there is no error here).
+
+    Raises:
+        BagError: naming the topic, the storage and why it cannot be read.
+    """
+    for topic in sorted(topics):
+        info = reader.topics.get(topic)
+        if info is not None and info.unreadable:
+            raise BagError(f"topic {topic} of {reader.path} cannot be read: {info.unreadable}")

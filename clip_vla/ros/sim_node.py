@@ -8,7 +8,8 @@ tell it from a robot:
                camera/color/camera_info, ~/task (the episode's command and truth, JSON),
                execution (the step report vla_node waits for: clip_vla.core.execution; after a
                reset a hand report, {"holding": null}),
-               ~/result (one JSON per executed step: command_id, step, expected_skill, success (the
+               ~/result (one JSON per executed step: command_id, step, attempt (1: the first try;
+               a retried step comes again under its index), expected_skill, success (the
                skill worked on the object nearest the goal), step_ok (the step did what the
                episode's task needs of it, by the world's ground truth), task_success (every clause
                of the episode's command carried out on its target, each judged at its last step),
@@ -32,7 +33,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from clip_vla.core.plan import current_step
 from clip_vla.sim.oracle import ObservationLog
@@ -63,7 +64,7 @@ class SimBridge:
         self._jobs: "queue.Queue[tuple]" = queue.Queue()
         self._stop = threading.Event()
         self._taken: set = set()  # (command_id, step) already queued: a plan is republished as it grows
-        self._steps_done = 0  # steps executed in this episode (world thread)
+        self._last_judged: Optional[Tuple[int, str, int]] = None  # (plan index, skill, task step) (world thread)
         self._parts_ok: Dict[int, bool] = {}  # clause index -> achieved at its last step (world thread)
         self.frames_published = 0
         self.busy = threading.Event()  # set while a goal or reset is being executed
@@ -132,13 +133,14 @@ class SimBridge:
         waypoints = [Waypoint(*(float(w[k]) for k in ("x", "y", "z", "theta", "gripper"))) for w in step["waypoints"]]
         result = self.world.execute(cmd, [pose["x"], pose["y"], pose["z"]], float(pose["theta"]), chunk=waypoints)
         task = self.world.task
-        judged = self._judge(task, result) if task is not None else {}
+        judged = self._judge(task, result, int(step["index"]), str(step.get("skill") or cmd)) if task is not None else {}
         held = self.world.held_object()
         holding = step.get("object") if cmd == "pick" and held else held
         if cmd != "pick" or not result.success:  # a held object stays held for the next step
             self.world.go_home()
         self._publish_result(dict(judged, command_id=record.get("command_id"), command=record.get("command"),
-                                  step=step["index"], steps=len(record.get("steps", [])), cmd=cmd,
+                                  step=step["index"], attempt=int(record.get("attempt", 1)),
+                                  steps=len(record.get("steps", [])), cmd=cmd,
                                   success=bool(result.success), reason=result.reason,
                                   goal={"pose": pose, "tokens": goal.get("tokens"), "cmd": cmd,
                                         "stamp": goal.get("stamp")},
@@ -148,18 +150,18 @@ class SimBridge:
                                  DONE if result.success else FAILED, holding)
         self.pub_execution.publish(self._string(report.to_json()))
 
-    def _judge(self, task: Any, result: Any) -> Dict[str, Any]:
+    def _judge(self, task: Any, result: Any, index: int, skill: str) -> Dict[str, Any]:
         """This step against the episode's task: the clause it belongs to, by position in the plan."""
         skills, parts = task.step_skills, task.step_parts
-        k = min(self._steps_done, len(skills) - 1)
-        self._steps_done += 1
+        k = task_step_of(self._last_judged, index, skill, skills)
+        self._last_judged = (index, skill, k)
         part, expected = parts[k], skills[k]
-        index = (task.parts or (task,)).index(part)
+        clause = (task.parts or (task,)).index(part)
         ok = self.world.step_achieved(expected, part)
         if k == len(skills) - 1 or parts[k + 1] is not part:  # the clause's last step: judge the clause
-            self._parts_ok[index] = ok
+            self._parts_ok[clause] = ok
         n_parts = len(task.parts or (task,))
-        return {"expected_skill": expected, "step_ok": ok,
+        return {"expected_skill": expected, "task_step": k, "step_ok": ok,
                 "task_success": len(self._parts_ok) == n_parts and all(self._parts_ok.values()),
                 "failure": None if ok else self.world.failure_label(result, part),
                 "holding_target": bool(part.object and self.world.held(part.object))}
@@ -168,7 +170,7 @@ class SimBridge:
         task = self.world.reset(seed=request.get("seed"), skill=request.get("skill"),
                                 destination=request.get("destination"), direction=request.get("direction"))
         self.world.go_home()
-        self._steps_done, self._parts_ok = 0, {}
+        self._last_judged, self._parts_ok = None, {}
         from clip_vla.core.execution import ExecutionReport
 
         self.pub_execution.publish(self._string(ExecutionReport.hand(None).to_json()))  # a new episode: empty hand
@@ -270,3 +272,21 @@ def main(args: Optional[list] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def task_step_of(last: Optional[Tuple[int, str, int]], index: int, skill: str, skills: Tuple[str, ...]) -> int:
+    """Which of the task's steps (``Task.step_skills``) plan step ``index`` (``skill``) is an attempt at.
+
+    ``last``: (plan index, skill, task step) of the step executed before, None for the first.
+    In order, one after the other, except that a retried step (the same index and skill again)
+    is the same task step, and a pick the node inserted before a place whose object fell (a
+    re-plan: a pick under the place's index) is that place's pick. Counting executions instead
+    judged a retried pick as the place that follows it.
+    """
+    if last is None:
+        return 0
+    if (index, skill) == last[:2]:
+        return last[2]
+    if skill == "pick" and index == last[0] and skills[last[2]] == "place":
+        return max(last[2] - 1, 0)
+    return min(last[2] + 1, len(skills) - 1)

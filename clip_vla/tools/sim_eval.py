@@ -56,6 +56,9 @@ class StepRecord:
     tokens: Optional[List[int]] = None
     clip_skill: Optional[str] = None  # CLIP's top skill (status skill_probabilities), whatever the parser chose
     step_ok: bool = False  # the step did what the task needs of it (the world's ground truth)
+    attempt: int = 1  # which try at its step this execution was (1: the first)
+    task_step: Optional[int] = None  # the task's step it was an attempt at (the simulator's count)
+    verdict: Optional[str] = None  # the verifier's on ~/task_status: success | failure | uncertain; None: not verified
 
     @property
     def xy_error(self) -> Optional[float]:
@@ -91,7 +94,18 @@ class Episode:
 
     @property
     def steps_executed(self) -> int:
+        """Executions, retries included."""
         return sum(s.executed for s in self.steps)
+
+    @property
+    def retried(self) -> bool:
+        """Some step was executed again after the verifier judged it failed."""
+        return any(s.executed and s.attempt > 1 for s in self.steps)
+
+    @property
+    def first_try_success(self) -> bool:
+        """Carried out with every step executed once: what the episode scores without the verify loop."""
+        return self.success and not self.retried
 
 
 @dataclass
@@ -203,20 +217,30 @@ class GraphDriver:
         steps = int((status.get("plan") or {}).get("steps", 1))
         ending = self._wait(self.endings, n_end, lambda m: m.get("command_id") == command_id and m.get("final", True),
                             timeout * steps)
-        executed = 0 if ending is None else (ending["step"] + 1 if ending["reason"] in ("done", "execution_failed")
-                                             else ending["step"])
+        with self._cond:  # published before the ending, on its topic: all in
+            verdicts = [m for m in self.endings[n_end:]
+                        if m.get("command_id") == command_id and not m.get("final", True)]
+        executed = _executions(ending, verdicts)
         with self._cond:  # the results of the steps executed (the last may trail the ending by a moment)
             self._cond.wait_for(lambda: self._results_of(command_id, n_result) >= executed, timeout=5.0)
             results = [r for r in self.results[n_result:] if r.get("command_id") == command_id]
         if results:  # the next command must see the scene after this one
             self.wait_for_frame_after(results[-1].get("stamp"))
-        with self._cond:
-            verdicts = [m for m in self.endings[n_end:]
-                        if m.get("command_id") == command_id and not m.get("final", True)]
         return CommandOutcome(status, results, ending, latency, verdicts)
 
     def _results_of(self, command_id: Any, start: int) -> int:
         return sum(r.get("command_id") == command_id for r in self.results[start:])
+
+
+def _executions(ending: Optional[Dict[str, Any]], verdicts: List[Dict[str, Any]]) -> int:
+    """How many step executions led to ``ending``: one per verdict (retries included), plus the one the
+    executor reported failed; without verification, the steps up to the ending's."""
+    if ending is None:
+        return 0
+    failed_in_hand = int(ending["reason"] == "execution_failed")
+    if verdicts:
+        return len(verdicts) + failed_in_hand
+    return ending["step"] + 1 if ending["reason"] in ("done", "execution_failed") else ending["step"]
 
 
 def _truth(task: Dict[str, Any], k: int) -> Tuple[Optional[List[float]], Optional[float]]:
@@ -236,9 +260,12 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
     skills = task.get("step_skills") or [task["skill"]]
     status = outcome.status
     out: List[StepRecord] = []
+    verdicts = {(v.get("step"), v.get("attempt")): v.get("verdict") for v in outcome.verdicts}
     for r in outcome.results:
         k = int(r.get("step", len(out)))
-        truth_xyz, truth_yaw = _truth(task, k)
+        attempt = int(r.get("attempt", 1))
+        task_step = r.get("task_step")
+        truth_xyz, truth_yaw = _truth(task, k if task_step is None else int(task_step))
         pose = (r.get("goal") or {}).get("pose") or {}
         out.append(StepRecord(command=text, expected_skill=r.get("expected_skill", skills[min(k, len(skills) - 1)]),
                               status="accepted", cmd=r.get("cmd"),
@@ -247,14 +274,15 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
                               success=bool(r.get("success")), task_success=bool(r.get("task_success")),
                               holding_target=bool(r.get("holding_target")), failure=r.get("failure"),
                               reason=r.get("reason", ""), latency_ms=outcome.latency_ms,
-                              tokens=(r.get("goal") or {}).get("tokens"), step_ok=bool(r.get("step_ok"))))
+                              tokens=(r.get("goal") or {}).get("tokens"), step_ok=bool(r.get("step_ok")),
+                              attempt=attempt, task_step=task_step, verdict=verdicts.get((k, attempt))))
     refused_at: Optional[int] = None
     reason = ""
     if status is None or status.get("status") != "accepted":
         refused_at, reason = 0, "timeout" if status is None else status.get("status", "?")
     elif outcome.ending is None:
         refused_at, reason = len(out), "timeout"
-    elif outcome.ending["reason"] not in ("done", "execution_failed"):
+    elif outcome.ending["reason"] not in ("done", "execution_failed") and not _failed_verification(outcome):
         refused_at, reason = outcome.ending["step"], outcome.ending["reason"]
     if refused_at is not None:
         truth_xyz, truth_yaw = _truth(task, refused_at)
@@ -264,6 +292,13 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
                               truth_yaw=truth_yaw, reason=message, latency_ms=outcome.latency_ms))
     _add_clip_skill(out, status)
     return out
+
+
+def _failed_verification(outcome: CommandOutcome) -> bool:
+    """The plan ended because its last executed step failed verification after its retries (not a refusal)."""
+    ending = outcome.ending or {}
+    return any(v.get("step") == ending.get("step") and v.get("verdict") == "failure"
+               and v.get("reason") == ending.get("reason") for v in outcome.verdicts)
 
 
 def _add_clip_skill(records: List[StepRecord], status: Optional[Dict[str, Any]]) -> None:
@@ -305,9 +340,14 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
         yaw = [s.yaw_error for s in goals if s.yaw_error is not None]
         lat = [e.steps[0].latency_ms for e in eps if e.steps]  # the command's: said once, answered once
         answered = [s for s in steps if s.cmd is not None]
+        executed = [s for e in eps for s in e.steps if s.executed]
         out[skill] = {
             "episodes": len(eps),
             "success_rate": sum(e.success for e in eps) / len(eps),
+            "first_try_success": sum(e.first_try_success for e in eps) / len(eps),
+            "success_after_retries": sum(e.success for e in eps) / len(eps),
+            "attempts_mean": attempts_mean(eps),
+            "verifier": verifier_confusion(executed),
             "goals_accepted": len(goals) / max(len(steps), 1),
             "skill_accuracy": sum(s.cmd == s.expected_skill for s in answered) / max(len(answered), 1),
             "clip_skill_agreement": clip_agreement(steps),
@@ -320,6 +360,43 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
             "failures": _count([_failure(s) for e in eps for s in e.steps if not s.step_ok]),
         }
     return out
+
+
+def attempts_mean(episodes: List[Episode]) -> Optional[float]:
+    """Executions per executed step (1.0: no retries), over the episodes' steps."""
+    steps = {(i, s.task_step if s.task_step is not None else s.expected_skill)
+             for i, e in enumerate(episodes) for s in e.steps if s.executed}
+    executions = sum(e.steps_executed for e in episodes)
+    return executions / len(steps) if steps else None
+
+
+def verifier_confusion(executed: List[StepRecord]) -> Dict[str, int]:
+    """The verifier's verdicts against the simulator's ground truth (``step_ok``), over executed steps.
+
+    ``false_success``: it said success (or uncertain, which the loop treats as success) but the
+    step failed; ``false_failure``: it said failure but the step had worked. ``uncertain`` counts
+    the uncertain verdicts among them; ``unverified``: executed steps without a verdict (the
+    executor reported them failed, or verification is off).
+    """
+    out = {"true_success": 0, "true_failure": 0, "false_success": 0, "false_failure": 0,
+           "uncertain": 0, "unverified": 0}
+    for s in executed:
+        if s.verdict is None:
+            out["unverified"] += 1
+            continue
+        out["uncertain"] += s.verdict == "uncertain"
+        said_success = s.verdict != "failure"
+        key = ("true_" if said_success == s.step_ok else "false_") + ("success" if said_success else "failure")
+        out[key] += 1
+    return out
+
+
+def caught_and_flagged(confusion: Dict[str, int]) -> Tuple[Optional[float], Optional[float]]:
+    """(failed steps the verifier caught, successful steps it flagged), as fractions; None without any."""
+    failed = confusion["true_failure"] + confusion["false_success"]
+    succeeded = confusion["true_success"] + confusion["false_failure"]
+    return (confusion["true_failure"] / failed if failed else None,
+            confusion["false_failure"] / succeeded if succeeded else None)
 
 
 def clip_agreement(steps: List[StepRecord]) -> Optional[float]:
@@ -348,11 +425,14 @@ def _episode_line(ep: Episode) -> str:
     """One line per episode: steps executed of planned, and the outcome with why it failed."""
     if not ep.steps:
         return "no answer"
-    first, failed = ep.steps[0], next((s for s in ep.steps if not s.step_ok), None)
+    first = ep.steps[0]
+    last_failed = next((s for s in reversed(ep.steps) if not s.step_ok), None)
     if not first.executed:
         return f"{first.status} ({first.reason})" if first.reason else first.status
-    verdict = "success" if ep.success else "failed: " + (_failure(failed) if failed else "not achieved")
-    return f"{ep.steps_executed}/{ep.steps_planned} steps -> {verdict}"
+    verdict = "success" if ep.success else "failed: " + (_failure(last_failed) if last_failed else "not achieved")
+    retries = sum(s.executed and s.attempt > 1 for s in ep.steps)
+    tries = f" ({retries} retried)" if retries else ""
+    return f"{ep.steps_executed}/{ep.steps_planned} steps{tries} -> {verdict}"
 
 
 def _count(items: List[str]) -> Dict[str, int]:
@@ -376,11 +456,28 @@ def print_summary(summary: Dict[str, Any], perception: str, file=sys.stdout) -> 
               f"{f(s['skill_accuracy'], 100, '{:.0f}%'):>10}{f(s['xy_error_m_median']):>9}"
               f"{f(s['xyz_error_m_median']):>9}{f(s['yaw_error_rad_median']):>9}"
               f"{f(s['latency_ms_p50'], 1, '{:.0f}'):>9}{f(s['latency_ms_p95'], 1, '{:.0f}'):>9}", file=file)
+        print(f"{'':8}first try {f(s['first_try_success'], 100, '{:.0f}%')}, after retries "
+              f"{f(s['success_after_retries'], 100, '{:.0f}%')}, executions per step "
+              f"{f(s['attempts_mean'], 1, '{:.2f}')}", file=file)
+        print(f"{'':8}verifier: {_verifier_line(s['verifier'])}", file=file)
         print(f"{'':8}CLIP alone picks the command's skill: {f(s['clip_skill_agreement'], 100, '{:.0f}%')}", file=file)
         if s["failures"]:
             print(f"{'':8}failures: {s['failures']}", file=file)
     print("(errors in metres/radians, medians; xy/xyz against the object's true centre; yaw on bars only,\n"
           " the one shape with a single grasp axis)", file=file)
+
+
+def _verifier_line(c: Dict[str, int]) -> str:
+    """The verifier's confusion in words: caught failures, flagged successes, the raw counts."""
+    caught, flagged = caught_and_flagged(c)
+    judged = sum(c[k] for k in ("true_success", "true_failure", "false_success", "false_failure"))
+    if not judged:
+        return f"no verdicts ({c['unverified']} steps unverified)"
+    pct = (lambda v: "-" if v is None else f"{100 * v:.0f}%")
+    return (f"caught {pct(caught)} of failed steps, flagged {pct(flagged)} of successful ones "
+            f"(true success {c['true_success']}, true failure {c['true_failure']}, false success "
+            f"{c['false_success']}, false failure {c['false_failure']}; uncertain {c['uncertain']}, "
+            f"unverified {c['unverified']})")
 
 
 # --------------------------------------------------------------------------- the graph

@@ -66,3 +66,17 @@ def test_a_place_that_drops_the_object_beside_the_bowl_is_re_planned_from_a_pick
     assert verdicts[2:] == [(1, 2, "success", "next"), (2, 2, "success", None)]  # the re-pick, the place's 2nd try
     assert [r["cmd"] for r in outcome.results] == ["pick", "place", "pick", "place"]
     assert outcome.results[-1]["task_success"]
+    # the simulator's ground truth follows the re-plan: the re-pick is judged as the task's pick
+    assert [(r["task_step"], r["attempt"], r["step_ok"]) for r in outcome.results] == [
+        (0, 1, True), (1, 1, False), (0, 2, True), (1, 2, True)]
+
+
+def test_the_verifier_confusion_of_the_re_planned_place(graph):
+    """`clip-vla sim`'s records of the same kind of episode: every verdict paired with its execution."""
+    from clip_vla.tools.sim_eval import _records, verifier_confusion
+
+    task = graph.driver.reset(SEED, "place", destination="bowl")
+    outcome = graph.driver.command(f"put the {task['object']} in the bowl")
+    records = _records(task["command"], task, outcome)
+    assert [(r.attempt, r.verdict, r.step_ok) for r in records] == [(1, "success", True), (1, "success", True)]
+    assert verifier_confusion(records)["true_success"] == 2

@@ -133,7 +133,8 @@ class SimBridge:
         waypoints = [Waypoint(*(float(w[k]) for k in ("x", "y", "z", "theta", "gripper"))) for w in step["waypoints"]]
         result = self.world.execute(cmd, [pose["x"], pose["y"], pose["z"]], float(pose["theta"]), chunk=waypoints)
         task = self.world.task
-        judged = self._judge(task, result, int(step["index"]), str(step.get("skill") or cmd)) if task is not None else {}
+        skill = str(step.get("skill") or cmd)
+        judged = self._judge(task, result, int(step["index"]), skill) if task is not None else {}
         held = self.world.held_object()
         holding = step.get("object") if cmd == "pick" and held else held
         if cmd != "pick" or not result.success:  # a held object stays held for the next step

@@ -43,6 +43,9 @@ class SceneConfig:
     finger_clearance: float = 0.012  # free gap around the open finger pads of every object's top grasp
     with_bowl: bool = True
     with_tray: bool = True
+    # Every distractor shares the target's colour or its shape (training's hard look-alikes). Off:
+    # one shares its colour, one its shape, the rest are random (the benchmark's scenes).
+    all_look_alikes: bool = False
     camera: CameraSpec = field(default_factory=CameraSpec)
     timestep: float = 0.002
 

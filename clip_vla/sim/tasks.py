@@ -135,7 +135,8 @@ class Task:
 
 # --------------------------------------------------------------------------- sampling
 def sample_objects(rng: np.random.Generator, n_distractors: int, config: SceneConfig) -> List[Tuple[str, str, str]]:
-    """(colour, shape, size) of the target first, then distractors sharing its colour or shape."""
+    """(colour, shape, size) of the target first, then distractors: one sharing its colour, one its
+    shape, the rest random (``config.all_look_alikes``: every one shares its colour or its shape)."""
     colour = str(rng.choice(config.colours))
     shape = str(rng.choice(config.shapes))
     chosen = [(colour, shape)]
@@ -147,6 +148,10 @@ def sample_objects(rng: np.random.Generator, n_distractors: int, config: SceneCo
             break
         if group:
             chosen.append(group[int(rng.integers(len(group)))])
+    if config.all_look_alikes:
+        alike = [p for p in same_colour + same_shape if p not in chosen]
+        while len(chosen) <= n_distractors and alike:
+            chosen.append(alike.pop(int(rng.integers(len(alike)))))
     rest = [p for p in pool if p not in chosen]
     while len(chosen) <= n_distractors and rest:
         chosen.append(rest.pop(int(rng.integers(len(rest)))))

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-base", type=int, default=None, help="generate: first episode seed")
     p.add_argument("--randomise", type=float, default=1.0, help="generate: domain randomisation strength")
     p.add_argument("--workers", type=int, default=1, help="generate: rendering processes")
+    p.add_argument("--gripper-views", default=None, metavar="VIEW=W,...",
+                   help="generate: where the gripper is, with weights, e.g. home=0.4,hover=0.2,holding=0.2,"
+                        "approach=0.2 (default: home only, parked out of view)")
+    p.add_argument("--look-alikes", type=float, default=0.0,
+                   help="generate: chance that every distractor shares the target's colour or shape")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -152,10 +157,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.task == "generate":
-        from clip_vla.train.simdata import TRAIN_SEED_BASE, generate
+        from clip_vla.train.simdata import TRAIN_SEED_BASE, generate, parse_views
 
+        try:
+            views = parse_views(args.gripper_views)
+        except ValueError as exc:
+            _log(f"--gripper-views: {exc}")
+            return 2
         path = generate(args.out, args.count, seed_base=args.seed_base if args.seed_base is not None
-                        else TRAIN_SEED_BASE, strength=args.randomise, workers=args.workers, progress=not args.quiet)
+                        else TRAIN_SEED_BASE, strength=args.randomise, workers=args.workers, progress=not args.quiet,
+                        gripper_views=views, look_alikes=args.look_alikes)
         print(json.dumps({"data": str(path), "count": args.count}))
         return 0
     if not args.data and not args.val:

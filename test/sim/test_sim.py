@@ -107,6 +107,17 @@ def test_sampled_scene_has_confusable_distractors_and_unique_phrases():
             assert task.destination in ("bowl", "tray") and task.destination in task.command
 
 
+def test_training_scenes_can_make_every_distractor_a_look_alike():
+    from dataclasses import replace
+
+    cfg = replace(SceneConfig(), all_look_alikes=True)
+    for seed in range(20):
+        task = sample_task(np.random.default_rng(seed), skills=("pick",), n_distractors=3, config=cfg)
+        target, others = task.layout.objects[0], task.layout.objects[1:]
+        assert len(others) == 3
+        assert all(o.colour == target.colour or o.shape == target.shape for o in others), task.layout.objects
+
+
 def test_sampling_is_deterministic():
     a = sample_layout(np.random.default_rng(5), 3)
     b = sample_layout(np.random.default_rng(5), 3)

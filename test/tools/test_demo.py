@@ -27,9 +27,13 @@ def _run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 def test_demo_oracle_runs_a_one_command_place_and_a_compound_command(tmp_path):
     out = _run("demo", "--perception", "oracle", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "2/2 commands carried out" in out.stdout, out.stdout
+    assert "3/3 commands carried out by the simulated robot (0 after a retry)" in out.stdout, out.stdout
     records = json.loads((tmp_path / "demo.json").read_text())
-    place, compound = records
+    place, compound, recovery = records
+    # ground-truth masks miss nothing: the recovery scene needs no retry, every step is verified once
+    assert recovery["success"] and not recovery["retried"]
+    assert [(v["attempt"], v["verdict"]) for v in recovery["verdicts"]] == [(1, "success")] * len(recovery["results"])
+    assert "verify success" in out.stdout
     assert place["command"].startswith("put the ") and place["status"]["plan"]["steps"] == 2
     assert [r["goal"]["cmd"] for r in place["results"]] == ["pick", "place"]  # one command, an implicit pick
     assert compound["status"]["plan"]["steps"] >= 2 and compound["ending"]["outcome"] == "done"

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clipseg", help="CLIPSeg id or directory instead of the shipped sim model")
     p.add_argument("--clip", help="CLIP id or directory instead of the shipped sim model")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
-    p.add_argument("--distractors", type=int, default=3, help="look-alike objects besides the target")
+    p.add_argument("--distractors", type=int, default=3,
+                   help="objects besides the target: one of its colour, one of its shape, the rest random")
     p.add_argument("--recovery-seed", type=int, default=RECOVERY[0],
                    help="scene of the third command, a %s whose first try fails (default: %%(default)s)" % RECOVERY[1])
     p.add_argument("--console", action="store_true",

@@ -606,7 +606,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--perception", choices=("model", "oracle"), default="model")
     parser.add_argument("--skills", default="pick,place,push",
                         help="comma-separated skills; 'compound': random 2-3 clause commands")
-    parser.add_argument("--distractors", type=int, default=3)
+    parser.add_argument("--distractors", type=int, default=3,
+                        help="objects besides the target: one of its colour, one of its shape, the rest random")
     parser.add_argument("--clipseg", help="CLIPSeg id or directory (default: the shipped sim model)")
     parser.add_argument("--clip", help="CLIP id or directory (default: the shipped sim model)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",

@@ -82,6 +82,7 @@ class VLAPipeline:
         """Thresholds, prompts and geometry take effect on the next frame; models stay loaded."""
         self.config = config
         self.vocabulary = config.vocabulary
+        self.catalogue = catalogue_names(config)
         fallback = self.scorer.best_skill_for_text if self.scorer is not None else None
         self.parser = InstructionParser(self.vocabulary, similarity_fallback=fallback,
                                         max_length=self.max_command_length)
@@ -144,7 +145,9 @@ class VLAPipeline:
         skill = self.vocabulary.skill(parsed.skill)
         template = self.config.perception.prompt_template
         named = [p for p in (parsed.object, parsed.destination) if p]
-        prompts = [template.replace("{object}", p) for p in named] + list(self.vocabulary.distractors)
+        rivals = look_alikes(parsed.object, self.catalogue, self.config.perception.look_alike_competitors,
+                             exclude=named)
+        prompts = [template.replace("{object}", p) for p in named + rivals] + list(self.vocabulary.distractors)
         object_index = 0 if parsed.object else None
         destination_index = (1 if parsed.object else 0) if parsed.destination else None
         prepared = PreparedCommand(command, parsed, skill, prompts, object_index, destination_index)
@@ -339,6 +342,36 @@ class VLAPipeline:
         """
         return geometry.locate(detection.mask, detection.centroid, depth, intrinsics, camera_to_base,
                                self.config.geometry)
+
+
+def catalogue_names(config: ClipVlaConfig) -> List[str]:
+    """The object names the configuration knows (suggest colours x shapes, its objects, the
+    vocabulary's), fixtures excluded: where look-alike competitors come from."""
+    section = config.suggest
+    names = [f"{c} {s}" for c in section.colours for s in section.shapes if c and s] + list(section.objects)
+    if section.vocabulary_objects and config.vocabulary is not None:
+        names += [str(o) for o in config.vocabulary.objects]
+    fixtures = {f.strip().lower() for f in section.fixtures}
+    return [n for n in dict.fromkeys(n.strip().lower() for n in names) if n and n not in fixtures]
+
+
+def look_alikes(target: Optional[str], names: Sequence[str], limit: int, exclude: Sequence[str] = ()) -> List[str]:
+    """Up to ``limit`` of ``names`` that share a word with ``target`` without naming it more or less
+    precisely: "red ball" and "blue block" for "red block", never "block" or "big red block" (those
+    would take the target's own pixels from it). In catalogue order; none for ``limit`` 0."""
+    if not target or limit <= 0:
+        return []
+    words = set(target.lower().split())
+    skip = {e.lower() for e in exclude} | {target.lower()}
+    out = []
+    for name in names:
+        other = set(name.split())
+        if name in skip or not (words & other) or words <= other or other <= words:
+            continue
+        out.append(name)
+        if len(out) == limit:
+            break
+    return out
 
 
 def detect_roles(probs, prepared: PreparedCommand, perception) -> Dict[str, Detection]:

@@ -424,6 +424,10 @@ class PerceptionConfig(Validated):
     image_weight: float = setting(0.3, "weight of image-to-skill-prompt similarity", range=(0.0, 1.0))
     prompt_template: str = setting("{object}", "how an object phrase becomes a CLIPSeg prompt ({object} is "
                                                "replaced)")
+    look_alike_competitors: int = setting(
+        0, "most look-alike names that compete with the target at every pixel, like the distractors: the "
+        "suggest catalogue's object names sharing a word with it ('red ball', 'blue block' for 'red block'); "
+        "0: none", range=(0, 100))
 
     def check_together(self) -> None:
         if self.text_weight + self.image_weight <= 0:

@@ -14,7 +14,9 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 
 def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional[str] = None,
                       skills: Sequence[str] = ("pick", "place", "push"), n_distractors: int = 3,
-                      vocabulary_file: Optional[str] = None) -> Dict[str, Any]:
+                      vocabulary_file: Optional[str] = None,
+                      overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``overrides``: flat settings (``ClipVlaConfig.replace``), e.g. a test-time choice to compare."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dataclasses import replace
 
@@ -30,6 +32,8 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
     cfg = replace(cfg, models=models)
     if vocabulary_file:
         cfg = replace(cfg, vocabulary=Vocabulary.from_yaml(vocabulary_file))
+    if overrides:
+        cfg = cfg.replace(**overrides)
     seeds = list(seeds)
     pipe = VLAPipeline(cfg)
     world = TabletopWorld(seed=0, n_distractors=n_distractors)

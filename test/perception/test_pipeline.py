@@ -264,3 +264,29 @@ def test_a_verb_clip_contradicts_is_low_confidence_with_the_scores(pipeline, fra
 def test_with_the_veto_off_a_spoken_verb_always_wins(pipeline, frame):
     reconfigure(pipeline, **{"perception.skill_veto_margin": 0.0})
     assert all(pipeline.run(frame, c).accepted for c in _verb_commands(pipeline).values())
+
+
+def test_look_alikes_share_a_word_but_never_rename_the_target():
+    from clip_vla.pipeline import look_alikes
+
+    names = ["red block", "red ball", "blue block", "green cup", "block", "big red block", "bowl"]
+    assert look_alikes("red block", names, 8) == ["red ball", "blue block"]
+    assert look_alikes("red block", names, 1) == ["red ball"]  # catalogue order, at most the limit
+    assert look_alikes("red block", names, 0) == [] and look_alikes(None, names, 8) == []
+    assert look_alikes("red block", names, 8, exclude=["blue block"]) == ["red ball"]  # the destination, say
+    assert look_alikes("mug", names, 8) == []
+
+
+def test_look_alike_competitors_join_the_prompts_after_the_named_ones(pipeline, frame):
+    """Off by default; on, the catalogue's look-alikes compete at every pixel like the distractors."""
+    reconfigure(pipeline, **{"suggest.colours": ["red", "blue"], "suggest.shapes": ["cup", "ball"],
+                             "suggest.vocabulary_objects": False})
+    off = pipeline.prepare("put the red cup in the bowl")
+    assert off.prompts[:2] == ["red cup", "bowl"] and "red ball" not in off.prompts
+    reconfigure(pipeline, **{"perception.look_alike_competitors": 8})
+    on = pipeline.prepare("put the red cup in the bowl")
+    assert on.prompts[:4] == ["red cup", "bowl", "red ball", "blue cup"]
+    assert on.prompts[4:] == list(pipeline.vocabulary.distractors)
+    assert (on.object_index, on.destination_index) == (0, 1)
+    r = pipeline.run(frame, "put the red cup in the bowl")  # the goal still comes from the named prompts
+    assert isinstance(r, (ActionGoal, NoAction))

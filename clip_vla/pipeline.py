@@ -24,7 +24,7 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import ClipVlaConfig, Skill
 from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
-from clip_vla.perception.localize import detect
+from clip_vla.perception.localize import catalogue_names, detect, look_alikes
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
 from clip_vla.perception.timing import StageTimer
@@ -342,36 +342,6 @@ class VLAPipeline:
         """
         return geometry.locate(detection.mask, detection.centroid, depth, intrinsics, camera_to_base,
                                self.config.geometry)
-
-
-def catalogue_names(config: ClipVlaConfig) -> List[str]:
-    """The object names the configuration knows (suggest colours x shapes, its objects, the
-    vocabulary's), fixtures excluded: where look-alike competitors come from."""
-    section = config.suggest
-    names = [f"{c} {s}" for c in section.colours for s in section.shapes if c and s] + list(section.objects)
-    if section.vocabulary_objects and config.vocabulary is not None:
-        names += [str(o) for o in config.vocabulary.objects]
-    fixtures = {f.strip().lower() for f in section.fixtures}
-    return [n for n in dict.fromkeys(n.strip().lower() for n in names) if n and n not in fixtures]
-
-
-def look_alikes(target: Optional[str], names: Sequence[str], limit: int, exclude: Sequence[str] = ()) -> List[str]:
-    """Up to ``limit`` of ``names`` that share a word with ``target`` without naming it more or less
-    precisely: "red ball" and "blue block" for "red block", never "block" or "big red block" (those
-    would take the target's own pixels from it). In catalogue order; none for ``limit`` 0."""
-    if not target or limit <= 0:
-        return []
-    words = set(target.lower().split())
-    skip = {e.lower() for e in exclude} | {target.lower()}
-    out = []
-    for name in names:
-        other = set(name.split())
-        if name in skip or not (words & other) or words <= other or other <= words:
-            continue
-        out.append(name)
-        if len(out) == limit:
-            break
-    return out
 
 
 def detect_roles(probs, prepared: PreparedCommand, perception) -> Dict[str, Detection]:

@@ -627,6 +627,8 @@ class VerifyConfig(Validated):
                                               "implausible", range=METRES)
     gripper_radius_m: float = setting(0.06, "refusal: a place destination this close to the held object is on the "
                                       "gripper", range=METRES)
+    look_alikes: bool = setting(False, "the verifier's masks compete with the same look-alike names as grounding "
+                                       "(perception.look_alike_competitors); off: only the distractors compete")
 
 
 SECTIONS: Dict[str, Type[Validated]] = {

@@ -8,7 +8,7 @@ counted, so "pick up the cup" with two cups in view is reported, not silently re
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -99,3 +99,34 @@ def detect(probs: np.ndarray, phrases: Sequence[str], target: int, competitors: 
 def detection_from_mask(phrase: str, mask: np.ndarray, min_area: int = 1) -> Detection:
     """A Detection from a known binary mask (ground truth in simulation, or a user's label)."""
     return select_component(mask.astype(bool), mask.astype(np.float32), phrase, min_area=min_area)
+
+
+# --------------------------------------------------------------------------- look-alike prompts
+def catalogue_names(config: Any) -> List[str]:
+    """The object names the configuration knows (suggest colours x shapes, its objects, the
+    vocabulary's), fixtures excluded: where look-alike competitors come from."""
+    section = config.suggest
+    names = [f"{c} {s}" for c in section.colours for s in section.shapes if c and s] + list(section.objects)
+    if section.vocabulary_objects and config.vocabulary is not None:
+        names += [str(o) for o in config.vocabulary.objects]
+    fixtures = {f.strip().lower() for f in section.fixtures}
+    return [n for n in dict.fromkeys(n.strip().lower() for n in names) if n and n not in fixtures]
+
+
+def look_alikes(target: Optional[str], names: Sequence[str], limit: int, exclude: Sequence[str] = ()) -> List[str]:
+    """Up to ``limit`` of ``names`` that share a word with ``target`` without naming it more or less
+    precisely: "red ball" and "blue block" for "red block", never "block" or "big red block" (those
+    would take the target's own pixels from it). In catalogue order; none for ``limit`` 0."""
+    if not target or limit <= 0:
+        return []
+    words = set(target.lower().split())
+    skip = {e.lower() for e in exclude} | {target.lower()}
+    out = []
+    for name in names:
+        other = set(name.split())
+        if name in skip or not (words & other) or words <= other or other <= words:
+            continue
+        out.append(name)
+        if len(out) == limit:
+            break
+    return out

@@ -61,7 +61,7 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
 from clip_vla.core.types import Detection, Frame, Intrinsics
-from clip_vla.perception.localize import all_components, detection_from_mask, target_mask
+from clip_vla.perception.localize import all_components, detection_from_mask, look_alikes, target_mask
 
 if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
     from clip_vla.pipeline import VLAPipeline
@@ -231,7 +231,12 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
 
     def perceive(frame: Frame, phrases: Sequence[str]) -> Dict[str, List[Component]]:
         perception = pipeline.config.perception
-        prompts = [perception.prompt_template.replace("{object}", p) for p in phrases]
+        rivals: List[str] = []
+        if pipeline.config.verify.look_alikes:
+            for phrase in phrases:
+                rivals += [r for r in look_alikes(phrase, pipeline.catalogue, perception.look_alike_competitors,
+                                                  exclude=list(phrases) + rivals)]
+        prompts = [perception.prompt_template.replace("{object}", p) for p in list(phrases) + rivals]
         prompts += list(pipeline.vocabulary.distractors)
         probs = prompt_probabilities(pipeline, frame.rgb, prompts)
         everyone = range(len(prompts))

@@ -60,6 +60,7 @@ class StepRecord:
     attempt: int = 1  # which try at its step this execution was (1: the first)
     task_step: Optional[int] = None  # the task's step it was an attempt at (the simulator's count)
     verdict: Optional[str] = None  # the verifier's on ~/task_status: success | failure | uncertain; None: not verified
+    verdict_reason: Optional[str] = None  # the verdict's reason (object_lifted, wrong_object, ...)
 
     @property
     def xy_error(self) -> Optional[float]:
@@ -261,7 +262,7 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
     skills = task.get("step_skills") or [task["skill"]]
     status = outcome.status
     out: List[StepRecord] = []
-    verdicts = {(v.get("step"), v.get("attempt")): v.get("verdict") for v in outcome.verdicts}
+    verdicts = {(v.get("step"), v.get("attempt")): v for v in outcome.verdicts}
     for r in outcome.results:
         k = int(r.get("step", len(out)))
         attempt = int(r.get("attempt", 1))
@@ -276,7 +277,9 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
                               holding_target=bool(r.get("holding_target")), failure=r.get("failure"),
                               reason=r.get("reason", ""), latency_ms=outcome.latency_ms,
                               tokens=(r.get("goal") or {}).get("tokens"), step_ok=bool(r.get("step_ok")),
-                              attempt=attempt, task_step=task_step, verdict=verdicts.get((k, attempt))))
+                              attempt=attempt, task_step=task_step,
+                              verdict=verdicts.get((k, attempt), {}).get("verdict"),
+                              verdict_reason=verdicts.get((k, attempt), {}).get("reason")))
     refused_at: Optional[int] = None
     reason = ""
     if status is None or status.get("status") != "accepted":

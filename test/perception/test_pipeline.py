@@ -267,7 +267,7 @@ def test_with_the_veto_off_a_spoken_verb_always_wins(pipeline, frame):
 
 
 def test_look_alikes_share_a_word_but_never_rename_the_target():
-    from clip_vla.pipeline import look_alikes
+    from clip_vla.perception.localize import look_alikes
 
     names = ["red block", "red ball", "blue block", "green cup", "block", "big red block", "bowl"]
     assert look_alikes("red block", names, 8) == ["red ball", "blue block"]

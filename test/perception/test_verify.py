@@ -252,6 +252,28 @@ def test_the_shipped_models_tell_a_lifted_object_from_one_left_on_the_table(worl
     assert verdicts["pick_missed"].verdict == "failure", verdicts["pick_missed"].to_dict()
 
 
+def test_with_verify_look_alikes_the_verifiers_masks_compete_with_groundings_look_alikes(world):
+    """The verifier's decoder batch gets the same look-alike names as grounding when asked to."""
+    from clip_vla.pipeline import VLAPipeline
+    from clip_vla.perception.verify import model_perceiver
+    from clip_vla.tools.sim_eval import sim_model_overrides
+
+    base = ClipVlaConfig.from_yaml().replace(**sim_model_overrides("model"))
+    seen = []
+    for on in (False, True):
+        pipeline = VLAPipeline(base.replace(**{"verify.look_alikes": on}))
+        segment = pipeline.segment
+        pipeline.segment = lambda rgb, prompts, timer=None: (seen.append(list(prompts)), segment(rgb, prompts))[1]
+        run = executed(world, "pick_ok")
+        found = model_perceiver(pipeline)(run.before, [run.step.object])
+        assert run.step.object in found
+    off, on = seen
+    assert off == [run.step.object] + list(base.vocabulary.distractors)
+    rivals = on[1:-len(base.vocabulary.distractors)]
+    assert on[0] == run.step.object and 1 <= len(rivals) <= 8
+    assert all(set(r.split()) & set(run.step.object.split()) for r in rivals)
+
+
 # --------------------------------------------------------------------------- refusal before execution
 def test_a_destination_on_the_held_object_is_refused():
     refusal = refuse_implausible_goal((0.5, 0.1, 0.17), "place", held_xyz_base=(0.51, 0.1, 0.16))

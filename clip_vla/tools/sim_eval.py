@@ -592,7 +592,7 @@ def sim_model_overrides(perception: str, clipseg: Optional[str] = None,
     from clip_vla.train.shipped import SIM_CLIP, SIM_CLIPSEG, sim_model_config
 
     # Every look-alike of the catalogue competes with the target: on validation seeds 50,000-50,049
-    # the shipped models' goal pixel lands on the target for pick 94% / push 92% with it, 74% / 70%
+    # the stage-3 models' goal pixel lands on the target for pick 94% / push 92% with it, 74% / 70%
     # without (README "Simulation"); the catalogue (suggest.colours x shapes) gives 8 per object.
     # The verifier's masks compete with the same names: on the same validation seeds, with verification on,
     # pick/place/push succeed 88/82/94% with it, 82/74/96% without (README "Verification").

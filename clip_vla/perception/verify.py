@@ -234,8 +234,8 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
         rivals: List[str] = []
         if pipeline.config.verify.look_alikes:
             for phrase in phrases:
-                rivals += [r for r in look_alikes(phrase, pipeline.catalogue, perception.look_alike_competitors,
-                                                  exclude=list(phrases) + rivals)]
+                rivals += look_alikes(phrase, pipeline.catalogue, perception.look_alike_competitors,
+                                      exclude=list(phrases) + rivals)
         prompts = [perception.prompt_template.replace("{object}", p) for p in list(phrases) + rivals]
         prompts += list(pipeline.vocabulary.distractors)
         probs = prompt_probabilities(pipeline, frame.rgb, prompts)

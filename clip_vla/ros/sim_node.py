@@ -39,6 +39,24 @@ from clip_vla.core.plan import current_step
 from clip_vla.sim.oracle import ObservationLog
 
 
+def task_step_of(last: Optional[Tuple[int, str, int]], index: int, skill: str, skills: Tuple[str, ...]) -> int:
+    """Which of the task's steps (``Task.step_skills``) plan step ``index`` (``skill``) is an attempt at.
+
+    ``last``: (plan index, skill, task step) of the step executed before, None for the first.
+    In order, one after the other, except that a retried step (the same index and skill again)
+    is the same task step, and a pick the node inserted before a place whose object fell (a
+    re-plan: a pick under the place's index) is that place's pick. Counting executions instead
+    judged a retried pick as the place that follows it.
+    """
+    if last is None:
+        return 0
+    if (index, skill) == last[:2]:
+        return last[2]
+    if skill == "pick" and index == last[0] and skills[last[2]] == "place":
+        return max(last[2] - 1, 0)
+    return min(last[2] + 1, len(skills) - 1)
+
+
 class SimBridge:
     """The ROS-facing simulator, built on an existing rclpy node (so tools can embed it)."""
 
@@ -273,21 +291,3 @@ def main(args: Optional[list] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def task_step_of(last: Optional[Tuple[int, str, int]], index: int, skill: str, skills: Tuple[str, ...]) -> int:
-    """Which of the task's steps (``Task.step_skills``) plan step ``index`` (``skill``) is an attempt at.
-
-    ``last``: (plan index, skill, task step) of the step executed before, None for the first.
-    In order, one after the other, except that a retried step (the same index and skill again)
-    is the same task step, and a pick the node inserted before a place whose object fell (a
-    re-plan: a pick under the place's index) is that place's pick. Counting executions instead
-    judged a retried pick as the place that follows it.
-    """
-    if last is None:
-        return 0
-    if (index, skill) == last[:2]:
-        return last[2]
-    if skill == "pick" and index == last[0] and skills[last[2]] == "place":
-        return max(last[2] - 1, 0)
-    return min(last[2] + 1, len(skills) - 1)

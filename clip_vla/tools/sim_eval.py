@@ -268,6 +268,7 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
         attempt = int(r.get("attempt", 1))
         task_step = r.get("task_step")
         truth_xyz, truth_yaw = _truth(task, k if task_step is None else int(task_step))
+        verdict = verdicts.get((k, attempt), {})
         pose = (r.get("goal") or {}).get("pose") or {}
         out.append(StepRecord(command=text, expected_skill=r.get("expected_skill", skills[min(k, len(skills) - 1)]),
                               status="accepted", cmd=r.get("cmd"),
@@ -278,8 +279,7 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
                               reason=r.get("reason", ""), latency_ms=outcome.latency_ms,
                               tokens=(r.get("goal") or {}).get("tokens"), step_ok=bool(r.get("step_ok")),
                               attempt=attempt, task_step=task_step,
-                              verdict=verdicts.get((k, attempt), {}).get("verdict"),
-                              verdict_reason=verdicts.get((k, attempt), {}).get("reason")))
+                              verdict=verdict.get("verdict"), verdict_reason=verdict.get("reason")))
     refused_at: Optional[int] = None
     reason = ""
     if status is None or status.get("status") != "accepted":
@@ -345,11 +345,12 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
         lat = [e.steps[0].latency_ms for e in eps if e.steps]  # the command's: said once, answered once
         answered = [s for s in steps if s.cmd is not None]
         executed = [s for e in eps for s in e.steps if s.executed]
+        success = sum(e.success for e in eps) / len(eps)
         out[skill] = {
             "episodes": len(eps),
-            "success_rate": sum(e.success for e in eps) / len(eps),
+            "success_rate": success,
             "first_try_success": sum(e.first_try_success for e in eps) / len(eps),
-            "success_after_retries": sum(e.success for e in eps) / len(eps),
+            "success_after_retries": success,
             "attempts_mean": attempts_mean(eps),
             "verifier": verifier_confusion(executed),
             "goals_accepted": len(goals) / max(len(steps), 1),

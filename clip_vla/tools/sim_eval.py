@@ -29,9 +29,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from clip_vla.core.stats import percentile
+from clip_vla.sim.settings import sim_perception_settings
 
 COMPOUND = "compound"  # clip_vla.sim.tasks.COMPOUND (not imported: that would load MuJoCo for --help)
-SIM_LOOK_ALIKES = 8  # perception.look_alike_competitors in the simulated world (chosen on validation seeds)
 FRAME_MARGIN_S = 0.1  # after the driver has a frame, for vla_node's callback on the same frame
 
 
@@ -578,27 +578,13 @@ def _oracle_factory(oracle: Any) -> Callable[[Any], Any]:
     return lambda config: VLAPipeline(config, oracle=oracle)
 
 
-def sim_suggest_parameters() -> Dict[str, Any]:
-    """The ``suggest`` section for the simulated world: its catalogue's names, its bowl and tray."""
-    from clip_vla.sim.objects import DEFAULT_COLOURS, DEFAULT_SHAPES
-
-    return {"suggest.colours": list(DEFAULT_COLOURS), "suggest.shapes": list(DEFAULT_SHAPES),
-            "suggest.vocabulary_objects": False, "suggest.fixtures": ["bowl", "tray"]}
-
-
 def sim_model_overrides(perception: str, clipseg: Optional[str] = None,
                         clip: Optional[str] = None) -> Dict[str, Any]:
     """vla_node parameters for the simulated world, on CPU: the models given, else the shipped
     compact sim-domain pair (needed only for ``model`` perception)."""
     from clip_vla.train.shipped import SIM_CLIP, SIM_CLIPSEG, sim_model_config
 
-    # Every look-alike of the catalogue competes with the target: on validation seeds 50,000-50,049
-    # the stage-3 models' goal pixel lands on the target for pick 94% / push 92% with it, 74% / 70%
-    # without (README "Simulation"); the catalogue (suggest.colours x shapes) gives 8 per object.
-    # The verifier's masks compete with the same names: on the same validation seeds, with verification on,
-    # pick/place/push succeed 88/82/94% with it, 82/74/96% without (README "Verification").
-    overrides: Dict[str, Any] = {"models.device": "cpu", "perception.look_alike_competitors": SIM_LOOK_ALIKES,
-                                 "verify.look_alikes": True, **sim_suggest_parameters()}
+    overrides: Dict[str, Any] = {"models.device": "cpu", **sim_perception_settings()}
     if perception == "model" and not (clipseg and clip):
         missing = [str(p) for p in (SIM_CLIPSEG, SIM_CLIP) if not (p / "config.json").is_file()]
         if missing:

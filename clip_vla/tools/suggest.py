@@ -186,7 +186,7 @@ def _pixel_on(mask: Any, pixel: Optional[Sequence[float]]) -> bool:
 
 def sim_suggest_config(args: argparse.Namespace, section: Any) -> SuggestConfig:
     """The flags' settings with the simulated catalogue as candidates (its colours x shapes, bowl, tray)."""
-    from clip_vla.tools.sim_eval import sim_suggest_parameters
+    from clip_vla.sim.settings import sim_suggest_parameters
 
     sim = {key.partition(".")[2]: value for key, value in sim_suggest_parameters().items()}
     given = {key: _names(getattr(args, key)) for key in ("colours", "shapes", "fixtures") if getattr(args, key)}

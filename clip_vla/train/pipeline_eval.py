@@ -4,7 +4,9 @@ For held-out simulator seeds (``clip-vla train`` uses the validation range 50,00
 benchmark's are 1000..; see clip_vla/train/__init__.py), render the episode's first frame with
 the default camera and lighting, run the full pipeline with the given model directories, and
 count goals whose pixel lies inside the ground-truth mask of the object (pick, push, ...) or
-the destination (place).
+the destination (place). The pipeline runs under the simulated world's perception settings
+(``clip_vla.sim.settings``: look-alike competitors), as `clip-vla sim` runs it, so the
+training tool's check and the closed-loop figures judge a model by the same rule.
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
                       skills: Sequence[str] = ("pick", "place", "push"), n_distractors: int = 3,
                       vocabulary_file: Optional[str] = None,
                       overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """``overrides``: flat settings (``ClipVlaConfig.replace``), e.g. a test-time choice to compare."""
+    """``overrides``: flat settings (``ClipVlaConfig.replace``) on top of the simulated world's, e.g. a
+    test-time choice to compare; the settings used are returned under ``settings``."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dataclasses import replace
 
     from clip_vla.core.config import ClipVlaConfig, Vocabulary
     from clip_vla.core.geometry import RigidTransform
     from clip_vla.pipeline import VLAPipeline
+    from clip_vla.sim.settings import sim_perception_settings
     from clip_vla.sim.world import TabletopWorld
     from clip_vla.core.types import ActionGoal
 
@@ -32,8 +36,8 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
     cfg = replace(cfg, models=models)
     if vocabulary_file:
         cfg = replace(cfg, vocabulary=Vocabulary.from_yaml(vocabulary_file))
-    if overrides:
-        cfg = cfg.replace(**overrides)
+    settings = {**sim_perception_settings(), **(overrides or {})}
+    cfg = cfg.replace(**settings)
     seeds = list(seeds)
     pipe = VLAPipeline(cfg)
     world = TabletopWorld(seed=0, n_distractors=n_distractors)
@@ -65,4 +69,4 @@ def pipeline_hit_rate(clipseg_dir: str, seeds: Iterable[int], clip_dir: Optional
     return {"hit_rate": hits / max(total, 1), "episodes": total,
             "seeds": f"{min(seeds)}-{max(seeds)}" if seeds else "",
             "per_skill": {k: {**v, "hit_rate": v["hits"] / max(v["episodes"], 1)} for k, v in per_skill.items()},
-            "no_action_reasons": reasons}
+            "no_action_reasons": reasons, "settings": settings}

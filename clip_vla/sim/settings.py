@@ -5,7 +5,7 @@ pipeline check (`clip-vla train --pipeline-seeds`) judge a model under the same 
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 # perception.look_alike_competitors in the simulated world (chosen on validation seeds): every
 # look-alike of the catalogue competes with the target. On validation seeds 50,000-50,049 the
@@ -31,3 +31,20 @@ def sim_perception_settings() -> Dict[str, Any]:
     """
     return {"perception.look_alike_competitors": SIM_LOOK_ALIKES, "verify.look_alikes": True,
             **sim_suggest_parameters()}
+
+
+def parse_settings(items: Sequence[str]) -> Dict[str, Any]:
+    """``["verify.rival_logit_margin=1.5", ...]`` (a CLI's ``--param``) -> flat settings, YAML values.
+
+    Raises:
+        ValueError: when an item has no ``=`` or no name.
+    """
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"a setting is NAME=VALUE (e.g. perception.mask_threshold=0.3), got '{item}'")
+        out[name.strip()] = yaml.safe_load(value)
+    return out

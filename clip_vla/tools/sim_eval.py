@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from clip_vla.core.stats import percentile
-from clip_vla.sim.settings import sim_perception_settings
+from clip_vla.sim.settings import parse_settings, sim_perception_settings
 
 COMPOUND = "compound"  # clip_vla.sim.tasks.COMPOUND (not imported: that would load MuJoCo for --help)
 FRAME_MARGIN_S = 0.1  # after the driver has a frame, for vla_node's callback on the same frame
@@ -612,12 +612,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", help="write episodes + summary here")
     args = parser.parse_args(argv)
 
-    import yaml
-
-    overrides = sim_model_overrides(args.perception, args.clipseg, args.clip)
-    for item in args.param:
-        name, _, value = item.partition("=")
-        overrides[name] = yaml.safe_load(value)
+    try:
+        params = parse_settings(args.param)
+    except ValueError as exc:
+        parser.error(str(exc))
+    overrides = {**sim_model_overrides(args.perception, args.clipseg, args.clip), **params}
     skills = [s.strip() for s in args.skills.split(",") if s.strip()]
     episodes: List[Episode] = []
     started = time.perf_counter()

@@ -140,20 +140,30 @@ class ExecutedStep:
     perceived: Dict[Any, Any] = field(default_factory=dict)  # MemoPerceive's memo
 
 
+def sim_config(params: Optional[Dict[str, Any]] = None):
+    """The configuration `clip-vla sim` runs the shipped models with (``clip_vla.sim.settings``), on
+    CPU, with ``params`` (flat settings) on top."""
+    from clip_vla.core.config import ClipVlaConfig
+    from clip_vla.sim.settings import sim_perception_settings
+    from clip_vla.train.shipped import sim_model_config
+
+    return ClipVlaConfig.from_yaml().replace(**{**sim_model_config(), **sim_perception_settings(),
+                                                "models.device": "cpu", **(params or {})})
+
+
 class Evaluation:
     """One world and one pipeline, reused over every episode."""
 
-    def __init__(self, perception: str = "model", n_distractors: int = 3, clip_evidence: bool = False) -> None:
+    def __init__(self, perception: str = "model", n_distractors: int = 3, clip_evidence: bool = False,
+                 params: Optional[Dict[str, Any]] = None) -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")
-        from clip_vla.core.config import ClipVlaConfig
         from clip_vla.perception.verify import model_perceiver
         from clip_vla.pipeline import VLAPipeline
         from clip_vla.sim.oracle import GroundTruthPerception, ObservationLog
         from clip_vla.sim.world import TabletopWorld
-        from clip_vla.train.shipped import sim_model_config
 
         self.log = ObservationLog()
-        cfg = ClipVlaConfig.from_yaml().replace(**sim_model_config(), **{"models.device": "cpu"})
+        cfg = sim_config(params)
         if perception == "oracle":
             self.pipeline = VLAPipeline(cfg, oracle=GroundTruthPerception(self.log))
             self.perceive = oracle_perceiver(self.log)
@@ -290,9 +300,13 @@ def summarise(steps: Sequence[StepOutcome]) -> Dict[str, Any]:
 
 def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perception: str = "model",
              depth: bool = True, clip_evidence: bool = False, verify_config=None, progress: bool = False,
-             save_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Every (seed, skill) episode executed and verified; ``save_dir`` keeps each step for ``reverify``."""
-    ev = Evaluation(perception=perception, clip_evidence=clip_evidence)
+             save_dir: Optional[str] = None, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Every (seed, skill) episode executed and verified; ``save_dir`` keeps each step for ``reverify``.
+
+    ``verify_config`` None: the ``verify`` section of ``sim_config(params)``.
+    """
+    ev = Evaluation(perception=perception, clip_evidence=clip_evidence, params=params)
+    verify_config = verify_config or ev.pipeline.config.verify
     steps: List[StepOutcome] = []
     t0 = time.perf_counter()
     try:
@@ -309,18 +323,22 @@ def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perce
     return _report(seeds, skills, perception, depth, time.perf_counter() - t0, steps)
 
 
-def reverify(save_dirs: Sequence[str], verify_config=None, depth: bool = True) -> Dict[str, Any]:
+def reverify(save_dirs: Sequence[str], verify_config=None, depth: bool = True,
+             params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The saved steps of ``evaluate(save_dir=...)`` verified again (other thresholds, no depth): no models.
+
+    ``verify_config`` None: the ``verify`` section of ``sim_config(params)`` (its models are not loaded).
+    What was perceived is replayed, so a setting that changes perception (``verify.look_alikes``)
+    has no effect here.
 
     Raises:
         FileNotFoundError: when the folders hold no saved step.
     """
-    from clip_vla.core.config import ClipVlaConfig
-
     paths = sorted(p for d in save_dirs for p in glob.glob(os.path.join(d, "*.pkl.gz")))
     if not paths:
         raise FileNotFoundError(f"no saved steps (*.pkl.gz) in {', '.join(save_dirs)}")
-    geometry_config = ClipVlaConfig.from_yaml().geometry
+    config = sim_config(params)
+    geometry_config, verify_config = config.geometry, verify_config or config.verify
     t0 = time.perf_counter()
     steps = []
     for path in paths:
@@ -383,7 +401,8 @@ MAX_VALID_FIRE_RATE = 0.01  # the issue's bound on vetoed valid commands
 
 
 def veto_gaps(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS,
-              invalid_skills: Sequence[str] = INVALID_SKILLS, progress: bool = False) -> List[Dict[str, Any]]:
+              invalid_skills: Sequence[str] = INVALID_SKILLS, progress: bool = False,
+              params: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """CLIP's log-odds gap (``skill_scorer.log_odds_gap``) of the named skill, per command, on sim frames.
 
     Per (seed, skill) episode: the episode's own command (valid) and "<verb> the <object>" for
@@ -396,7 +415,7 @@ def veto_gaps(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS,
     from clip_vla.perception.skill_scorer import log_odds_gap
     from clip_vla.pipeline import PreparedCommand
 
-    ev = Evaluation(perception="model")
+    ev = Evaluation(perception="model", params=params)
     vocabulary = ev.pipeline.vocabulary
     rows: List[Dict[str, Any]] = []
     try:
@@ -451,12 +470,12 @@ def choose_veto_margin(rows: Sequence[Dict[str, Any]], grid: Sequence[float] = M
 
 
 def skill_veto_report(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, margin: Optional[float] = None,
-                      progress: bool = False) -> Dict[str, Any]:
+                      progress: bool = False, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Fire rates of the veto on valid and invalid commands: at ``margin``, else at the margin chosen here.
 
     Choose on validation seeds (``margin`` None), then measure once on held-out seeds with it.
     """
-    rows = veto_gaps(seeds, skills, progress=progress)
+    rows = veto_gaps(seeds, skills, progress=progress, params=params)
     chosen = veto_fire_rates(rows, margin) if margin is not None else choose_veto_margin(rows)
     return {"seeds": _seed_text(seeds), "skills": list(skills), "invalid_skills": list(INVALID_SKILLS),
             "chosen_here": margin is None, **chosen,
@@ -504,18 +523,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help=f"measure the skill veto instead (valid commands and {'/'.join(INVALID_SKILLS)} ones; "
                          f"seeds: {VETO_VALIDATION_SEEDS} to choose, {VETO_HELD_OUT_SEEDS} held out)")
     ap.add_argument("--margin", type=float, help="--skill-veto: measure at this margin (nats) instead of choosing")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting (YAML value) on top of the simulated world's, e.g. verify.rival_logit_margin=1.5")
     args = ap.parse_args(argv)
+    from clip_vla.sim.settings import parse_settings
+
+    try:
+        params = parse_settings(args.param)
+    except ValueError as exc:
+        ap.error(str(exc))
     skills = [s.strip() for s in args.skills.split(",") if s.strip()]
     seeds = parse_seeds(args.seeds or (VETO_VALIDATION_SEEDS if args.skill_veto else VALIDATION_SEEDS))
     if args.skill_veto:
-        report = skill_veto_report(seeds, skills, args.margin, progress=args.progress)
+        report = skill_veto_report(seeds, skills, args.margin, progress=args.progress, params=params)
         print_veto_summary(report)
     else:
         if args.reverify:
-            report = reverify(args.reverify, depth=not args.no_depth)
+            report = reverify(args.reverify, depth=not args.no_depth, params=params)
         else:
             report = evaluate(seeds, skills, args.perception, not args.no_depth, args.clip_evidence,
-                              progress=args.progress, save_dir=args.save)
+                              progress=args.progress, save_dir=args.save, params=params)
         print_summary(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -73,3 +73,26 @@ def test_clip_top_is_named_tells_an_echo_of_the_verb():
 
     rows = _veto_rows([0.0, 0.0], [0.0, 7.0])
     assert clip_top_is_named(rows, True) == 1.0 and clip_top_is_named(rows, False) == 0.5
+
+
+# --------------------------------------------------------------------------- the simulated world's settings
+def test_verify_eval_runs_the_simulated_worlds_settings_with_params_on_top():
+    from clip_vla.sim.settings import SIM_LOOK_ALIKES
+    from clip_vla.tools.verify_eval import sim_config
+
+    cfg = sim_config({"verify.rival_logit_margin": 2.5})
+    assert cfg.perception.look_alike_competitors == SIM_LOOK_ALIKES and cfg.verify.look_alikes is True
+    assert cfg.verify.rival_logit_margin == 2.5 and cfg.models.device == "cpu"
+
+
+def test_a_saved_step_is_verified_again_under_a_param_without_the_simulator(tmp_path):
+    """Oracle perception on a real MuJoCo episode, saved; re-verified with an unreachable push distance."""
+    pytest.importorskip("mujoco")
+    from clip_vla.tools.verify_eval import evaluate, reverify
+
+    first = evaluate([50_000], ["push"], perception="oracle", save_dir=str(tmp_path))
+    step0, = first["steps"]
+    assert step0["truth"] is True and step0["verdict"] == "success", step0
+    again = reverify([str(tmp_path)], params={"verify.min_push_m": 5.0})
+    redone, = again["steps"]
+    assert redone["verdict"] == "failure" and redone["reason"] == "not_moved_enough"

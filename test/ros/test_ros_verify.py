@@ -2,8 +2,9 @@
 
 One node process on tiny models (the whole image is the target) with ``verify_steps`` on,
 ``max_retries`` 1 and ``max_frame_age`` 3 s (a loaded CI machine is slow; staleness is tested
-elsewhere). The test client plays an executor that reports "done" without moving anything: the camera keeps showing the same table, so the verifier finds the picked object
-still where it rested and the step fails verification. This is the README's executor contract
+elsewhere). The test client plays an executor that reports "done" without moving anything:
+the camera keeps showing the same table, so the verifier finds the picked object still where
+it rested and the step fails verification. This is the README's executor contract
 played by a test node over DDS, not a mock of ROS.
 """
 from __future__ import annotations

@@ -127,7 +127,6 @@ def _describe(outcome: Any) -> List[str]:
     plan = status.get("plan") or {}
     lines = [f"  plan    {plan.get('steps', 1)} steps: " + " | ".join(plan.get("texts", [])) +
              f"   ({status.get('latency_ms', 0):.0f} ms to the first goal)"]
-    verdicts = {(v.get("step"), v.get("attempt")): v for v in outcome.verdicts}
     for r in outcome.results:
         goal = r.get("goal") or {}
         pose = goal.get("pose") or {}
@@ -142,7 +141,7 @@ def _describe(outcome: Any) -> List[str]:
         lines.append("          chunk " + " -> ".join(waypoints))
         lines.append(f"          robot {'SUCCESS' if r.get('step_ok') else 'FAILED'}: {r.get('reason', '')}"
                      "   (the simulator's ground truth)")
-        verdict = verdicts.get((r.get("step"), attempt))
+        verdict = outcome.verdict_for(r.get("step"), attempt)
         if verdict is not None:
             then = {"next": "next step", "retry": "retry the step", "replan": "re-plan from a pick",
                     None: "plan ends"}.get(verdict.get("action"), verdict.get("action"))

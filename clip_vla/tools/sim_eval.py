@@ -120,6 +120,11 @@ class CommandOutcome:
     latency_ms: float
     verdicts: List[Dict[str, Any]] = field(default_factory=list)  # the step verdicts before the ending
 
+    def verdict_for(self, step: Any, attempt: int) -> Optional[Dict[str, Any]]:
+        """The verdict on one execution (``step``'s ``attempt``-th try), None when it was not verified."""
+        mine = [v for v in self.verdicts if (v.get("step"), v.get("attempt")) == (step, attempt)]
+        return mine[-1] if mine else None
+
 
 class GraphDriver:
     """Publishes commands/resets and waits for the matching answers, on its own rclpy node."""
@@ -262,13 +267,12 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
     skills = task.get("step_skills") or [task["skill"]]
     status = outcome.status
     out: List[StepRecord] = []
-    verdicts = {(v.get("step"), v.get("attempt")): v for v in outcome.verdicts}
     for r in outcome.results:
         k = int(r.get("step", len(out)))
         attempt = int(r.get("attempt", 1))
         task_step = r.get("task_step")
         truth_xyz, truth_yaw = _truth(task, k if task_step is None else int(task_step))
-        verdict = verdicts.get((k, attempt), {})
+        verdict = outcome.verdict_for(k, attempt) or {}
         pose = (r.get("goal") or {}).get("pose") or {}
         out.append(StepRecord(command=text, expected_skill=r.get("expected_skill", skills[min(k, len(skills) - 1)]),
                               status="accepted", cmd=r.get("cmd"),

@@ -140,15 +140,13 @@ class ExecutedStep:
     perceived: Dict[Any, Any] = field(default_factory=dict)  # MemoPerceive's memo
 
 
-def sim_config(params: Optional[Dict[str, Any]] = None):
-    """The configuration `clip-vla sim` runs the shipped models with (``clip_vla.sim.settings``), on
-    CPU, with ``params`` (flat settings) on top."""
+def sim_config(params: Optional[Dict[str, Any]] = None, perception: str = "model"):
+    """The configuration `clip-vla sim --perception <perception>` runs with
+    (``sim_eval.sim_model_overrides``), ``params`` (flat settings) on top."""
     from clip_vla.core.config import ClipVlaConfig
-    from clip_vla.sim.settings import sim_perception_settings
-    from clip_vla.train.shipped import sim_model_config
+    from clip_vla.tools.sim_eval import sim_model_overrides
 
-    return ClipVlaConfig.from_yaml().replace(**{**sim_model_config(), **sim_perception_settings(),
-                                                "models.device": "cpu", **(params or {})})
+    return ClipVlaConfig.from_yaml().replace(**{**sim_model_overrides(perception), **(params or {})})
 
 
 class Evaluation:
@@ -163,7 +161,7 @@ class Evaluation:
         from clip_vla.sim.world import TabletopWorld
 
         self.log = ObservationLog()
-        cfg = sim_config(params)
+        cfg = sim_config(params, perception)
         if perception == "oracle":
             self.pipeline = VLAPipeline(cfg, oracle=GroundTruthPerception(self.log))
             self.perceive = oracle_perceiver(self.log)
@@ -337,7 +335,7 @@ def reverify(save_dirs: Sequence[str], verify_config=None, depth: bool = True,
     paths = sorted(p for d in save_dirs for p in glob.glob(os.path.join(d, "*.pkl.gz")))
     if not paths:
         raise FileNotFoundError(f"no saved steps (*.pkl.gz) in {', '.join(save_dirs)}")
-    config = sim_config(params)
+    config = sim_config(params, perception="oracle")  # the settings alone: no model paths needed
     geometry_config, verify_config = config.geometry, verify_config or config.verify
     t0 = time.perf_counter()
     steps = []

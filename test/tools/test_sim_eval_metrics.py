@@ -72,3 +72,13 @@ def test_a_re_planned_pick_is_the_dropped_places_pick():
     assert task_step_of((1, "pick", 0), 2, "place", skills) == 1
     assert task_step_of((2, "place", 1), 3, "push", skills) == 2
     assert task_step_of((3, "push", 2), 4, "push", skills) == 2  # never past the task's last step
+
+
+def test_a_result_is_matched_to_the_verdict_on_its_own_try():
+    from clip_vla.tools.sim_eval import CommandOutcome
+
+    first = {"step": 0, "attempt": 1, "verdict": "failure"}
+    retry = {"step": 0, "attempt": 2, "verdict": "success"}
+    outcome = CommandOutcome(None, [], None, 0.0, [first, retry])
+    assert outcome.verdict_for(0, 1) is first and outcome.verdict_for(0, 2) is retry
+    assert outcome.verdict_for(1, 1) is None

@@ -514,12 +514,17 @@ class Verifier:
 
     def _lift(self, view: _View, seen: _Seen, rest: np.ndarray) -> Optional[float]:
         """Height of a component's point above the rest point: from depth, or (no depth) from its ray
-        over the rest point (a pick lifts straight up); None when that ray misses the rest point."""
+        over the rest point (a pick lifts straight up); None when that ray misses the rest point, or
+        is so steep that it passes within ``ray_max_miss_m`` of it all the way down from the camera
+        (straight down onto it: every height fits, none is measured)."""
         if seen.depth_source == "depth":
             return float(seen.xyz_base[2] - rest[2])
         origin = view.camera_to_base.translation
         ray = view.camera_to_base.apply_direction(geometry.pixel_ray(*seen.detection.centroid, view.intrinsics))
         horizontal = ray[:2]
+        drift = float(np.linalg.norm(horizontal)) * max(float(origin[2] - rest[2]), 0.0)  # over the whole drop
+        if drift < self.config.ray_max_miss_m * abs(float(ray[2])):
+            return None
         t = max(0.0, float((rest[:2] - origin[:2]) @ horizontal / max(float(horizontal @ horizontal), 1e-12)))
         closest = origin + t * ray
         if float(np.linalg.norm(closest[:2] - rest[:2])) > self.config.ray_max_miss_m:

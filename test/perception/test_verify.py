@@ -345,3 +345,19 @@ def test_evidence_is_plain_json():
 
     verdict = Verdict("success", 0.9, v.OBJECT_MOVED, {"along_m": np.float32(0.1), "points": np.zeros((2, 3))})
     assert json.loads(json.dumps(verdict.to_dict()))["evidence"]["points"] == [[0.0] * 3] * 2
+
+
+def test_without_depth_an_object_right_under_the_camera_is_not_called_lifted():
+    """The CI flake of test_ros_verify: the after frame lost its depth (it came late), the object sat
+    right under a top-down camera, and its vertical ray "passed over the rest point" at the camera's
+    own height, a 0.8 m lift. A ray that steep tells no height: the unmoved object stays on the table."""
+    from clip_vla.testing.harness import tabletop_scene
+
+    rgb, depth, k = tabletop_scene(64, 48)
+    everything = v.component_from_mask("red cup", np.ones(rgb.shape[:2], bool))
+    verifier = Verifier(lambda frame, phrases: {p: [everything] for p in phrases}, ClipVlaConfig.from_yaml().geometry)
+    before = Frame(rgb=rgb, depth=depth, intrinsics=k, stamp=1.0)
+    for after_depth in (depth, None):
+        after = Frame(rgb=rgb, depth=after_depth, intrinsics=k, stamp=2.0)
+        verdict = verifier.verify(Step("pick", "red cup"), Goal((0.5, 0.0, 0.0), 0.0), before, after)
+        assert (verdict.verdict, verdict.reason) == ("failure", "object_still_on_table"), verdict.to_dict()

@@ -629,6 +629,20 @@ class VerifyConfig(Validated):
                                       "gripper", range=METRES)
     look_alikes: bool = setting(False, "the verifier's masks compete with the same look-alike names as grounding "
                                        "(perception.look_alike_competitors); off: only the distractors compete")
+    identity: bool = setting(False, "wrong_object: CLIP ranks the catalogue's names on the acted-on object's crop "
+                                    "(clip_vla.perception.identity); needs a CLIP of its own (models.clip set)")
+    identity_margin_nats: float = setting(2.0, "identity: another name beating the named one by more than this "
+                                          "(ln p(best) - ln p(named)) is the wrong object", range=(0.0, 100.0))
+    identity_template: str = setting("a photo of a {object}", "identity: how a name becomes CLIP's text ({object} "
+                                     "is replaced)")
+    identity_pad: float = setting(0.25, "identity: the crop's margin around the mask, a fraction of its longest "
+                                  "side", range=(0.0, 5.0))
+    identity_temperature: float = setting(0.01, "identity: softmax temperature over cosine similarities",
+                                          range=(1e-6, 100.0))
+
+    def check_together(self) -> None:
+        if "{object}" not in self.identity_template:
+            raise invalid("verify.identity_template", self.identity_template, "a text containing '{object}'")
 
 
 SECTIONS: Dict[str, Type[Validated]] = {

@@ -28,6 +28,9 @@ The component the goal was grounded on (the before-frame component nearest the g
   of the before frame, at least 0.4 as large and surer per pixel (mean logit, averaged over
   both frames) than the acted-on one, is still where it was: the step most likely moved a
   look-alike (the grounding ranks components by probability mass; these are its mistakes).
+  With ``verify.identity`` CLIP gives an independent opinion too: it ranks the catalogue's names
+  on the crop of the acted-on component (before frame), and another name beating the named one
+  by ``identity_margin_nats`` is ``wrong_object`` (``clip_vla.perception.identity``).
 
 Without depth, points come from the table plane (the pipeline's fallback). Heights are then
 unknown, so:
@@ -61,6 +64,7 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
 from clip_vla.core.types import Detection, Frame, Intrinsics
+from clip_vla.perception.identity import Identify, clip_identifier
 from clip_vla.perception.localize import all_components, detection_from_mask, look_alikes, target_mask
 
 if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
@@ -305,9 +309,12 @@ class Verifier:
 
     def __init__(self, perceive: Perceive, geometry_config: GeometryConfig,
                  camera_to_base: Optional[geometry.RigidTransform] = None,
-                 default_intrinsics: Optional[Intrinsics] = None, config: Optional[VerifyConfig] = None) -> None:
-        """``config`` None: the defaults of ``VerifyConfig``."""
+                 default_intrinsics: Optional[Intrinsics] = None, config: Optional[VerifyConfig] = None,
+                 identify: Optional[Identify] = None) -> None:
+        """``config`` None: the defaults of ``VerifyConfig``. ``identify``: CLIP's vote on the acted-on
+        object's crop (``clip_vla.perception.identity``), a second ``wrong_object`` test; None: none."""
         self.perceive = perceive
+        self.identify = identify
         self.geometry = geometry_config
         self.camera_to_base = camera_to_base or geometry.camera_to_base_from_config(geometry_config)
         self.default_intrinsics = default_intrinsics or geometry.intrinsics_from_config(geometry_config)
@@ -319,10 +326,12 @@ class Verifier:
         """The pipeline's models (or ``perceive``, e.g. oracle masks), geometry and camera mounting.
 
         ``config`` None: the pipeline's own ``verify`` section, so the node, the CLI and the YAML
-        file set the verifier's thresholds in one place.
+        file set the verifier's thresholds in one place. With ``verify.identity`` the pipeline's CLIP
+        votes on the acted-on object's identity (when it has a CLIP of its own).
         """
+        config = config or pipeline.config.verify
         return cls(perceive or model_perceiver(pipeline), pipeline.config.geometry, pipeline.camera_to_base,
-                   pipeline.default_intrinsics, config or pipeline.config.verify)
+                   pipeline.default_intrinsics, config, clip_identifier(pipeline) if config.identity else None)
 
     # ------------------------------------------------------------------ entry point
     def verify(self, step: StepLike, goal: GoalLike, before: Frame, after: Frame,
@@ -373,7 +382,7 @@ class Verifier:
             evidence["lift_m"] = heights[end.index(staying[0])]
             return Verdict(FAILURE, self._confidence(cfg.rest_radius_m - _xy_distance(staying[0].xyz_base, rest)),
                            OBJECT_STILL_ON_TABLE, evidence)
-        wrong = self._wrong_object(start, acted, end, evidence)
+        wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
         if wrong is not None:
             return wrong
         raised = [h for h in heights if h is not None and h >= cfg.min_lift_m]
@@ -427,7 +436,7 @@ class Verifier:
         direction = np.array([math.cos(goal.theta), math.sin(goal.theta)])
         evidence: Dict[str, Any] = {"object_before": _evidence(start), "object_after": _evidence(end),
                                     "theta": float(goal.theta), "min_push_m": cfg.min_push_m}
-        wrong = self._wrong_object(start, acted, end, evidence)
+        wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
         if wrong is not None:
             return wrong
         moved = [s for s in end if not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
@@ -446,15 +455,26 @@ class Verifier:
         reason = MOVED_WRONG_DIRECTION if along <= -cfg.min_push_m else NOT_MOVED_ENOUGH
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
 
-    def _wrong_object(self, start: Sequence[_Seen], acted: Optional[_Seen], end: Sequence[_Seen],
-                      evidence: Dict[str, Any]) -> Optional[Verdict]:
-        """``wrong_object`` when a rival of the acted-on component is left where it was (else None);
-        the larger the rival relative to the acted-on component, the surer."""
+    def _wrong_object(self, before: _View, name: str, start: Sequence[_Seen], acted: Optional[_Seen],
+                      end: Sequence[_Seen], evidence: Dict[str, Any]) -> Optional[Verdict]:
+        """``wrong_object`` when a rival of the acted-on component is left where it was (the larger the
+        rival relative to the acted-on component, the surer), or when CLIP names the acted-on object's
+        crop otherwise (the larger the log-odds gap past the margin, the surer); else None."""
         rival = self._rival_left(start, acted, end)
-        if rival is None:
+        if rival is not None:
+            evidence["rival_xyz_base"] = rival.xyz_base.tolist()
+            return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, rival.detection.area / max(acted.detection.area, 1)),
+                           WRONG_OBJECT, evidence)
+        if self.identify is None or acted is None:
             return None
-        evidence["rival_xyz_base"] = rival.xyz_base.tolist()
-        return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, rival.detection.area / max(acted.detection.area, 1)),
+        vote = self.identify(before.frame, acted.detection.mask, name)
+        if vote is None:
+            return None
+        evidence["identity"] = vote.to_dict()
+        excess = vote.gap_nats - self.config.identity_margin_nats
+        if excess <= 0:
+            return None
+        return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, excess / max(self.config.identity_margin_nats, 1.0)),
                        WRONG_OBJECT, evidence)
 
     def _rival_left(self, start: Sequence[_Seen], acted: Optional[_Seen], end: Sequence[_Seen]) -> Optional[_Seen]:

@@ -224,8 +224,9 @@ class Evaluation:
 
 
 def verify_step(executed: ExecutedStep, geometry_config: Any, verify_config: Any = None, inner: Any = None,
-                depth: bool = True) -> StepOutcome:
-    """The verifier's verdict on one executed step (perceiving through ``inner`` or the step's memo)."""
+                depth: bool = True, identify: Any = None) -> StepOutcome:
+    """The verifier's verdict on one executed step (perceiving through ``inner`` or the step's memo;
+    ``identify``: CLIP's identity vote, ``clip_vla.perception.identity``)."""
     from dataclasses import replace
 
     from clip_vla.core.geometry import RigidTransform
@@ -238,7 +239,8 @@ def verify_step(executed: ExecutedStep, geometry_config: Any, verify_config: Any
     if not depth:
         before, after = replace(before, depth=None), replace(after, depth=None)
     verifier = Verifier(MemoPerceive(inner, executed.perceived), geometry_config,
-                        RigidTransform.from_matrix(executed.camera_to_base), config=verify_config or VerifyConfig())
+                        RigidTransform.from_matrix(executed.camera_to_base), config=verify_config or VerifyConfig(),
+                        identify=identify)
     verdict = verifier.verify(executed.step, executed.goal, before, after)
     out.verdict, out.reason, out.confidence = verdict.verdict, verdict.reason, round(verdict.confidence, 3)
     out.measures.update({k: verdict.evidence[k] for k in ("lift_m", "along_m", "inside_footprint_m",
@@ -303,15 +305,19 @@ def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perce
 
     ``verify_config`` None: the ``verify`` section of ``sim_config(params)``.
     """
+    from clip_vla.perception.identity import clip_identifier
+
     ev = Evaluation(perception=perception, clip_evidence=clip_evidence, params=params)
     verify_config = verify_config or ev.pipeline.config.verify
+    identify = clip_identifier(ev.pipeline) if verify_config.identity else None
     steps: List[StepOutcome] = []
     t0 = time.perf_counter()
     try:
         for skill in skills:
             for seed in seeds:
                 executed = ev.execute(seed, skill)
-                steps.append(verify_step(executed, ev.pipeline.config.geometry, verify_config, ev.perceive, depth))
+                steps.append(verify_step(executed, ev.pipeline.config.geometry, verify_config, ev.perceive, depth,
+                                         identify))
                 if save_dir:
                     _save(executed, save_dir)
                 if progress:
@@ -323,11 +329,12 @@ def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perce
 
 def reverify(save_dirs: Sequence[str], verify_config=None, depth: bool = True,
              params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The saved steps of ``evaluate(save_dir=...)`` verified again (other thresholds, no depth): no models.
+    """The saved steps of ``evaluate(save_dir=...)`` verified again (other thresholds, no depth).
 
-    ``verify_config`` None: the ``verify`` section of ``sim_config(params)`` (its models are not loaded).
-    What was perceived is replayed, so a setting that changes perception (``verify.look_alikes``)
-    has no effect here.
+    ``verify_config`` None: the ``verify`` section of ``sim_config(params)``. What CLIPSeg perceived
+    is replayed, so a setting that changes perception (``verify.look_alikes``) has no effect here,
+    and CLIPSeg is not run; with ``verify.identity`` the simulated world's CLIP (``params`` may name
+    another: ``models.clip=DIR``) votes on the saved frames.
 
     Raises:
         FileNotFoundError: when the folders hold no saved step.
@@ -337,10 +344,16 @@ def reverify(save_dirs: Sequence[str], verify_config=None, depth: bool = True,
         raise FileNotFoundError(f"no saved steps (*.pkl.gz) in {', '.join(save_dirs)}")
     config = sim_config(params, perception="oracle")  # the settings alone: no model paths needed
     geometry_config, verify_config = config.geometry, verify_config or config.verify
+    identify = None
+    if verify_config.identity:
+        from clip_vla.perception.identity import clip_identifier
+        from clip_vla.pipeline import VLAPipeline
+
+        identify = clip_identifier(VLAPipeline(sim_config(params, perception="model")))
     t0 = time.perf_counter()
     steps = []
     for path in paths:
-        steps.append(verify_step(_load(path), geometry_config, verify_config, None, depth))
+        steps.append(verify_step(_load(path), geometry_config, verify_config, None, depth, identify))
     seeds = sorted({s.seed for s in steps})
     skills = list(dict.fromkeys(s.skill for s in steps))
     return _report(seeds, skills, "saved", depth, time.perf_counter() - t0, steps)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first of the --pipeline-seeds (default %(default)s: validation scenes for choosing a "
                         "model, apart from every range figures are measured on; see clip_vla/train/__init__.py)")
     p.add_argument("--eval-only", action="store_true", help="evaluate --base on --val/--data, train nothing")
+    p.add_argument("--identity-weight", type=float, default=0.0,
+                   help="skills: weight of the object-identity term (crops of the labelled objects named over the "
+                        "catalogue: clip_vla/train/identity.py); 0: off")
     p.add_argument("--vocabulary", default=None, help="skills: vocabulary.yaml (default: the package's)")
     p.add_argument("--count", type=int, default=2000, help="generate: frames to render")
     p.add_argument("--seed-base", type=int, default=None, help="generate: first episode seed")
@@ -118,16 +121,26 @@ def run_segment(args: argparse.Namespace, base, train, val) -> Dict[str, Any]:
 def run_skills(args: argparse.Namespace, base, train, val) -> Dict[str, Any]:
     import numpy as np
 
-    from clip_vla.train import loop, skills
+    from clip_vla.train import identity, loop, skills
+    from clip_vla.train.build import bake_image_size
+    from clip_vla.train.data import NON_OBJECT_LABELS, sim_catalogue
     from clip_vla.train.methods import apply_method, unwrap
 
     vocabulary = skills.load_vocabulary(args.vocabulary)
+    # the names crops are classified over: the simulator's colours x shapes, else every labelled phrase
+    names = sim_catalogue() or sorted({p for s in list(train) + list(val) for p in s.phrases} - set(NON_OBJECT_LABELS))
+    bake_image_size(base.model, base.image_size)  # --image-size: position embeddings interpolated once, then trained
     model = apply_method(base.model, "clip", args.method, lora_rank=args.lora_rank)
     result: Dict[str, Any] = {"parameters": loop.count_parameters(model)}
     if not args.eval_only:
         examples = skills.prepare(train, base.image_size)
+        crops = (identity.identity_crops(train, base.image_size, names, np.random.default_rng(args.seed + 29))
+                 if args.identity_weight > 0 else [])
         trainer = skills.SkillTrainer(model, base.tokenizer, examples, base.image_size, base.mean, base.std,
-                                      vocabulary, batch=args.batch, temperature=args.temperature, seed=args.seed)
+                                      vocabulary, batch=args.batch, temperature=args.temperature, seed=args.seed,
+                                      crops=crops, identity_weight=args.identity_weight, identity_names=names)
+        if crops:
+            _log(f"identity: {len(crops)} object crops over {len(names)} names")
         steps = args.steps or max(1, math.ceil(max(len(examples), 1000) / args.batch * args.epochs))
         _log(f"skills: {len(examples)} frames + {len(trainer.corpus)} generated commands, {steps} steps "
              f"({result['parameters']['trainable']}/{result['parameters']['total']} parameters, {args.method})")
@@ -147,6 +160,11 @@ def run_skills(args: argparse.Namespace, base, train, val) -> Dict[str, Any]:
     held = skills.command_corpus(vocabulary, ["pink block", "cyan cup", "pink ball", "cyan bar"],
                                  np.random.default_rng(12345), 400)
     result["eval"]["held_out_commands"] = skills.evaluate(plain, base.tokenizer, vocabulary, held)
+    if args.identity_weight > 0 or args.eval_only:
+        probe = skills.SkillTrainer(plain, base.tokenizer, [], base.image_size, base.mean, base.std, vocabulary,
+                                    objects=["object"])
+        crops = identity.identity_crops(val, base.image_size, names, np.random.default_rng(args.seed + 31), jitters=1)
+        result["eval"]["identity"] = identity.identity_accuracy(probe.encode_image, probe.encode_text, crops, names)
     return {"model": plain, **result}
 
 

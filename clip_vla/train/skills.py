@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from clip_vla.core.config import Vocabulary, default_vocabulary_path
 from clip_vla.train.data import Sample, sim_catalogue
+from clip_vla.train.identity import IDENTITY_TEMPLATE, IdentityCrop, identity_loss
 from clip_vla.train.losses import prototype_loss, supervised_contrastive_loss
 from clip_vla.train.methods import inner
 
@@ -96,7 +97,8 @@ class SkillTrainer:
     def __init__(self, model: Any, tokenizer: Any, examples: List[SkillExample], image_size: int,
                  mean: Sequence[float], std: Sequence[float], vocabulary: Vocabulary, batch: int = 32,
                  temperature: float = 0.07, objects: Optional[Sequence[str]] = None, image_weight: float = 0.5,
-                 seed: int = 0) -> None:
+                 seed: int = 0, crops: Sequence[IdentityCrop] = (), identity_weight: float = 0.0,
+                 identity_names: Sequence[str] = ()) -> None:
         self.model, self.tokenizer, self.examples = model, tokenizer, examples
         self.size, self.mean, self.std = image_size, mean, std
         self.vocabulary, self.batch, self.temperature = vocabulary, batch, temperature
@@ -105,6 +107,8 @@ class SkillTrainer:
         self.objects = objs or ["object"]
         self.corpus = command_corpus(vocabulary, self.objects, np.random.default_rng(seed + 17), 20000)
         self.image_weight = image_weight
+        self.crops, self.identity_weight = list(crops), identity_weight
+        self.identity_names = list(identity_names) or sorted({c.name for c in self.crops})
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         model = inner(self.model)
@@ -167,7 +171,17 @@ class SkillTrainer:
             sims = torch.einsum("nd,nsd->ns", F.normalize(img, dim=-1),
                                 F.normalize(protos[len(picks) - len(frames):], dim=-1))
             loss = loss + self.image_weight * sims.var(dim=1).mean() * 10.0
+        if self.crops and self.identity_weight > 0:
+            loss = loss + self.identity_weight * self.identity_step(rng, tau, scale)
         return loss
+
+    def identity_step(self, rng: np.random.Generator, tau: Optional[float], scale) -> torch.Tensor:
+        """One batch of object crops classified over every catalogue name (``train.identity``)."""
+        chosen = [self.crops[int(i)] for i in rng.integers(len(self.crops), size=self.batch)]
+        names = self.identity_names
+        text = self.encode_text([IDENTITY_TEMPLATE.replace("{object}", n) for n in names])
+        labels = torch.tensor([names.index(c.name) for c in chosen])
+        return identity_loss(self.encode_image(np.stack([c.image for c in chosen])), text, labels, tau, scale)
 
 
 def evaluate(model: Any, tokenizer: Any, vocabulary: Vocabulary, commands: Sequence[Tuple[str, str, Optional[str]]],

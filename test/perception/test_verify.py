@@ -67,11 +67,13 @@ def _observe(world, log) -> Tuple[Frame, RigidTransform]:
     return obs.frame(), RigidTransform.from_matrix(obs.camera_to_base)
 
 
-def _run(world, seed: int, skill: str, offset: Tuple[float, float] = (0.0, 0.0), reverse: bool = False) -> Executed:
+def _run(world, seed: int, skill: str, offset: Tuple[float, float] = (0.0, 0.0), reverse: bool = False,
+         acting_on: Optional[str] = None) -> Executed:
     """Reset, (hold the object for a place), execute at the true pose shifted by ``offset``, observe.
 
     ``reverse``: the executor pushes the other way than the goal commands (the truth is judged
-    along the commanded direction).
+    along the commanded direction). ``acting_on``: pick or push this distractor instead of the
+    named object (a grounding that chose a look-alike).
     """
     from clip_vla.sim.oracle import ObservationLog
     from clip_vla.sim.tasks import pushed
@@ -82,7 +84,7 @@ def _run(world, seed: int, skill: str, offset: Tuple[float, float] = (0.0, 0.0),
         world.execute("pick", *world.object_pose(task.object))
         target, theta = world.object_pose(task.destination)
     else:
-        target, theta = world.object_pose(task.object)
+        target, theta = world.object_pose(acting_on or task.object)
         theta = task.theta if skill == "push" else theta
     before, c2b = _observe(world, log)
     xyz = (float(target[0] + offset[0]), float(target[1] + offset[1]), float(target[2]))
@@ -108,6 +110,7 @@ def executed(world, key: str) -> Executed:
         "place_beside": (9100, "place", {"offset": (0.0, 0.16)}),
         "push_ok": (9101, "push", {}),
         "push_reversed": (9101, "push", {"reverse": True}),
+        "pick_look_alike": (9101, "pick", {"acting_on": "yellow ball"}),  # named: the yellow block
     }
     if key not in _CACHE:
         seed, skill, kwargs = scenarios[key]
@@ -276,6 +279,103 @@ def test_with_verify_look_alikes_the_verifiers_masks_compete_with_groundings_loo
     rivals = on[1:-len(base.vocabulary.distractors)]
     assert on[0] == run.step.object and 1 <= len(rivals) <= 8
     assert all(set(r.split()) & set(run.step.object.split()) for r in rivals)
+
+
+def grounded_on(run: Executed, name: str):
+    """Oracle perception that sees ``name`` (and nothing else) as the step's object, in every frame:
+    CLIPSeg lighting a look-alike instead of the named object, the grounding mistake identity catches."""
+    from clip_vla.perception.verify import component_from_mask
+
+    def perceive(frame, phrases):
+        mask = run.log.get(frame.stamp).mask_of(name)
+        return {p: [component_from_mask(p, mask)] if p == run.step.object and mask.any() else [] for p in phrases}
+
+    return perceive
+
+
+@pytest.fixture(scope="module")
+def sim_pipeline():
+    """The shipped compact pair under the simulated world's settings, as `clip-vla sim` runs them."""
+    from clip_vla.pipeline import VLAPipeline
+    from clip_vla.tools.sim_eval import sim_model_overrides
+
+    return VLAPipeline(ClipVlaConfig.from_yaml().replace(**sim_model_overrides("model")))
+
+
+def true_identity(run: Executed):
+    """An ``Identify`` from the simulator's label image: the object under most of the mask, for sure.
+
+    Ground truth in place of CLIP, as the oracle perceiver stands in for CLIPSeg: these tests are
+    about the verifier's rule; CLIP's own vote is measured by `clip-vla verify-eval` (README).
+    """
+    from clip_vla.perception.identity import IdentityVote
+    from clip_vla.perception.skill_scorer import log_odds_gap
+
+    def identify(frame, mask, named):
+        obs = run.log.get(frame.stamp)
+        names = [n for n in obs.labels.values() if n not in ("table", "gripper")]
+        best = max(names, key=lambda n: int(np.count_nonzero(mask & obs.mask_of(n))))
+        probs = {best: 1.0} if best == named else {best: 1.0, named: 0.0}
+        return IdentityVote(named, probs, log_odds_gap(probs, named))
+
+    return identify
+
+
+def test_an_identity_vote_against_the_name_means_the_wrong_object_was_moved(world):
+    """The yellow ball lifted for "the yellow block": the masks agree with the mistake, identity does not."""
+    run = executed(world, "pick_look_alike")
+    assert run.step.object == "yellow block" and run.truth is False
+    perceive = grounded_on(run, "yellow ball")
+    geometry = ClipVlaConfig().geometry
+    blind = Verifier(perceive, geometry, run.camera_to_base)
+    assert blind.verify(run.step, run.goal, run.before, run.after).reason == v.OBJECT_LIFTED
+    seeing = Verifier(perceive, geometry, run.camera_to_base, identify=true_identity(run))
+    verdict = seeing.verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
+    assert verdict.evidence["identity"]["named"] == "yellow block"
+    assert next(iter(verdict.evidence["identity"]["top"])) == "yellow ball"
+    assert verdict.confidence == 1.0  # the gap is far past the margin
+
+
+@pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
+def test_an_identity_vote_for_the_name_keeps_the_success(world, key, reason):
+    from clip_vla.tools.verify_eval import oracle_perceiver
+
+    run = executed(world, key)
+    verifier = Verifier(oracle_perceiver(run.log), ClipVlaConfig().geometry, run.camera_to_base,
+                        identify=true_identity(run))
+    verdict = verifier.verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
+    assert verdict.evidence["identity"]["gap_nats"] == 0.0
+
+
+def test_the_shipped_clip_votes_over_the_catalogue_on_a_rendered_crop(world, sim_pipeline):
+    """The real CLIP path: crop, preprocessing, cached name embeddings, one vote over the catalogue."""
+    from clip_vla.perception.identity import clip_identifier
+
+    run = executed(world, "pick_look_alike")
+    identify = clip_identifier(sim_pipeline)
+    mask = run.log.get(run.before.stamp).mask_of("yellow ball")
+    vote = identify(run.before, mask, "Yellow Block ")
+    assert vote.named == "yellow block"
+    assert set(vote.probabilities) == set(sim_pipeline.catalogue) and len(vote.probabilities) == 24
+    assert sum(vote.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert vote.gap_nats >= 0.0 and (vote.gap_nats == 0.0) == (vote.best == "yellow block")
+    assert identify(run.before, np.zeros_like(mask), "yellow block") is None  # nothing to crop
+
+
+def test_from_pipeline_gives_the_verifier_clip_only_when_identity_is_on(sim_pipeline):
+    assert Verifier.from_pipeline(sim_pipeline, replace(sim_pipeline.config.verify, identity=False)).identify is None
+    assert Verifier.from_pipeline(sim_pipeline, replace(sim_pipeline.config.verify, identity=True)).identify
+
+
+def test_a_clip_sharing_clipsegs_backbone_is_no_witness():
+    from clip_vla.perception.identity import clip_identifier
+    from clip_vla.pipeline import VLAPipeline
+    from clip_vla.tools.sim_eval import sim_model_overrides
+
+    shared = ClipVlaConfig.from_yaml().replace(**{**sim_model_overrides("model"), "models.share_backbone": True})
+    assert clip_identifier(VLAPipeline(shared)) is None
 
 
 # --------------------------------------------------------------------------- refusal before execution

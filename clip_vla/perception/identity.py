@@ -95,22 +95,22 @@ def clip_identifier(pipeline: "VLAPipeline", names: Optional[Sequence[str]] = No
 
     None when there is no separate CLIP (an oracle pipeline, or CLIP sharing CLIPSeg's backbone:
     then it is not an independent witness). Settings: ``verify.identity_template``,
-    ``verify.identity_pad`` and ``verify.identity_temperature``. The names' text embeddings are
-    encoded once and cached.
+    ``verify.identity_pad`` and ``verify.identity_temperature``, read at every call (as the
+    catalogue), so a configuration update takes effect on the next vote. The names' text
+    embeddings are cached by the scorer.
     """
     scorer = getattr(pipeline, "scorer", None)
     if scorer is None or scorer.shared_backbone:
         return None
     from clip_vla.perception.preprocess import model_input, to_device_uint8
 
-    cfg = pipeline.config.verify
-    catalogue = list(dict.fromkeys(n.strip().lower() for n in (names if names is not None else pipeline.catalogue)))
-
     def identify(frame: Frame, mask: np.ndarray, named: str) -> Optional[IdentityVote]:
+        cfg = pipeline.config.verify
         crop = object_crop(frame.rgb, mask, cfg.identity_pad)
         if crop is None:
             return None
-        candidates = list(dict.fromkeys([named.strip().lower()] + catalogue))
+        known = names if names is not None else pipeline.catalogue
+        candidates = list(dict.fromkeys(n.strip().lower() for n in [named] + list(known)))
         texts = scorer.text_cache.get([cfg.identity_template.replace("{object}", n) for n in candidates])
         pixels = model_input(to_device_uint8(np.ascontiguousarray(crop), pipeline.models.device),
                              pipeline.models.clip_image, pipeline.models.dtype)

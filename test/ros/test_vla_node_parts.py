@@ -115,3 +115,22 @@ def test_depth_and_camera_info_pair_by_stamp_and_size():
     with pytest.raises(Refusal) as err:
         inputs.frame(slot, d, Stamped(stamp=1.0, received=0.0, value=k.value, size=(16, 12)), s)
     assert "16x12" in err.value.message
+
+
+def test_the_worker_rebuilds_its_verifier_when_the_verify_section_changes():
+    """A parameter update replaces the pipeline's configuration in place (models stay loaded): the
+    verifier must follow it, or ``verify.*`` set at run time would only take effect after a reload."""
+    from types import SimpleNamespace
+
+    from clip_vla.core.config import ClipVlaConfig
+    from clip_vla.pipeline import VLAPipeline
+    from clip_vla.ros.vla_node.worker import InferenceWorker
+    from clip_vla.sim.oracle import GroundTruthPerception, ObservationLog
+
+    pipeline = VLAPipeline(ClipVlaConfig(), oracle=GroundTruthPerception(ObservationLog()))
+    worker = SimpleNamespace(_verifier=None)
+    first = InferenceWorker._verifier_of(worker, pipeline)
+    assert InferenceWorker._verifier_of(worker, pipeline) is first  # built once
+    pipeline.update_config(pipeline.config.replace(**{"verify.min_lift_m": 0.07}))
+    again = InferenceWorker._verifier_of(worker, pipeline)
+    assert again is not first and again.config.min_lift_m == 0.07

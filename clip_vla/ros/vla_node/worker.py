@@ -124,7 +124,7 @@ class InferenceWorker:
         self._tasks = tasks
         self._now = now
         self._stopping = False
-        self._verifier: Any = None  # (pipeline, its Verifier): rebuilt when the pipeline is replaced
+        self._verifier: Any = None  # (pipeline, its Verifier): rebuilt when the pipeline or its verify section changes
         self._thread = threading.Thread(target=self._run, name="clip_vla_inference", daemon=True)
 
     def start(self) -> None:
@@ -305,8 +305,10 @@ class InferenceWorker:
         self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, settings)
 
     def _verifier_of(self, pipeline: Any) -> Any:
-        """The verifier on ``pipeline``'s perception, built once per pipeline (only this thread uses it)."""
-        if self._verifier is None or self._verifier[0] is not pipeline:
+        """The verifier on ``pipeline``'s perception, built once per pipeline and ``verify`` section (a
+        parameter update changes the section in place of the pipeline); only this thread uses it."""
+        if (self._verifier is None or self._verifier[0] is not pipeline
+                or self._verifier[1].config != pipeline.config.verify):
             from clip_vla.perception.verify import make_verifier
 
             self._verifier = (pipeline, make_verifier(pipeline))

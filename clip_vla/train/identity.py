@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clip_vla.core.config import VerifyConfig
 from clip_vla.perception.identity import crop_box
 from clip_vla.train.data import NON_OBJECT_LABELS, Sample
 
-IDENTITY_TEMPLATE = "a photo of a {object}"  # VerifyConfig.identity_template's default
+IDENTITY_TEMPLATE = VerifyConfig().identity_template  # the text the verifier asks with, by default
 
 
 @dataclass

@@ -23,7 +23,8 @@ from clip_vla.perception.skill_scorer import log_odds_gap
 if TYPE_CHECKING:  # the pipeline loads torch
     from clip_vla.pipeline import VLAPipeline
 
-__all__ = ["IdentityVote", "Identify", "crop_box", "object_crop", "identity_probabilities", "clip_identifier"]
+__all__ = ["IdentityVote", "Identify", "crop_box", "object_crop", "crop_embedding", "identity_probabilities",
+           "clip_identifier"]
 
 Box = Tuple[int, int, int, int]  # u0, v0, u1, v1 (exclusive), pixels
 
@@ -90,6 +91,22 @@ def identity_probabilities(image_embedding, text_embeddings, names: Sequence[str
     return dict(sorted(zip(names, probs), key=lambda kv: kv[1], reverse=True))
 
 
+def crop_embedding(pipeline: "VLAPipeline", crop: np.ndarray):
+    """CLIP's P-dim unit image embedding of an HxWx3 uint8 crop (the pipeline's own CLIP preprocessing).
+
+    Raises:
+        ValueError: when the pipeline has no CLIP of its own (``models.share_backbone``, an oracle).
+    """
+    from clip_vla.perception.preprocess import model_input, to_device_uint8
+
+    scorer = getattr(pipeline, "scorer", None)
+    if scorer is None or scorer.shared_backbone:
+        raise ValueError("a crop embedding needs a CLIP of its own (not CLIPSeg's shared backbone)")
+    pixels = model_input(to_device_uint8(crop, pipeline.models.device),
+                         pipeline.models.clip_image, pipeline.models.dtype)
+    return scorer.image_embedding(pixels)[0]
+
+
 def clip_identifier(pipeline: "VLAPipeline", names: Optional[Sequence[str]] = None) -> Optional[Identify]:
     """The pipeline's CLIP as an ``Identify`` over ``names`` (default: the pipeline's catalogue).
 
@@ -102,7 +119,6 @@ def clip_identifier(pipeline: "VLAPipeline", names: Optional[Sequence[str]] = No
     scorer = getattr(pipeline, "scorer", None)
     if scorer is None or scorer.shared_backbone:
         return None
-    from clip_vla.perception.preprocess import model_input, to_device_uint8
 
     def identify(frame: Frame, mask: np.ndarray, named: str) -> Optional[IdentityVote]:
         cfg = pipeline.config.verify
@@ -112,10 +128,7 @@ def clip_identifier(pipeline: "VLAPipeline", names: Optional[Sequence[str]] = No
         known = names if names is not None else pipeline.catalogue
         candidates = list(dict.fromkeys(n.strip().lower() for n in [named] + list(known)))
         texts = scorer.text_cache.get([cfg.identity_template.replace("{object}", n) for n in candidates])
-        pixels = model_input(to_device_uint8(np.ascontiguousarray(crop), pipeline.models.device),
-                             pipeline.models.clip_image, pipeline.models.dtype)
-        probs = identity_probabilities(scorer.image_embedding(pixels)[0], texts, candidates,
-                                       cfg.identity_temperature)
+        probs = identity_probabilities(crop_embedding(pipeline, crop), texts, candidates, cfg.identity_temperature)
         gap = log_odds_gap(probs, candidates[0])
         return IdentityVote(candidates[0], probs, gap if math.isfinite(gap) else 0.0)
 

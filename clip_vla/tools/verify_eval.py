@@ -87,7 +87,7 @@ def clip_place_margin(pipeline, frame, obj: str, destination, pad: float = 0.25)
 
     The extra signal the issue asks to measure for place: positive says "in".
     """
-    from clip_vla.perception.preprocess import model_input, to_device_uint8
+    from clip_vla.perception.identity import crop_embedding
 
     scorer = pipeline.scorer
     if scorer is None or scorer.shared_backbone or not destination.found:
@@ -96,9 +96,7 @@ def clip_place_margin(pipeline, frame, obj: str, destination, pad: float = 0.25)
     du, dv = (u1 - u0 + 1) * pad, (v1 - v0 + 1) * pad
     h, w = frame.rgb.shape[:2]
     crop = frame.rgb[max(0, int(v0 - dv)):min(h, int(v1 + dv) + 1), max(0, int(u0 - du)):min(w, int(u1 + du) + 1)]
-    pixels = model_input(to_device_uint8(crop, pipeline.models.device), pipeline.models.clip_image,
-                         pipeline.models.dtype)
-    image = scorer.image_embedding(pixels)[0]
+    image = crop_embedding(pipeline, crop)
     place = destination.phrase
     texts = scorer.text_cache.get([f"a {obj} in a {place}", f"a {obj} next to a {place}"])
     sims = (texts @ image).tolist()

@@ -24,7 +24,8 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import ClipVlaConfig, Skill
 from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
-from clip_vla.perception.localize import catalogue_names, detect, look_alikes
+from clip_vla.perception.identity import clip_votes, rank_by_identity
+from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
 from clip_vla.perception.timing import StageTimer
@@ -273,8 +274,23 @@ class VLAPipeline:
         with timer.stage("skill_scoring"):
             skill_probs = self._score_skills(prepared, image, features)
         with timer.stage("postprocess"):
-            detections = detect_roles(probs, prepared, perception)
+            rank = self._identity_rank(frame) if perception.identity_weight > 0 else None
+            detections = detect_roles(probs, prepared, perception, rank)
         return detections, skill_probs
+
+    def _identity_rank(self, frame: Frame) -> Optional["RankComponents"]:
+        """CLIP's re-ranking of a name's components on ``frame`` (``perception.identity_weight``), or None
+        when there is no CLIP of its own to ask (``models.share_backbone``)."""
+        if self.scorer is None or self.scorer.shared_backbone:
+            return None
+        perception = self.config.perception
+
+        def rank(components: List[Detection], name: str) -> List[Detection]:
+            head = components[:perception.identity_candidates]
+            votes = clip_votes(self, frame, [d.mask for d in head], name)
+            return rank_by_identity(head, votes, perception.identity_weight) + components[len(head):]
+
+        return rank
 
     def segment(self, rgb: np.ndarray, prompts: Sequence[str], timer: Optional[StageTimer] = None):
         """One CLIPSeg vision pass over ``rgb`` and one decoder batch over ``prompts``.
@@ -344,12 +360,30 @@ class VLAPipeline:
                                self.config.geometry)
 
 
-def detect_roles(probs, prepared: PreparedCommand, perception) -> Dict[str, Detection]:
-    """The object's and the destination's detections; every prompt competes at every pixel."""
+# (a name's components, best by CLIPSeg first; the name) -> the same components, best first
+RankComponents = Callable[[List[Detection], str], List[Detection]]
+
+
+def detect_roles(probs, prepared: PreparedCommand, perception,
+                 rank: Optional[RankComponents] = None) -> Dict[str, Detection]:
+    """The object's and the destination's detections; every prompt competes at every pixel.
+
+    ``rank`` (CLIP's identity, ``perception.identity_weight``) re-orders the object's components
+    when it has more than one; without it, and for the destination, the component with the most
+    probability mass wins.
+    """
     competitors = list(range(len(prepared.prompts)))
+    names = {"object": prepared.parsed.object, "destination": prepared.parsed.destination}
     detections: Dict[str, Detection] = {}
     for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
-        if index is not None:
-            detections[role] = detect(probs, prepared.prompts, index, competitors,
-                                      perception.mask_threshold, perception.min_area_px, perception.instance_score)
+        if index is None:
+            continue
+        args = (probs, prepared.prompts, index, competitors, perception.mask_threshold)
+        if rank is None or role != "object":  # fixtures: CLIP was not taught to name them (README "Simulation")
+            detections[role] = detect(*args, perception.min_area_px, perception.instance_score)
+            continue
+        found = detect_all(*args, perception.min_area_px, perception.instance_score)
+        if len(found) > 1:
+            found = rank(found, names[role])
+        detections[role] = found[0] if found else detect(*args, perception.min_area_px, perception.instance_score)
     return detections

@@ -412,6 +412,12 @@ class PerceptionConfig(Validated):
     instance_score: str = setting("mass", "which connected component of the target mask is the object: mass (sum "
                                           "of probability, the object covered whole) | mean (most certain per "
                                           "pixel)", choices=INSTANCE_SCORES)
+    identity_weight: float = setting(
+        0.0, "CLIP's part in choosing the component: the one with the highest ln(probability mass) + this * "
+        "ln p_CLIP(name | its crop) is the object (crop, text and temperature: verify.identity_*); 0: mass "
+        "alone; needs a CLIP of its own (models.clip, not share_backbone)", range=(0.0, 100.0))
+    identity_candidates: int = setting(4, "most components (largest mass first) CLIP looks at when identity_weight "
+                                          "is on", range=(1, 64))
     min_skill_probability: float = setting(0.5, "a skill guessed by CLIP (no verb) needs this probability",
                                            range=(0.0, 1.0))
     # 16: chosen on validation seeds 9300-9399 (README "Skill veto": clip-vla verify-eval --skill-veto).

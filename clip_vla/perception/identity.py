@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from clip_vla.core.types import Frame
+from clip_vla.core.types import Detection, Frame
 from clip_vla.perception.skill_scorer import log_odds_gap
 
 if TYPE_CHECKING:  # the pipeline loads torch
     from clip_vla.pipeline import VLAPipeline
 
-__all__ = ["IdentityVote", "Identify", "crop_box", "object_crop", "crop_embedding", "identity_probabilities",
-           "clip_identifier"]
+__all__ = ["IdentityVote", "Identify", "crop_box", "object_crop", "crop_embedding", "crop_embeddings",
+           "identity_probabilities", "clip_votes", "clip_identifier", "rank_by_identity"]
 
 Box = Tuple[int, int, int, int]  # u0, v0, u1, v1 (exclusive), pixels
 
@@ -97,39 +97,95 @@ def crop_embedding(pipeline: "VLAPipeline", crop: np.ndarray):
     Raises:
         ValueError: when the pipeline has no CLIP of its own (``models.share_backbone``, an oracle).
     """
+    return crop_embeddings(pipeline, [crop])[0]
+
+
+def crop_embeddings(pipeline: "VLAPipeline", crops: Sequence[np.ndarray]):
+    """NxP unit image embeddings of N HxWx3 uint8 crops of any sizes: one CLIP vision pass for all.
+
+    Raises:
+        ValueError: when the pipeline has no CLIP of its own (``models.share_backbone``, an oracle).
+    """
+    import torch
+
     from clip_vla.perception.preprocess import model_input, to_device_uint8
 
     scorer = getattr(pipeline, "scorer", None)
     if scorer is None or scorer.shared_backbone:
         raise ValueError("a crop embedding needs a CLIP of its own (not CLIPSeg's shared backbone)")
-    pixels = model_input(to_device_uint8(crop, pipeline.models.device),
-                         pipeline.models.clip_image, pipeline.models.dtype)
-    return scorer.image_embedding(pixels)[0]
+    models = pipeline.models
+    pixels = torch.cat([model_input(to_device_uint8(c, models.device), models.clip_image, models.dtype)
+                        for c in crops])
+    return scorer.image_embedding(pixels)
+
+
+def clip_votes(pipeline: "VLAPipeline", frame: Frame, masks: Sequence[np.ndarray], named: str,
+               names: Optional[Sequence[str]] = None) -> List[Optional[IdentityVote]]:
+    """CLIP's vote on each mask's crop (None for an empty mask), in one batched vision pass.
+
+    ``names``: the names ranked (default: the pipeline's catalogue; ``named`` is always one).
+    Settings: ``verify.identity_template``, ``verify.identity_pad`` and
+    ``verify.identity_temperature``, read at every call. The names' text embeddings are cached
+    by the scorer.
+
+    Raises:
+        ValueError: when the pipeline has no CLIP of its own (``models.share_backbone``, an oracle).
+    """
+    cfg = pipeline.config.verify
+    crops = [object_crop(frame.rgb, m, cfg.identity_pad) for m in masks]
+    present = [i for i, c in enumerate(crops) if c is not None]
+    votes: List[Optional[IdentityVote]] = [None] * len(crops)
+    if not present:
+        return votes
+    known = names if names is not None else pipeline.catalogue
+    candidates = list(dict.fromkeys(n.strip().lower() for n in [named] + list(known)))
+    texts = pipeline.scorer.text_cache.get([cfg.identity_template.replace("{object}", n) for n in candidates])
+    embeddings = crop_embeddings(pipeline, [crops[i] for i in present])
+    for row, i in enumerate(present):
+        probs = identity_probabilities(embeddings[row], texts, candidates, cfg.identity_temperature)
+        gap = log_odds_gap(probs, candidates[0])
+        votes[i] = IdentityVote(candidates[0], probs, gap if math.isfinite(gap) else 0.0)
+    return votes
 
 
 def clip_identifier(pipeline: "VLAPipeline", names: Optional[Sequence[str]] = None) -> Optional[Identify]:
     """The pipeline's CLIP as an ``Identify`` over ``names`` (default: the pipeline's catalogue).
 
     None when there is no separate CLIP (an oracle pipeline, or CLIP sharing CLIPSeg's backbone:
-    then it is not an independent witness). Settings: ``verify.identity_template``,
-    ``verify.identity_pad`` and ``verify.identity_temperature``, read at every call (as the
-    catalogue), so a configuration update takes effect on the next vote. The names' text
-    embeddings are cached by the scorer.
+    then it is not an independent witness). Settings as ``clip_votes``, read at every call (as
+    the catalogue), so a configuration update takes effect on the next vote.
     """
     scorer = getattr(pipeline, "scorer", None)
     if scorer is None or scorer.shared_backbone:
         return None
 
     def identify(frame: Frame, mask: np.ndarray, named: str) -> Optional[IdentityVote]:
-        cfg = pipeline.config.verify
-        crop = object_crop(frame.rgb, mask, cfg.identity_pad)
-        if crop is None:
-            return None
-        known = names if names is not None else pipeline.catalogue
-        candidates = list(dict.fromkeys(n.strip().lower() for n in [named] + list(known)))
-        texts = scorer.text_cache.get([cfg.identity_template.replace("{object}", n) for n in candidates])
-        probs = identity_probabilities(crop_embedding(pipeline, crop), texts, candidates, cfg.identity_temperature)
-        gap = log_odds_gap(probs, candidates[0])
-        return IdentityVote(candidates[0], probs, gap if math.isfinite(gap) else 0.0)
+        return clip_votes(pipeline, frame, [mask], named, names)[0]
 
     return identify
+
+
+def rank_by_identity(components: Sequence[Detection], votes: Sequence[Optional[IdentityVote]],
+                     weight: float) -> List[Detection]:
+    """The components re-ranked by ln(probability mass) + ``weight`` * ln p_CLIP(named | crop), best first.
+
+    Why: CLIPSeg's mass alone picks a look-alike when its map lights the look-alike more than
+    the named object (a yellow block for "the yellow cup"); CLIP, looking at each component's
+    crop, often tells them apart. The product of the two beliefs (a sum of logs) chooses better
+    than either alone on validation scenes (README "Simulation"). A component without a vote
+    keeps its mass alone, with the worst named log-probability of the others.
+    """
+    if len(components) != len(votes):
+        raise ValueError(f"{len(components)} components but {len(votes)} votes")
+    floor = 1e-9
+    logp = [math.log(max(v.probabilities.get(v.named, 0.0), floor)) if v is not None else None for v in votes]
+    known = [lp for lp in logp if lp is not None]
+    worst = min(known) if known else 0.0
+
+    def score(i: int) -> float:
+        d = components[i]
+        mass = max(float(d.area) * float(d.confidence), floor)
+        return math.log(mass) + weight * (logp[i] if logp[i] is not None else worst)
+
+    order = sorted(range(len(components)), key=lambda i: (-score(i), i))
+    return [components[i] for i in order]

@@ -96,6 +96,13 @@ def detect(probs: np.ndarray, phrases: Sequence[str], target: int, competitors: 
     return select_component(mask, probs[target], phrases[target], min_area=min_area, score=score)
 
 
+def detect_all(probs: np.ndarray, phrases: Sequence[str], target: int, competitors: Sequence[int],
+               threshold: float, min_area: int = 1, score: str = "mass") -> List[Detection]:
+    """``detect``'s every component, best first (empty when nothing clears the threshold)."""
+    mask = target_mask(probs, target, competitors, threshold)
+    return all_components(mask, probs[target], phrases[target], min_area=min_area, score=score)
+
+
 def detection_from_mask(phrase: str, mask: np.ndarray, min_area: int = 1) -> Detection:
     """A Detection from a known binary mask (ground truth in simulation, or a user's label)."""
     return select_component(mask.astype(bool), mask.astype(np.float32), phrase, min_area=min_area)

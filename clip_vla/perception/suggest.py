@@ -22,8 +22,9 @@ are tested on constructed probability maps; ``Suggester`` runs them on a ``VLAPi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -222,7 +223,8 @@ def _rounded(values: Optional[Sequence[float]], digits: int) -> Optional[List[fl
 
 # --------------------------------------------------------------------------- decisions (numpy)
 def find_objects(maps: Mapping[int, Tuple[np.ndarray, np.ndarray]], candidates: Sequence[Candidate],
-                 min_area_px: int, min_confidence: float, instance_score: str = "mass") -> List[Found]:
+                 min_area_px: int, min_confidence: float, instance_score: str = "mass",
+                 rank: Optional[Callable[[List[Detection], str], List[Detection]]] = None) -> List[Found]:
     """Every mask component of every candidate that is large and confident enough.
 
     ``maps[i]`` is candidate ``i``'s (HxW probability map, HxW winner mask) as
@@ -234,9 +236,12 @@ def find_objects(maps: Mapping[int, Tuple[np.ndarray, np.ndarray]], candidates: 
     found = []
     for index, candidate in enumerate(candidates):
         probs, mask = maps[index]
-        for rank, det in enumerate(all_components(mask, probs, candidate.name, min_area_px, instance_score)):
+        components = all_components(mask, probs, candidate.name, min_area_px, instance_score)
+        if rank is not None and not candidate.fixture and len(components) > 1:
+            components = rank(components, candidate.name)  # as the pipeline grounds an object
+        for order, det in enumerate(components):
             if det.confidence >= min_confidence:
-                found.append(Found(candidate, det, grounded=rank == 0))
+                found.append(Found(candidate, det, grounded=order == 0))
     return found
 
 
@@ -251,18 +256,25 @@ def mask_overlap(a: Detection, b: Detection) -> float:
     return float(shared) / smaller
 
 
-def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overlap: float) -> List[SceneObject]:
+# the regions of some objects -> CLIP's vote on each region's crop (``identity.clip_votes``), None: no vote
+RegionVotes = Callable[[List[np.ndarray]], List[Optional[Any]]]
+
+
+def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overlap: float,
+                  votes: Optional[RegionVotes] = None, identity_weight: float = 0.0) -> List[SceneObject]:
     """One entry per object: components whose masks overlap by ``overlap`` or more are one object.
 
     Components join the group of the first (most confident) component they overlap; comparing
     with that seed only means a chain of half-overlapping names cannot join two neighbours.
     The group is named by the name with the highest mean probability (``probs[name]``, HxW)
     over the group's whole region, each name judged on the same pixels (a name's own component
-    confidence is not comparable: its extent differs from name to name). Names whose command
-    would ground here (``grounded``) are preferred, so that saying the name acts on this
-    object; the others only name it when no grounded one does. The name decides whether the
-    object is a fixture and gives its detection; the other names are its look-alikes, best
-    first. The result is ordered by confidence.
+    confidence is not comparable: its extent differs from name to name). With ``votes`` and an
+    ``identity_weight`` > 0, CLIP's view of the region's crop joins in: a name scores
+    ln(mean probability) + weight * ln p_CLIP(name), as grounding weighs an object's components
+    (``perception.identity_weight``). Names whose command would ground here (``grounded``) are
+    preferred, so that saying the name acts on this object; the others only name it when no
+    grounded one does. The name decides whether the object is a fixture and gives its
+    detection; the other names are its look-alikes, best first. The result is ordered by confidence.
     """
     order = sorted(found, key=lambda f: (-f.detection.confidence, -f.detection.area, f.candidate.name))
     groups: List[List[Found]] = []
@@ -272,17 +284,30 @@ def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overl
             groups.append([item])
         else:
             group.append(item)
+    regions = [np.logical_or.reduce([f.detection.mask for f in group]) for group in groups]
+    asked = [i for i, g in enumerate(groups) if len({f.candidate.name for f in g}) > 1]
+    group_votes: Dict[int, Any] = {}
+    if votes is not None and identity_weight > 0 and asked:
+        group_votes = dict(zip(asked, votes([regions[i] for i in asked])))
     objects = []
-    for group in groups:
-        region = np.logical_or.reduce([f.detection.mask for f in group])
+    for i, (group, region) in enumerate(zip(groups, regions)):
         members = {f.candidate.name: f.candidate for f in group}
         grounded = {f.candidate.name for f in group if f.grounded}
-        fit = {name: float(probs[name][region].mean()) for name in members}
+        fit = {name: _name_score(float(probs[name][region].mean()), group_votes.get(i), name, identity_weight)
+               for name in members}
         names = sorted(members, key=lambda n: (n not in grounded, -fit[n], n))
         best = names[0]
         det = max((f.detection for f in group if f.candidate.name == best), key=lambda d: d.area)
         objects.append(SceneObject(best, members[best].fixture, det, names[1:], grounded=best in grounded))
     return sorted(objects, key=lambda o: (-o.confidence, o.name))
+
+
+def _name_score(mean_probability: float, vote: Any, name: str, weight: float) -> float:
+    """The mean probability alone, or ln(it) + weight * ln p_CLIP(name) when CLIP voted on the region."""
+    if vote is None or weight <= 0:
+        return mean_probability
+    p_clip = vote.probabilities.get(name, 0.0)
+    return math.log(max(mean_probability, 1e-9)) + weight * math.log(max(p_clip, 1e-9))
 
 
 def compose_command(skill: str, obj: str, destination: Optional[str], config: SuggestConfig,
@@ -400,10 +425,12 @@ class Suggester:
             maps = segmenter.target_maps(logits, (height, width), range(k), perception.mask_threshold,
                                          competitors=range(k, len(self.prompts)))
         with timer.stage("postprocess"):
+            rank = pipe._identity_rank(frame) if perception.identity_weight > 0 else None
             found = find_objects(maps, self.candidates, perception.min_area_px, self.min_confidence,
-                                 perception.instance_score)
+                                 perception.instance_score, rank)
             probs = {c.name: maps[i][0] for i, c in enumerate(self.candidates)}
-            objects = merge_objects(found, probs, self.config.merge_overlap)
+            votes = self._region_votes(frame) if rank is not None else None
+            objects = merge_objects(found, probs, self.config.merge_overlap, votes, perception.identity_weight)
         with timer.stage("geometry"):
             self._locate(objects, frame, camera_to_base or pipe.camera_to_base)
         with timer.stage("skill_scoring"):
@@ -414,6 +441,13 @@ class Suggester:
             ranked = rank_suggestions(objects, fits, self.config, pipe.vocabulary, pipe.parser)
         timer.ms["total"] = sum(timer.ms.values())
         return SuggestionList(ranked, objects, timer.ms, frame.stamp)
+
+    def _region_votes(self, frame: Frame) -> RegionVotes:
+        """CLIP's votes over the candidates' names on regions of ``frame`` (one batched vision pass)."""
+        from clip_vla.perception.identity import clip_votes
+
+        names = [c.name for c in self.candidates]
+        return lambda regions: clip_votes(self.pipeline, frame, regions, names[0], names)
 
     def _locate(self, objects: Sequence[SceneObject], frame: Frame, camera_to_base: geometry.RigidTransform) -> None:
         locate_objects(objects, frame, camera_to_base, self.pipeline)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip_vla.perception.identity import IdentityVote, crop_box, identity_probabilities, object_crop
+from clip_vla.perception.identity import IdentityVote, crop_box, identity_probabilities, object_crop, rank_by_identity
 
 
 def _mask(h=100, w=200, box=(50, 20, 70, 30)):
@@ -73,3 +73,38 @@ def test_names_are_ranked_by_similarity_and_the_vote_reports_the_gap():
     vote = IdentityVote("red cup", probs, float(np.log(probs["green cup"]) - np.log(probs["red cup"])))
     assert vote.best == "green cup" and vote.gap_nats == pytest.approx(10.0, rel=1e-4)
     assert vote.to_dict(top=2)["top"] == {k: round(v, 4) for k, v in list(probs.items())[:2]}
+
+
+def _component(area: int, confidence: float, u: int):
+    from clip_vla.core.types import Detection
+
+    mask = np.zeros((20, 60), bool)
+    mask[5:5 + max(1, area // 10), u:u + 10] = True
+    return Detection(phrase="yellow cup", found=True, confidence=confidence, mask=mask,
+                     centroid=(u + 5.0, 7.0), bbox=(u, 5, u + 9, 5 + area // 10 - 1), area=area, peak=0.9)
+
+
+def _vote(p_named: float) -> IdentityVote:
+    return IdentityVote("yellow cup", {"yellow block": 1.0 - p_named, "yellow cup": p_named}, 0.0)
+
+
+def test_clip_moves_a_component_it_names_ahead_of_a_larger_look_alike():
+    look_alike, cup = _component(100, 0.9, 0), _component(60, 0.9, 30)
+    # ln(90) - ln(54) = 0.51 for the look-alike's mass; CLIP: ln(0.9) - ln(0.1) = 2.2 for the cup
+    ranked = rank_by_identity([look_alike, cup], [_vote(0.1), _vote(0.9)], weight=1.0)
+    assert ranked == [cup, look_alike]
+
+
+def test_mass_still_counts_clip_is_weighed_not_obeyed():
+    large, speck = _component(100, 0.9, 0), _component(10, 0.9, 30)
+    # mass ratio 10 (2.3 nats) beats a CLIP preference of 0.6 / 0.4 (0.41 nats) at weight 1, not at weight 10
+    assert rank_by_identity([large, speck], [_vote(0.4), _vote(0.6)], weight=1.0) == [large, speck]
+    assert rank_by_identity([large, speck], [_vote(0.4), _vote(0.6)], weight=10.0) == [speck, large]
+
+
+def test_weight_zero_keeps_clipsegs_order_and_a_missing_vote_is_not_a_win():
+    a, b = _component(100, 0.9, 0), _component(60, 0.9, 30)
+    assert rank_by_identity([a, b], [_vote(0.01), _vote(0.99)], weight=0.0) == [a, b]
+    assert rank_by_identity([a, b], [None, _vote(0.99)], weight=5.0) == [a, b]  # None: the worst vote seen
+    with pytest.raises(ValueError, match="votes"):
+        rank_by_identity([a, b], [_vote(0.5)], weight=1.0)

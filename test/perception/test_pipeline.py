@@ -290,3 +290,59 @@ def test_look_alike_competitors_join_the_prompts_after_the_named_ones(pipeline, 
     assert (on.object_index, on.destination_index) == (0, 1)
     r = pipeline.run(frame, "put the red cup in the bowl")  # the goal still comes from the named prompts
     assert isinstance(r, (ActionGoal, NoAction))
+
+
+def _two_blobs():
+    """KxHxW maps: prompt 0 ('red cup') lights a large blob on the left and a smaller one on the right."""
+    probs = np.zeros((2, 40, 80), np.float32)
+    probs[1] = 0.3  # a distractor everywhere
+    probs[0, 10:30, 5:30] = 0.9   # 500 px
+    probs[0, 10:25, 50:70] = 0.9  # 300 px
+    return probs
+
+
+def test_without_a_ranker_the_largest_mass_is_the_object(pipeline):
+    from clip_vla.pipeline import detect_roles
+
+    prepared = pipeline.prepare("pick up the red cup")
+    prepared = type(prepared)(prepared.text, prepared.parsed, prepared.skill, ["red cup", "background"], 0, None)
+    det = detect_roles(_two_blobs(), prepared, pipeline.config.perception)["object"]
+    assert det.area == 500 and det.other_instances == 1
+
+
+def test_a_ranker_chooses_among_the_components_and_is_asked_only_when_there_is_a_choice(pipeline):
+    from clip_vla.pipeline import detect_roles
+
+    prepared = pipeline.prepare("pick up the red cup")
+    prepared = type(prepared)(prepared.text, prepared.parsed, prepared.skill, ["red cup", "background"], 0, None)
+    asked = []
+
+    def smallest_first(components, name):
+        asked.append((name, [c.area for c in components]))
+        return sorted(components, key=lambda c: c.area)
+
+    det = detect_roles(_two_blobs(), prepared, pipeline.config.perception, smallest_first)["object"]
+    assert det.area == 300 and asked == [("red cup", [500, 300])]
+    one = _two_blobs()
+    one[0, :, 40:] = 0.0
+    asked.clear()
+    assert detect_roles(one, prepared, pipeline.config.perception, smallest_first)["object"].area == 500
+    assert asked == []  # one component: nothing to choose
+
+
+def test_clips_ranker_runs_on_the_tiny_models_and_keeps_every_component(pipeline, frame):
+    """The real path (crops -> one batched CLIP pass -> votes -> ranking) on the tiny generated CLIP."""
+    reconfigure(pipeline, **{"perception.identity_weight": 1.0, "perception.identity_candidates": 2})
+    rank = pipeline._identity_rank(frame)
+    masks = []
+    for u in (10, 200, 400):
+        m = np.zeros((H, W), bool)
+        m[100:160, u:u + 60] = True
+        masks.append(m)
+    from clip_vla.core.types import Detection
+
+    comps = [Detection(phrase="red cup", found=True, confidence=0.9, mask=m, centroid=(0.0, 0.0), bbox=(0, 0, 1, 1),
+                       area=int(m.sum()), peak=0.9) for m in masks]
+    ranked = rank(comps, "red cup")
+    assert sorted(map(id, ranked[:2])) == sorted(map(id, comps[:2])) and ranked[2] is comps[2]  # only 2 asked
+    assert isinstance(pipeline.run(frame, "pick up the red cup"), (ActionGoal, NoAction))

@@ -98,6 +98,36 @@ def test_a_name_that_would_ground_elsewhere_does_not_name_an_object_it_only_part
     assert objects[True].name == "red cup" and objects[True].look_alikes == ["red ball"]
 
 
+def test_clips_vote_on_the_region_can_rename_an_object_clipseg_misnames():
+    """CLIPSeg prefers "red cup" on the object, CLIP's crop says "red ball": weighed, the name changes."""
+    from clip_vla.perception.identity import IdentityVote
+
+    cands = [Candidate("red ball"), Candidate("red cup")]
+    found, probs = found_scene([disc(20, 20, 8, 0.7), disc(20, 20, 8, 0.8)], cands)
+    asked = []
+
+    def votes(regions):
+        asked.append(len(regions))
+        return [IdentityVote("red ball", {"red ball": 0.9, "red cup": 0.1}, 0.0) for _ in regions]
+
+    assert merge_objects(found, probs, overlap=0.3)[0].name == "red cup"
+    assert merge_objects(found, probs, overlap=0.3, votes=votes, identity_weight=0.0)[0].name == "red cup"
+    assert asked == []  # weight 0: CLIP is not asked
+    renamed = merge_objects(found, probs, overlap=0.3, votes=votes, identity_weight=1.0)
+    assert [(o.name, o.look_alikes) for o in renamed] == [("red ball", ["red cup"])] and asked == [1]
+
+
+def test_a_ranker_decides_which_component_of_a_name_is_grounded():
+    two = np.maximum(disc(15, 30, 7, 0.95), disc(60, 30, 7, 0.7))
+    probs = np.stack([two, np.full((H, W), 0.1, np.float32)])
+    right_first = lambda comps, name: sorted(comps, key=lambda d: -d.centroid[0])  # noqa: E731
+    found = find_objects(maps_of(probs, 1), [Candidate("red ball")], PERCEPTION_MIN_AREA, 0.5, "mass", right_first)
+    assert [(f.detection.centroid[0] > 40, f.grounded) for f in found] == [(True, True), (False, False)]
+    fixture = find_objects(maps_of(probs, 1), [Candidate("bowl", fixture=True)], PERCEPTION_MIN_AREA, 0.5, "mass",
+                           right_first)
+    assert [(f.detection.centroid[0] > 40, f.grounded) for f in fixture] == [(False, True), (True, False)]
+
+
 def test_low_confidence_and_tiny_components_are_not_objects():
     cands = [Candidate("red cup"), Candidate("blue cup")]
     found, _ = found_scene([disc(20, 20, 8, 0.45), disc(60, 40, 0, 0.99)], cands, min_confidence=0.5)

@@ -26,6 +26,7 @@ from clip_vla.core.config import ClipVlaConfig, Skill
 from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
 from clip_vla.perception.identity import clip_votes, rank_by_identity
 from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes
+from clip_vla.perception.suggest import RankComponents, named_object
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
 from clip_vla.perception.timing import StageTimer
@@ -54,9 +55,10 @@ class PreparedCommand:
     text: str
     parsed: ParsedInstruction
     skill: Optional[Skill]
-    prompts: List[str]  # CLIPSeg prompts: [object?, destination?, *distractors]
+    prompts: List[str]  # CLIPSeg prompts: [object?, destination?, *look-alikes, *distractors]
     object_index: Optional[int]
     destination_index: Optional[int]
+    prompt_names: Tuple[str, ...] = ()  # the names of the prompts before the distractors, in order
 
 
 class VLAPipeline:
@@ -151,7 +153,8 @@ class VLAPipeline:
         prompts = [template.replace("{object}", p) for p in named + rivals] + list(self.vocabulary.distractors)
         object_index = 0 if parsed.object else None
         destination_index = (1 if parsed.object else 0) if parsed.destination else None
-        prepared = PreparedCommand(command, parsed, skill, prompts, object_index, destination_index)
+        prepared = PreparedCommand(command, parsed, skill, prompts, object_index, destination_index,
+                                   tuple(named + rivals))
         if self.segmenter is not None:
             self.segmenter.text_embeddings(prompts)  # warm the cache now, not on the first frame
         return prepared
@@ -275,22 +278,44 @@ class VLAPipeline:
             skill_probs = self._score_skills(prepared, image, features)
         with timer.stage("postprocess"):
             rank = self._identity_rank(frame) if perception.identity_weight > 0 else None
-            detections = detect_roles(probs, prepared, perception, rank)
+            named = None
+            if perception.ground_by_naming and prepared.object_index is not None:
+                named = self._named_object(frame, probs, prepared, rank)
+            detections = detect_roles(probs, prepared, perception, rank, skip_object=named is not None)
+            if named is not None:
+                detections["object"] = named
         return detections, skill_probs
 
-    def _identity_rank(self, frame: Frame) -> Optional["RankComponents"]:
-        """CLIP's re-ranking of a name's components on ``frame`` (``perception.identity_weight``), or None
-        when there is no CLIP of its own to ask (``models.share_backbone``)."""
+    def _identity_rank(self, frame: Frame) -> Optional[RankComponents]:
+        """CLIP's re-ranking of names' components on ``frame`` (``perception.identity_weight``), or None
+        when there is no CLIP of its own to ask (``models.share_backbone``).
+
+        Every name's candidates go through one batched CLIP pass; each crop's vote ranks all names.
+        """
         if self.scorer is None or self.scorer.shared_backbone:
             return None
         perception = self.config.perception
 
-        def rank(components: List[Detection], name: str) -> List[Detection]:
-            head = components[:perception.identity_candidates]
-            votes = clip_votes(self, frame, [d.mask for d in head], name)
-            return rank_by_identity(head, votes, perception.identity_weight) + components[len(head):]
+        def rank(by_name: Dict[str, List[Detection]]) -> Dict[str, List[Detection]]:
+            heads = {n: c[:perception.identity_candidates] for n, c in by_name.items()}
+            masks = [d.mask for head in heads.values() for d in head]
+            names = list(dict.fromkeys(list(by_name) + list(self.catalogue)))
+            votes = iter(clip_votes(self, frame, masks, names[0], names))
+            return {n: rank_by_identity(head, [next(votes) for _ in head], perception.identity_weight, n)
+                    + by_name[n][len(head):] for n, head in heads.items()}
 
         return rank
+
+    def _named_object(self, frame: Frame, probs: np.ndarray, prepared: PreparedCommand,
+                      rank: Optional[RankComponents]) -> Optional[Detection]:
+        """The scene object that takes the command's object name (``perception.ground_by_naming``), or None."""
+        names = list(prepared.prompt_names)
+        distractors = range(len(names), len(prepared.prompts))
+        votes = None
+        if rank is not None:
+            votes = lambda regions: clip_votes(self, frame, regions, names[0], names)  # noqa: E731
+        return named_object(probs, names, prepared.object_index, prepared.destination_index, distractors,
+                            self.config.perception, self.config.suggest.merge_overlap, rank, votes)
 
     def segment(self, rgb: np.ndarray, prompts: Sequence[str], timer: Optional[StageTimer] = None):
         """One CLIPSeg vision pass over ``rgb`` and one decoder batch over ``prompts``.
@@ -360,23 +385,19 @@ class VLAPipeline:
                                self.config.geometry)
 
 
-# (a name's components, best by CLIPSeg first; the name) -> the same components, best first
-RankComponents = Callable[[List[Detection], str], List[Detection]]
-
-
-def detect_roles(probs, prepared: PreparedCommand, perception,
-                 rank: Optional[RankComponents] = None) -> Dict[str, Detection]:
+def detect_roles(probs, prepared: PreparedCommand, perception, rank: Optional[RankComponents] = None,
+                 skip_object: bool = False) -> Dict[str, Detection]:
     """The object's and the destination's detections; every prompt competes at every pixel.
 
     ``rank`` (CLIP's identity, ``perception.identity_weight``) re-orders the object's components
     when it has more than one; without it, and for the destination, the component with the most
-    probability mass wins.
+    probability mass wins. ``skip_object``: the object was found otherwise (grounding by naming).
     """
     competitors = list(range(len(prepared.prompts)))
-    names = {"object": prepared.parsed.object, "destination": prepared.parsed.destination}
+    name = prepared.parsed.object
     detections: Dict[str, Detection] = {}
     for role, index in (("object", prepared.object_index), ("destination", prepared.destination_index)):
-        if index is None:
+        if index is None or (role == "object" and skip_object):
             continue
         args = (probs, prepared.prompts, index, competitors, perception.mask_threshold)
         if rank is None or role != "object":  # fixtures: CLIP was not taught to name them (README "Simulation")
@@ -384,6 +405,6 @@ def detect_roles(probs, prepared: PreparedCommand, perception,
             continue
         found = detect_all(*args, perception.min_area_px, perception.instance_score)
         if len(found) > 1:
-            found = rank(found, names[role])
+            found = rank({name: found})[name]
         detections[role] = found[0] if found else detect(*args, perception.min_area_px, perception.instance_score)
     return detections

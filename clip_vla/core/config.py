@@ -416,6 +416,11 @@ class PerceptionConfig(Validated):
         0.0, "CLIP's part in choosing the component: the one with the highest ln(probability mass) + this * "
         "ln p_CLIP(name | its crop) is the object (crop, text and temperature: verify.identity_*); 0: mass "
         "alone; needs a CLIP of its own (models.clip, not share_backbone)", range=(0.0, 100.0))
+    ground_by_naming: bool = setting(
+        False, "the object is the scene object named with the command's name: the named object and its look-alikes "
+        "(look_alike_competitors) are each found against the distractors only, overlapping finds merge into one "
+        "object named by its best name (mean probability, with CLIP's vote per identity_weight), as suggestions "
+        "name objects; when no object gets the name, the component rule decides")
     identity_candidates: int = setting(4, "most components (largest mass first) CLIP looks at when identity_weight "
                                           "is on", range=(1, 64))
     min_skill_probability: float = setting(0.5, "a skill guessed by CLIP (no verb) needs this probability",

@@ -58,15 +58,16 @@ def crop_box(mask: np.ndarray, pad: float = 0.25, min_side: int = 24, scale: flo
     side) jitter the box for training, so the model tolerates a loose CLIPSeg mask. The box is
     moved (not shrunk) to stay inside the image where it fits. None for an empty mask.
     """
-    vs, us = np.nonzero(mask)
-    if us.size == 0:
+    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    if cols.size == 0:
         return None
     h, w = mask.shape[:2]
-    side = max(int(us.max() - us.min() + 1), int(vs.max() - vs.min() + 1))
+    (u_min, u_max), (v_min, v_max) = (cols[0], cols[-1]), (rows[0], rows[-1])
+    side = max(int(u_max - u_min + 1), int(v_max - v_min + 1))
     side = int(round(max(min_side, side * (1.0 + 2.0 * pad)) * scale))
     side = max(2, min(side, h, w))
-    cu = (us.min() + us.max() + 1) / 2.0 + shift[0] * side
-    cv = (vs.min() + vs.max() + 1) / 2.0 + shift[1] * side
+    cu = (u_min + u_max + 1) / 2.0 + shift[0] * side
+    cv = (v_min + v_max + 1) / 2.0 + shift[1] * side
     u0 = int(round(min(max(cu - side / 2.0, 0), w - side)))
     v0 = int(round(min(max(cv - side / 2.0, 0), h - side)))
     return u0, v0, u0 + side, v0 + side
@@ -166,19 +167,21 @@ def clip_identifier(pipeline: "VLAPipeline", names: Optional[Sequence[str]] = No
 
 
 def rank_by_identity(components: Sequence[Detection], votes: Sequence[Optional[IdentityVote]],
-                     weight: float) -> List[Detection]:
+                     weight: float, name: Optional[str] = None) -> List[Detection]:
     """The components re-ranked by ln(probability mass) + ``weight`` * ln p_CLIP(named | crop), best first.
 
     Why: CLIPSeg's mass alone picks a look-alike when its map lights the look-alike more than
     the named object (a yellow block for "the yellow cup"); CLIP, looking at each component's
     crop, often tells them apart. The product of the two beliefs (a sum of logs) chooses better
     than either alone on validation scenes (README "Simulation"). A component without a vote
-    keeps its mass alone, with the worst named log-probability of the others.
+    keeps its mass alone, with the worst named log-probability of the others. ``name``: the name
+    judged (default: each vote's own ``named``), for votes cast over several names at once.
     """
     if len(components) != len(votes):
         raise ValueError(f"{len(components)} components but {len(votes)} votes")
     floor = 1e-9
-    logp = [math.log(max(v.probabilities.get(v.named, 0.0), floor)) if v is not None else None for v in votes]
+    logp = [math.log(max(v.probabilities.get(name or v.named, 0.0), floor)) if v is not None else None
+            for v in votes]
     known = [lp for lp in logp if lp is not None]
     worst = min(known) if known else 0.0
 

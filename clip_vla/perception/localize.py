@@ -64,11 +64,29 @@ def all_components(mask: np.ndarray, target_probs: np.ndarray, phrase: str, min_
 
 
 def _components(mask: np.ndarray, target_probs: np.ndarray, min_area: int):
-    """Labels, stats, centroids, the components kept, and per label the probability mass and mean."""
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    """Labels, stats, centroids, the components kept, and per label the probability mass and mean.
+
+    The labelling runs on the mask's bounding box only (a target covers a few percent of the
+    frame, and a command's look-alikes are labelled one name at a time); labels, stats and
+    centroids are in full-image coordinates.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    v0, u0 = (int(rows[0]), int(cols[0])) if rows.size else (0, 0)
+    v1, u1 = (int(rows[-1]) + 1, int(cols[-1]) + 1) if rows.size else (0, 0)
+    box = np.ascontiguousarray(mask[v0:v1, u0:u1], dtype=np.uint8)
+    if box.size:
+        count, inner, stats, centroids = cv2.connectedComponentsWithStats(box, connectivity=8)
+    else:
+        count, inner = 1, np.zeros((0, 0), np.int32)
+        stats, centroids = np.zeros((1, 5), np.int32), np.zeros((1, 2))
+    stats[1:, cv2.CC_STAT_LEFT] += u0
+    stats[1:, cv2.CC_STAT_TOP] += v0
+    centroids[1:] += (u0, v0)
+    labels = np.zeros(mask.shape[:2], np.int32)
+    labels[v0:v1, u0:u1] = inner
     candidates = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= max(1, min_area)]
-    # Probability mass and mean per component in one pass over the image (bincount), not one mask each.
-    sums = np.bincount(labels.ravel(), weights=target_probs.ravel(), minlength=count)
+    # Probability mass and mean per component in one pass over the box (bincount), not one mask each.
+    sums = np.bincount(inner.ravel(), weights=target_probs[v0:v1, u0:u1].ravel(), minlength=count)
     means = sums / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
     return labels, stats, centroids, candidates, sums, means
 

@@ -32,7 +32,7 @@ from clip_vla.core import geometry
 from clip_vla.core.config import ConfigError, SuggestSection, Vocabulary, invalid
 from clip_vla.core.language import CommandError, InstructionParser
 from clip_vla.core.types import Detection, Frame
-from clip_vla.perception.localize import all_components
+from clip_vla.perception.localize import all_components, target_mask
 from clip_vla.perception.timing import StageTimer
 
 # How a suggestion is said, per skill; a skill not listed is said with its first verb.
@@ -222,9 +222,15 @@ def _rounded(values: Optional[Sequence[float]], digits: int) -> Optional[List[fl
 
 
 # --------------------------------------------------------------------------- decisions (numpy)
+# {name: its components, best first} -> the same, re-ranked (``VLAPipeline._identity_rank``: CLIP's votes)
+RankComponents = Callable[[Dict[str, List[Detection]]], Dict[str, List[Detection]]]
+# the regions of some objects -> CLIP's vote on each region's crop (``identity.clip_votes``), None: no vote
+RegionVotes = Callable[[List[np.ndarray]], List[Optional[Any]]]
+
+
 def find_objects(maps: Mapping[int, Tuple[np.ndarray, np.ndarray]], candidates: Sequence[Candidate],
                  min_area_px: int, min_confidence: float, instance_score: str = "mass",
-                 rank: Optional[Callable[[List[Detection], str], List[Detection]]] = None) -> List[Found]:
+                 rank: Optional[RankComponents] = None) -> List[Found]:
     """Every mask component of every candidate that is large and confident enough.
 
     ``maps[i]`` is candidate ``i``'s (HxW probability map, HxW winner mask) as
@@ -233,13 +239,14 @@ def find_objects(maps: Mapping[int, Tuple[np.ndarray, np.ndarray]], candidates: 
     name's strongest patch is a look-alike ("red ball" brightest on the red block), its weaker
     patch may be the only one on the object that really is the red ball.
     """
+    components = {c.name: all_components(maps[i][1], maps[i][0], c.name, min_area_px, instance_score)
+                  for i, c in enumerate(candidates)}
+    if rank is not None:  # as the pipeline grounds an object: CLIP weighs in where a name has a choice
+        components.update(rank({c.name: components[c.name] for c in candidates
+                                if not c.fixture and len(components[c.name]) > 1}))
     found = []
-    for index, candidate in enumerate(candidates):
-        probs, mask = maps[index]
-        components = all_components(mask, probs, candidate.name, min_area_px, instance_score)
-        if rank is not None and not candidate.fixture and len(components) > 1:
-            components = rank(components, candidate.name)  # as the pipeline grounds an object
-        for order, det in enumerate(components):
+    for candidate in candidates:
+        for order, det in enumerate(components[candidate.name]):
             if det.confidence >= min_confidence:
                 found.append(Found(candidate, det, grounded=order == 0))
     return found
@@ -256,10 +263,6 @@ def mask_overlap(a: Detection, b: Detection) -> float:
     return float(shared) / smaller
 
 
-# the regions of some objects -> CLIP's vote on each region's crop (``identity.clip_votes``), None: no vote
-RegionVotes = Callable[[List[np.ndarray]], List[Optional[Any]]]
-
-
 def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overlap: float,
                   votes: Optional[RegionVotes] = None, identity_weight: float = 0.0) -> List[SceneObject]:
     """One entry per object: components whose masks overlap by ``overlap`` or more are one object.
@@ -269,9 +272,9 @@ def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overl
     The group is named by the name with the highest mean probability (``probs[name]``, HxW)
     over the group's whole region, each name judged on the same pixels (a name's own component
     confidence is not comparable: its extent differs from name to name). With ``votes`` and an
-    ``identity_weight`` > 0, CLIP's view of the region's crop joins in: a name scores
-    ln(mean probability) + weight * ln p_CLIP(name), as grounding weighs an object's components
-    (``perception.identity_weight``). Names whose command would ground here (``grounded``) are
+    ``identity_weight`` > 0, CLIP's view of the region's crop joins in where every name is an
+    object's: a name scores ln(mean probability) + weight * ln p_CLIP(name), as grounding weighs
+    an object's components (``perception.identity_weight``). Names whose command would ground here (``grounded``) are
     preferred, so that saying the name acts on this object; the others only name it when no
     grounded one does. The name decides whether the object is a fixture and gives its
     detection; the other names are its look-alikes, best first. The result is ordered by confidence.
@@ -285,7 +288,9 @@ def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overl
         else:
             group.append(item)
     regions = [np.logical_or.reduce([f.detection.mask for f in group]) for group in groups]
-    asked = [i for i, g in enumerate(groups) if len({f.candidate.name for f in g}) > 1]
+    # CLIP names objects, not fixtures (it was not taught them): a group with a fixture keeps the mass rule
+    asked = [i for i, g in enumerate(groups)
+             if len({f.candidate.name for f in g}) > 1 and not any(f.candidate.fixture for f in g)]
     group_votes: Dict[int, Any] = {}
     if votes is not None and identity_weight > 0 and asked:
         group_votes = dict(zip(asked, votes([regions[i] for i in asked])))
@@ -308,6 +313,32 @@ def _name_score(mean_probability: float, vote: Any, name: str, weight: float) ->
         return mean_probability
     p_clip = vote.probabilities.get(name, 0.0)
     return math.log(max(mean_probability, 1e-9)) + weight * math.log(max(p_clip, 1e-9))
+
+
+def named_object(probs: np.ndarray, names: Sequence[str], object_index: int, fixture_index: Optional[int],
+                 distractors: Sequence[int], perception: Any, overlap: float,
+                 rank: Optional[RankComponents] = None,
+                 votes: Optional[RegionVotes] = None) -> Optional[Detection]:
+    """The scene object a command's name picks out, found as suggestions find and name objects; None when
+    no object takes the name (``perception.ground_by_naming``).
+
+    ``probs`` is KxHxW over the command's prompts: ``names`` (the object, the destination at
+    ``fixture_index``, the look-alikes) and then the ``distractors``. Each name competes with the
+    distractors only, so a yellow block lit by both "yellow block" and "yellow cup" is found by
+    both; the overlapping finds merge into one object, and the object takes its best name. Why:
+    the component rule gives each pixel to one name, so a look-alike whose map outshines the named
+    object's on part of it takes that part, and the named object's remaining piece can lose to a
+    look-alike's whole body. Naming the objects judges every name on the same pixels.
+    """
+    candidates = [Candidate(n, fixture=i == fixture_index) for i, n in enumerate(names)]
+    maps = {i: (probs[i], target_mask(probs, i, list(distractors), perception.mask_threshold))
+            for i in range(len(names))}
+    found = find_objects(maps, candidates, perception.min_area_px, perception.min_confidence,
+                         perception.instance_score, rank)
+    objects = merge_objects(found, {c.name: probs[i] for i, c in enumerate(candidates)}, overlap, votes,
+                            perception.identity_weight)
+    target = names[object_index]
+    return next((o.detection for o in objects if o.name == target), None)
 
 
 def compose_command(skill: str, obj: str, destination: Optional[str], config: SuggestConfig,

@@ -22,6 +22,12 @@ SIM_LOOK_ALIKES = 8
 # 0.07 is the temperature the shipped CLIP's identity term was trained at (clip_vla/train/identity.py).
 SIM_IDENTITY_WEIGHT = 1.0
 SIM_IDENTITY_TEMPERATURE = 0.07
+# perception.ground_by_naming in the simulated world: the object is the scene object that takes the
+# command's name, as suggestions name objects. On validation seeds 50,200-50,299 (closed loop,
+# single-shot) pick/place/push succeed 98/88/99% with it, 90/82/91% without; without CLIP's vote
+# (identity_weight 0) the goal pixel lands on the target less often than the component rule (86/88%
+# against 90/92%): the naming needs CLIP.
+SIM_GROUND_BY_NAMING = True
 SIM_RIVAL_MIN_AREA_FRACTION = 0.7
 SIM_RIVAL_LOGIT_MARGIN = 0.0
 
@@ -43,6 +49,7 @@ def sim_perception_settings() -> Dict[str, Any]:
     """
     return {"perception.look_alike_competitors": SIM_LOOK_ALIKES, "verify.look_alikes": True,
             "perception.identity_weight": SIM_IDENTITY_WEIGHT, "verify.identity_temperature": SIM_IDENTITY_TEMPERATURE,
+            "perception.ground_by_naming": SIM_GROUND_BY_NAMING,
             "verify.rival_min_area_fraction": SIM_RIVAL_MIN_AREA_FRACTION,
             "verify.rival_logit_margin": SIM_RIVAL_LOGIT_MARGIN, **sim_suggest_parameters()}
 

@@ -141,7 +141,8 @@ def evaluate_sim(pipeline: Any, config: SuggestConfig, seeds: Sequence[int], n_d
             on_target = [n for n in suggested
                          if n in truth and _pixel_on(obs.mask_of(n), by_name[n].detection.centroid)]
             present_fixtures = [f.name for f in task.layout.fixtures]
-            found_fixtures = [o.name for o in result.objects if o.fixture and o.name in present_fixtures]
+            found_fixtures = list(dict.fromkeys(o.name for o in result.objects  # one bowl found twice is one
+                                                if o.fixture and o.name in present_fixtures))
             truth_total += len(truth)
             named_total += sum(n in suggested for n in truth)
             suggested_total += len(suggested)
@@ -172,7 +173,9 @@ def evaluate_sim(pipeline: Any, config: SuggestConfig, seeds: Sequence[int], n_d
         "prompts": len(suggester.prompts), "candidates": len(suggester.candidates),
         "settings": {"max_suggestions": config.max_suggestions, "min_score": config.min_score,
                      "min_confidence": suggester.min_confidence, "merge_overlap": config.merge_overlap,
-                     "skills": list(config.skills)},
+                     "skills": list(config.skills),
+                     "identity_weight": pipeline.config.perception.identity_weight},
+        "models": dict(pipeline.model_ids),
         "per_scene": scenes,
     }
 
@@ -193,6 +196,14 @@ def sim_suggest_config(args: argparse.Namespace, section: Any) -> SuggestConfig:
     return suggest_config(args, section, **{**sim, **given})
 
 
+def sim_core_settings() -> Dict[str, Any]:
+    """The simulated world's perception settings (``clip_vla.sim.settings``) but its suggest section, which
+    ``sim_suggest_config`` merges under the flags: the scenes are judged as `clip-vla sim` runs them."""
+    from clip_vla.sim.settings import sim_perception_settings
+
+    return {k: v for k, v in sim_perception_settings().items() if not k.startswith("suggest.")}
+
+
 # --------------------------------------------------------------------------- main
 def _run(args: argparse.Namespace) -> int:
     from clip_vla.core.config import parse_floats
@@ -209,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
         shipped = sim_model_config()
         args.clipseg = args.clipseg or shipped["models.clipseg"]
         args.clip = args.clip or shipped["models.clip"]
-        core = load_config(args)
+        core = load_config(args).replace(**sim_core_settings())
         config = sim_suggest_config(args, core.suggest)
         pipeline = VLAPipeline(core)
         report = evaluate_sim(pipeline, config, range(args.seed, args.seed + args.eval_sim), args.distractors)

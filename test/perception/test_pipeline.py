@@ -317,9 +317,9 @@ def test_a_ranker_chooses_among_the_components_and_is_asked_only_when_there_is_a
     prepared = type(prepared)(prepared.text, prepared.parsed, prepared.skill, ["red cup", "background"], 0, None)
     asked = []
 
-    def smallest_first(components, name):
-        asked.append((name, [c.area for c in components]))
-        return sorted(components, key=lambda c: c.area)
+    def smallest_first(by_name):
+        asked.extend((name, [c.area for c in comps]) for name, comps in by_name.items())
+        return {name: sorted(comps, key=lambda c: c.area) for name, comps in by_name.items()}
 
     det = detect_roles(_two_blobs(), prepared, pipeline.config.perception, smallest_first)["object"]
     assert det.area == 300 and asked == [("red cup", [500, 300])]
@@ -343,6 +343,13 @@ def test_clips_ranker_runs_on_the_tiny_models_and_keeps_every_component(pipeline
 
     comps = [Detection(phrase="red cup", found=True, confidence=0.9, mask=m, centroid=(0.0, 0.0), bbox=(0, 0, 1, 1),
                        area=int(m.sum()), peak=0.9) for m in masks]
-    ranked = rank(comps, "red cup")
-    assert sorted(map(id, ranked[:2])) == sorted(map(id, comps[:2])) and ranked[2] is comps[2]  # only 2 asked
+    ranked = rank({"red cup": comps, "red ball": comps[:1]})
+    assert sorted(map(id, ranked["red cup"][:2])) == sorted(map(id, comps[:2]))  # only 2 asked
+    assert ranked["red cup"][2] is comps[2] and ranked["red ball"] == comps[:1]
+    assert isinstance(pipeline.run(frame, "pick up the red cup"), (ActionGoal, NoAction))
+    reconfigure(pipeline, **{"perception.ground_by_naming": True, "perception.look_alike_competitors": 8,
+                             "suggest.colours": ["red", "blue"], "suggest.shapes": ["cup", "ball"],
+                             "suggest.vocabulary_objects": False})
+    prepared = pipeline.prepare("pick up the red cup")
+    assert prepared.prompt_names == ("red cup", "red ball", "blue cup")
     assert isinstance(pipeline.run(frame, "pick up the red cup"), (ActionGoal, NoAction))

@@ -120,7 +120,10 @@ def test_clips_vote_on_the_region_can_rename_an_object_clipseg_misnames():
 def test_a_ranker_decides_which_component_of_a_name_is_grounded():
     two = np.maximum(disc(15, 30, 7, 0.95), disc(60, 30, 7, 0.7))
     probs = np.stack([two, np.full((H, W), 0.1, np.float32)])
-    right_first = lambda comps, name: sorted(comps, key=lambda d: -d.centroid[0])  # noqa: E731
+
+    def right_first(by_name):
+        return {name: sorted(comps, key=lambda d: -d.centroid[0]) for name, comps in by_name.items()}
+
     found = find_objects(maps_of(probs, 1), [Candidate("red ball")], PERCEPTION_MIN_AREA, 0.5, "mass", right_first)
     assert [(f.detection.centroid[0] > 40, f.grounded) for f in found] == [(True, True), (False, False)]
     fixture = find_objects(maps_of(probs, 1), [Candidate("bowl", fixture=True)], PERCEPTION_MIN_AREA, 0.5, "mass",
@@ -330,3 +333,50 @@ def test_cli_bad_input_is_one_clear_line_and_exit_2(cli_args, tmp_path, capsys):
 
     bad_skill = cli_args + ["--skills", "fly"]
     assert main(bad_skill) == 2 and "fly" in capsys.readouterr().err
+
+
+def test_clip_is_not_asked_to_name_a_group_with_a_fixture():
+    cands = [Candidate("red cup"), Candidate("bowl", fixture=True)]
+    found, probs = found_scene([disc(20, 20, 8, 0.7), disc(20, 20, 8, 0.8)], cands)
+    asked = []
+    objects = merge_objects(found, probs, overlap=0.3, votes=lambda regions: asked.append(regions) or [],
+                            identity_weight=1.0)
+    assert [o.name for o in objects] == ["bowl"] and asked == []
+
+
+# --------------------------------------------------------------------------- grounding by naming
+def _cup_and_ball_scene():
+    """Left: a red cup that "red ball" outshines (0.95 against 0.9); right: the red ball, lit by "red ball" only."""
+    cup = disc(18, 30, 8, 0.9)
+    ball = np.maximum(disc(18, 30, 8, 0.95), disc(60, 30, 6, 0.7))
+    return np.stack([ball, cup, np.full((H, W), 0.1, np.float32)])  # names: red ball, red cup; one distractor
+
+
+class _Perception:
+    mask_threshold, min_area_px, min_confidence, instance_score, identity_weight = 0.4, 4, 0.5, "mass", 1.0
+
+
+def test_a_name_outshone_on_a_look_alike_grounds_where_clip_agrees():
+    from clip_vla.perception.identity import IdentityVote
+    from clip_vla.perception.suggest import named_object
+
+    probs, names = _cup_and_ball_scene(), ["red ball", "red cup"]
+    component_rule = select_component(target_mask(probs, 0, [1, 2], 0.4), probs[0], "red ball")
+    assert component_rule.centroid[0] < 40  # the pixel-wise winner takes the cup
+    without_clip = named_object(probs, names, 0, None, [2], _Perception(), 0.3)
+    assert without_clip.centroid[0] < 40  # by mean probability alone the cup is named "red ball" too
+
+    def votes(regions):  # CLIP on the left object's crop: a cup
+        return [IdentityVote("red ball", {"red cup": 0.9, "red ball": 0.1}, 0.0) for _ in regions]
+
+    with_clip = named_object(probs, names, 0, None, [2], _Perception(), 0.3, votes=votes)
+    assert with_clip.centroid[0] > 40 and with_clip.phrase == "red ball"
+
+
+def test_no_object_takes_the_name_and_grounding_by_naming_says_so():
+    from clip_vla.perception.suggest import named_object
+
+    probs = _cup_and_ball_scene()
+    probs[0, :, 40:] = 0.02  # no ball on the right: "red ball" lights only the cup, which "red cup" names
+    probs[0, 22:39, 10:27] = np.where(probs[0, 22:39, 10:27] > 0.5, 0.6, probs[0, 22:39, 10:27])
+    assert named_object(probs, ["red ball", "red cup"], 0, None, [2], _Perception(), 0.3) is None

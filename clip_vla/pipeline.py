@@ -26,7 +26,7 @@ from clip_vla.core.config import ClipVlaConfig, Skill
 from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
 from clip_vla.perception.identity import clip_votes, rank_by_identity
 from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes
-from clip_vla.perception.suggest import RankComponents, named_object
+from clip_vla.perception.suggest import RankComponents, named_objects
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
 from clip_vla.perception.timing import StageTimer
@@ -314,8 +314,10 @@ class VLAPipeline:
         votes = None
         if rank is not None:
             votes = lambda regions: clip_votes(self, frame, regions, names[0], names)  # noqa: E731
-        return named_object(probs, names, prepared.object_index, prepared.destination_index, distractors,
-                            self.config.perception, self.config.suggest.merge_overlap, rank, votes)
+        fixtures = [] if prepared.destination_index is None else [prepared.destination_index]
+        objects = named_objects(probs, names, prepared.object_index, fixtures, distractors, self.config.perception,
+                                self.config.suggest.merge_overlap, rank, votes)
+        return objects[0] if objects else None
 
     def segment(self, rgb: np.ndarray, prompts: Sequence[str], timer: Optional[StageTimer] = None):
         """One CLIPSeg vision pass over ``rgb`` and one decoder batch over ``prompts``.

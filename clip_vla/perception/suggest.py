@@ -315,22 +315,21 @@ def _name_score(mean_probability: float, vote: Any, name: str, weight: float) ->
     return math.log(max(mean_probability, 1e-9)) + weight * math.log(max(p_clip, 1e-9))
 
 
-def named_object(probs: np.ndarray, names: Sequence[str], object_index: int, fixture_index: Optional[int],
-                 distractors: Sequence[int], perception: Any, overlap: float,
-                 rank: Optional[RankComponents] = None,
-                 votes: Optional[RegionVotes] = None) -> Optional[Detection]:
-    """The scene object a command's name picks out, found as suggestions find and name objects; None when
-    no object takes the name (``perception.ground_by_naming``).
+def named_objects(probs: np.ndarray, names: Sequence[str], object_index: int, fixtures: Sequence[int],
+                  distractors: Sequence[int], perception: Any, overlap: float,
+                  rank: Optional[RankComponents] = None, votes: Optional[RegionVotes] = None) -> List[Detection]:
+    """Every scene object that takes the name ``names[object_index]``, found as suggestions find and name
+    objects, most confident first; empty when no object takes it (``perception.ground_by_naming``).
 
-    ``probs`` is KxHxW over the command's prompts: ``names`` (the object, the destination at
-    ``fixture_index``, the look-alikes) and then the ``distractors``. Each name competes with the
+    ``probs`` is KxHxW over the command's prompts: ``names`` (the object, a destination among
+    ``fixtures``, the look-alikes) and then the ``distractors``. Each name competes with the
     distractors only, so a yellow block lit by both "yellow block" and "yellow cup" is found by
     both; the overlapping finds merge into one object, and the object takes its best name. Why:
     the component rule gives each pixel to one name, so a look-alike whose map outshines the named
     object's on part of it takes that part, and the named object's remaining piece can lose to a
     look-alike's whole body. Naming the objects judges every name on the same pixels.
     """
-    candidates = [Candidate(n, fixture=i == fixture_index) for i, n in enumerate(names)]
+    candidates = [Candidate(n, fixture=i in fixtures) for i, n in enumerate(names)]
     maps = {i: (probs[i], target_mask(probs, i, list(distractors), perception.mask_threshold))
             for i in range(len(names))}
     found = find_objects(maps, candidates, perception.min_area_px, perception.min_confidence,
@@ -338,7 +337,7 @@ def named_object(probs: np.ndarray, names: Sequence[str], object_index: int, fix
     objects = merge_objects(found, {c.name: probs[i] for i, c in enumerate(candidates)}, overlap, votes,
                             perception.identity_weight)
     target = names[object_index]
-    return next((o.detection for o in objects if o.name == target), None)
+    return [o.detection for o in objects if o.name == target]
 
 
 def compose_command(skill: str, obj: str, destination: Optional[str], config: SuggestConfig,

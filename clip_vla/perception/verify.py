@@ -64,8 +64,9 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
 from clip_vla.core.types import Detection, Frame, Intrinsics
-from clip_vla.perception.identity import Identify, clip_identifier
+from clip_vla.perception.identity import Identify, clip_identifier, clip_votes
 from clip_vla.perception.localize import all_components, detection_from_mask, look_alikes, target_mask
+from clip_vla.perception.suggest import mask_overlap, named_objects
 
 if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
     from clip_vla.pipeline import VLAPipeline
@@ -144,6 +145,7 @@ class Component(NamedTuple):
 
     detection: Detection
     mean_logit: float
+    named: bool = False  # a scene object taking the phrase (``perception.ground_by_naming``), not a pixel-wise piece
 
 
 # (frame, phrases) -> per phrase, every connected component of its mask, best first (the pipeline's
@@ -244,10 +246,35 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
         prompts += list(pipeline.vocabulary.distractors)
         probs = prompt_probabilities(pipeline, frame.rgb, prompts)
         everyone = range(len(prompts))
-        return {p: components(target_mask(probs, i, everyone, perception.mask_threshold), probs[i], p,
+        seen = {p: components(target_mask(probs, i, everyone, perception.mask_threshold), probs[i], p,
                               perception.min_area_px, perception.instance_score) for i, p in enumerate(phrases)}
+        if perception.ground_by_naming:
+            _name_objects(pipeline, frame, probs, list(phrases) + rivals, len(phrases), seen)
+        return seen
 
     return perceive
+
+
+def _name_objects(pipeline: "VLAPipeline", frame: Frame, probs: np.ndarray, names: Sequence[str], phrases: int,
+                  seen: Dict[str, List[Component]]) -> None:
+    """Put the scene objects that take each phrase (as grounding by naming found the goal's) first in
+    ``seen``, marked ``named``; the pixel-wise pieces they cover go. Fixtures keep the component rule."""
+    perception, overlap = pipeline.config.perception, pipeline.config.suggest.merge_overlap
+    fixtures = [i for i, n in enumerate(names) if n in set(pipeline.config.suggest.fixtures)]
+    rank = pipeline._identity_rank(frame) if perception.identity_weight > 0 else None
+    votes = None
+    if rank is not None:
+        votes = lambda regions: clip_votes(pipeline, frame, regions, names[0], names)  # noqa: E731
+    distractors = range(len(names), probs.shape[0])
+    for i in range(phrases):
+        if i in fixtures:
+            continue
+        objects = named_objects(probs, names, i, fixtures, distractors, perception, overlap, rank, votes)
+        if not objects:
+            continue
+        named = [Component(d, _mean_logit(probs[i], d.mask), named=True) for d in objects]
+        pieces = [c for c in seen[names[i]] if all(mask_overlap(c.detection, d) < overlap for d in objects)]
+        seen[names[i]] = named + pieces
 
 
 def components(mask: np.ndarray, probs: np.ndarray, phrase: str, min_area: int = 1,
@@ -257,9 +284,14 @@ def components(mask: np.ndarray, probs: np.ndarray, phrase: str, min_area: int =
     Why all of them: after a pick the held object is partly hidden by the fingers, and a
     look-alike left on the table can outrank it; the verifier must see both.
     """
-    logits = np.log(np.clip(probs, 1e-6, 1.0)) - np.log(np.clip(1.0 - probs, 1e-6, 1.0))
-    return [Component(det, float(logits[det.mask].mean()))
+    return [Component(det, _mean_logit(probs, det.mask))
             for det in all_components(mask, probs, phrase, min_area, score)]
+
+
+def _mean_logit(probs: np.ndarray, mask: np.ndarray) -> float:
+    """Mean logit of ``probs`` (HxW) over ``mask``: how sure per pixel, unsaturated."""
+    p = probs[mask]
+    return float((np.log(np.clip(p, 1e-6, 1.0)) - np.log(np.clip(1.0 - p, 1e-6, 1.0))).mean())
 
 
 def component_from_mask(phrase: str, mask: np.ndarray, mean_logit: float = MASK_LOGIT) -> Component:
@@ -282,6 +314,7 @@ class _Seen:
     mean_logit: float
     xyz_base: np.ndarray
     depth_source: str  # depth | table_plane
+    named: bool = False  # Component.named
 
     def evidence(self) -> Dict[str, Any]:
         d = self.detection
@@ -484,12 +517,15 @@ class Verifier:
 
         Why: the goal's component won by probability mass; when an unmoved rival matches the name
         better per pixel, the step most likely moved a look-alike and the named object is still there.
+        When the acted-on component is a scene object named by the phrase (grounding by naming), its
+        rivals are the other objects that take the name: a look-alike lit by the phrase in places
+        was already judged, and named otherwise.
         """
         if acted is None:
             return None
         cfg = self.config
         for other in start:
-            if other is acted:
+            if other is acted or (acted.named and not other.named):  # a named object's rivals take its name too
                 continue
             again = [e for e in end if _xy_distance(e.xyz_base, other.xyz_base) < cfg.match_radius_m]
             if not again:
@@ -522,14 +558,14 @@ class Verifier:
         out: Dict[str, List[_Seen]] = {}
         for phrase, found in self.perceive(view.frame, list(phrases)).items():
             out[phrase] = []
-            for det, mean_logit in found:
+            for det, mean_logit, *named in found:
                 try:
                     located = geometry.locate(det.mask, det.centroid, view.frame.depth, view.intrinsics,
                                               view.camera_to_base, self.geometry)
                 except geometry.GeometryError:
                     continue
                 out[phrase].append(_Seen(det, mean_logit, np.asarray(located.xyz_base, dtype=np.float64),
-                                         located.depth_source))
+                                         located.depth_source, bool(named and named[0])))
         return out
 
     def _lift(self, view: _View, seen: _Seen, rest: np.ndarray) -> Optional[float]:

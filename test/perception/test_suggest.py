@@ -358,25 +358,26 @@ class _Perception:
 
 def test_a_name_outshone_on_a_look_alike_grounds_where_clip_agrees():
     from clip_vla.perception.identity import IdentityVote
-    from clip_vla.perception.suggest import named_object
+    from clip_vla.perception.suggest import named_objects
 
     probs, names = _cup_and_ball_scene(), ["red ball", "red cup"]
     component_rule = select_component(target_mask(probs, 0, [1, 2], 0.4), probs[0], "red ball")
     assert component_rule.centroid[0] < 40  # the pixel-wise winner takes the cup
-    without_clip = named_object(probs, names, 0, None, [2], _Perception(), 0.3)
-    assert without_clip.centroid[0] < 40  # by mean probability alone the cup is named "red ball" too
+    without_clip = named_objects(probs, names, 0, [], [2], _Perception(), 0.3)
+    # by mean probability alone the cup is named "red ball" too, and comes first
+    assert len(without_clip) == 2 and without_clip[0].centroid[0] < 40
 
     def votes(regions):  # CLIP on the left object's crop: a cup
         return [IdentityVote("red ball", {"red cup": 0.9, "red ball": 0.1}, 0.0) for _ in regions]
 
-    with_clip = named_object(probs, names, 0, None, [2], _Perception(), 0.3, votes=votes)
-    assert with_clip.centroid[0] > 40 and with_clip.phrase == "red ball"
+    with_clip = named_objects(probs, names, 0, [], [2], _Perception(), 0.3, votes=votes)
+    assert len(with_clip) == 1 and with_clip[0].centroid[0] > 40 and with_clip[0].phrase == "red ball"
 
 
 def test_no_object_takes_the_name_and_grounding_by_naming_says_so():
-    from clip_vla.perception.suggest import named_object
+    from clip_vla.perception.suggest import named_objects
 
     probs = _cup_and_ball_scene()
     probs[0, :, 40:] = 0.02  # no ball on the right: "red ball" lights only the cup, which "red cup" names
     probs[0, 22:39, 10:27] = np.where(probs[0, 22:39, 10:27] > 0.5, 0.6, probs[0, 22:39, 10:27])
-    assert named_object(probs, ["red ball", "red cup"], 0, None, [2], _Perception(), 0.3) is None
+    assert named_objects(probs, ["red ball", "red cup"], 0, [], [2], _Perception(), 0.3) == []

@@ -223,6 +223,32 @@ def test_a_better_match_left_where_it_was_means_the_wrong_object_was_moved(world
 
 
 @pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
+def test_a_named_object_is_rivalled_only_by_another_object_taking_its_name(world, key, reason):
+    """Grounding by naming: the acted-on object took the name; a look-alike the phrase lights per pixel
+    (surer there) was named otherwise, so it is no rival. Another object taking the name is."""
+    from clip_vla.perception.verify import Component
+
+    run = executed(world, key)
+
+    def verifier(look_alike_named):
+        inner = with_look_alike(run, mean_logit=3.5).perceive
+
+        def perceive(frame, phrases):
+            out = inner(frame, phrases)
+            own, look_alike = out[run.step.object][:-1], out[run.step.object][-1]
+            out[run.step.object] = [Component(c.detection, c.mean_logit, named=True) for c in own] + [
+                Component(look_alike.detection, look_alike.mean_logit, named=look_alike_named)]
+            return out
+
+        return Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base)
+
+    verdict = verifier(False).verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
+    verdict = verifier(True).verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
+
+
+@pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
 def test_a_weaker_look_alike_left_on_the_table_does_not_undo_a_success(world, key, reason):
     run = executed(world, key)
     verdict = with_look_alike(run, mean_logit=1.0).verify(run.step, run.goal, run.before, run.after)

@@ -196,14 +196,6 @@ def sim_suggest_config(args: argparse.Namespace, section: Any) -> SuggestConfig:
     return suggest_config(args, section, **{**sim, **given})
 
 
-def sim_core_settings() -> Dict[str, Any]:
-    """The simulated world's perception settings (``clip_vla.sim.settings``) but its suggest section, which
-    ``sim_suggest_config`` merges under the flags: the scenes are judged as `clip-vla sim` runs them."""
-    from clip_vla.sim.settings import sim_perception_settings
-
-    return {k: v for k, v in sim_perception_settings().items() if not k.startswith("suggest.")}
-
-
 # --------------------------------------------------------------------------- main
 def _run(args: argparse.Namespace) -> int:
     from clip_vla.core.config import parse_floats
@@ -213,6 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     from clip_vla.tools.cli import load_config, read_depth, read_image
 
     if args.eval_sim is not None:
+        from clip_vla.sim.settings import sim_perception_settings
         from clip_vla.train.shipped import sim_model_config
 
         if args.eval_sim < 1:
@@ -220,7 +213,9 @@ def _run(args: argparse.Namespace) -> int:
         shipped = sim_model_config()
         args.clipseg = args.clipseg or shipped["models.clipseg"]
         args.clip = args.clip or shipped["models.clip"]
-        core = load_config(args).replace(**sim_core_settings())
+        # the simulated world's settings, as `clip-vla sim` runs them: its catalogue is also the names CLIP
+        # votes over; the flags choose the candidates (``sim_suggest_config``)
+        core = load_config(args).replace(**sim_perception_settings())
         config = sim_suggest_config(args, core.suggest)
         pipeline = VLAPipeline(core)
         report = evaluate_sim(pipeline, config, range(args.seed, args.seed + args.eval_sim), args.distractors)

@@ -34,10 +34,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 # A validation scene (50,000+, never a figure's): the first from 50,000 on whose one-command place and compound
 # command the shipped models carry out at the first try (50,000 and 50,001 needed a retry or failed).
 DEFAULT_SEED = 50_002
-# (seed, skill) of the recovered failure: the shipped models move a look-alike at the first try, the verifier
-# says wrong_object, the retry moves the right one.
-# Chosen on validation seeds (50,000+), never a figure's: README "Verification" says how.
-RECOVERY = (50_024, "push")
+# (seed, skill) of the recovered failure: the shipped models drop the ball beside the bowl at the first try,
+# the verifier sees it there (object_beside_destination), the node re-plans from the pick and the second
+# place lands. Chosen on validation seeds (50,000+), never a figure's: README "Quick start" says how.
+RECOVERY = (50_205, "place")
 
 NO_WEIGHTS_HELP = """\
 clip-vla demo: no model weights could be loaded.

@@ -309,15 +309,23 @@ class VLAPipeline:
     def _named_object(self, frame: Frame, probs: np.ndarray, prepared: PreparedCommand,
                       rank: Optional[RankComponents]) -> Optional[Detection]:
         """The scene object that takes the command's object name (``perception.ground_by_naming``), or None."""
-        names = list(prepared.prompt_names)
-        distractors = range(len(names), len(prepared.prompts))
+        fixtures = [] if prepared.destination_index is None else [prepared.destination_index]
+        objects = self.objects_named(frame, probs, prepared.prompt_names, prepared.object_index, fixtures, rank)
+        return objects[0] if objects else None
+
+    def objects_named(self, frame: Frame, probs: np.ndarray, names: Sequence[str], index: int,
+                      fixtures: Sequence[int], rank: Optional[RankComponents]) -> List[Detection]:
+        """The scene objects that take ``names[index]`` (``suggest.named_objects``), most confident first.
+
+        ``probs`` is KxHxW over ``names`` and then the distractors. CLIP (``rank``, from
+        ``_identity_rank``; None: no vote) names an object over ``names``: the command's object,
+        its look-alikes and its destination. Grounding and the verifier both ask here.
+        """
         votes = None
         if rank is not None:
-            votes = lambda regions: clip_votes(self, frame, regions, names[0], names)  # noqa: E731
-        fixtures = [] if prepared.destination_index is None else [prepared.destination_index]
-        objects = named_objects(probs, names, prepared.object_index, fixtures, distractors, self.config.perception,
-                                self.config.suggest.merge_overlap, rank, votes)
-        return objects[0] if objects else None
+            votes = lambda regions: clip_votes(self, frame, regions, names[0], list(names))  # noqa: E731
+        return named_objects(probs, list(names), index, fixtures, range(len(names), probs.shape[0]),
+                             self.config.perception, self.config.suggest.merge_overlap, rank, votes)
 
     def segment(self, rgb: np.ndarray, prompts: Sequence[str], timer: Optional[StageTimer] = None):
         """One CLIPSeg vision pass over ``rgb`` and one decoder batch over ``prompts``.

@@ -274,10 +274,11 @@ def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overl
     confidence is not comparable: its extent differs from name to name). With ``votes`` and an
     ``identity_weight`` > 0, CLIP's view of the region's crop joins in where every name is an
     object's: a name scores ln(mean probability) + weight * ln p_CLIP(name), as grounding weighs
-    an object's components (``perception.identity_weight``). Names whose command would ground here (``grounded``) are
-    preferred, so that saying the name acts on this object; the others only name it when no
-    grounded one does. The name decides whether the object is a fixture and gives its
-    detection; the other names are its look-alikes, best first. The result is ordered by confidence.
+    an object's components (``perception.identity_weight``). Names whose command would ground
+    here (``grounded``) are preferred, so that saying the name acts on this object; the others
+    only name it when no grounded one does. The name decides whether the object is a fixture and
+    gives its detection; the other names are its look-alikes, best first. The result is ordered
+    by confidence.
     """
     order = sorted(found, key=lambda f: (-f.detection.confidence, -f.detection.area, f.candidate.name))
     groups: List[List[Found]] = []

@@ -64,9 +64,9 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
 from clip_vla.core.types import Detection, Frame, Intrinsics
-from clip_vla.perception.identity import Identify, clip_identifier, clip_votes
+from clip_vla.perception.identity import Identify, clip_identifier
 from clip_vla.perception.localize import all_components, detection_from_mask, look_alikes, target_mask
-from clip_vla.perception.suggest import mask_overlap, named_objects
+from clip_vla.perception.suggest import mask_overlap
 
 if TYPE_CHECKING:  # the pipeline loads torch; the verifier's rules do not need it
     from clip_vla.pipeline import VLAPipeline
@@ -259,17 +259,13 @@ def _name_objects(pipeline: "VLAPipeline", frame: Frame, probs: np.ndarray, name
                   seen: Dict[str, List[Component]]) -> None:
     """Put the scene objects that take each phrase (as grounding by naming found the goal's) first in
     ``seen``, marked ``named``; the pixel-wise pieces they cover go. Fixtures keep the component rule."""
-    perception, overlap = pipeline.config.perception, pipeline.config.suggest.merge_overlap
+    overlap = pipeline.config.suggest.merge_overlap
     fixtures = [i for i, n in enumerate(names) if n in set(pipeline.config.suggest.fixtures)]
-    rank = pipeline._identity_rank(frame) if perception.identity_weight > 0 else None
-    votes = None
-    if rank is not None:
-        votes = lambda regions: clip_votes(pipeline, frame, regions, names[0], names)  # noqa: E731
-    distractors = range(len(names), probs.shape[0])
+    rank = pipeline._identity_rank(frame) if pipeline.config.perception.identity_weight > 0 else None
     for i in range(phrases):
         if i in fixtures:
             continue
-        objects = named_objects(probs, names, i, fixtures, distractors, perception, overlap, rank, votes)
+        objects = pipeline.objects_named(frame, probs, names, i, fixtures, rank)
         if not objects:
             continue
         named = [Component(d, _mean_logit(probs[i], d.mask), named=True) for d in objects]

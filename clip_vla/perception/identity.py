@@ -1,4 +1,8 @@
-"""Which object is this? CLIP's zero-shot answer on one object's crop: the verifier's second opinion.
+"""Which object is this? CLIP's zero-shot answer on one object's crop.
+
+Grounding weighs it against CLIPSeg's masks (``perception.identity_weight``: ``rank_by_identity``
+for a name's components, ``suggest.merge_objects`` for an object's name), and the verifier can
+ask it for a second opinion (``verify.identity``), as below.
 
 The verifier's masks come from the CLIPSeg that grounded the goal. When that model lit a
 look-alike ("yellow bar" for "yellow cup") more than the named object, the verifier's masks

@@ -174,7 +174,8 @@ def evaluate_sim(pipeline: Any, config: SuggestConfig, seeds: Sequence[int], n_d
         "settings": {"max_suggestions": config.max_suggestions, "min_score": config.min_score,
                      "min_confidence": suggester.min_confidence, "merge_overlap": config.merge_overlap,
                      "skills": list(config.skills),
-                     "identity_weight": pipeline.config.perception.identity_weight},
+                     "identity_weight": pipeline.config.perception.identity_weight,
+                     "catalogue": len(pipeline.catalogue)},  # the names CLIP votes over
         "models": dict(pipeline.model_ids),
         "per_scene": scenes,
     }

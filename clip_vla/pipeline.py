@@ -25,7 +25,7 @@ from clip_vla.core import geometry
 from clip_vla.core.config import ClipVlaConfig, Skill
 from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
 from clip_vla.perception.identity import clip_votes, rank_by_identity
-from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes
+from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes, select_component, target_mask
 from clip_vla.perception.suggest import RankComponents, named_objects
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
@@ -202,7 +202,10 @@ class VLAPipeline:
         if self.oracle is not None:
             detections, skill_probs = self.oracle(frame, prepared)
         else:
-            detections, skill_probs = self._perceive(frame, prepared, timer)
+            low = None
+            if perception.low_destination and frame.depth is not None and prepared.destination_index is not None:
+                low = self._low(frame.depth, intrinsics, camera_to_base)
+            detections, skill_probs = self._perceive(frame, prepared, timer, low)
         skill = prepared.skill
         if prepared.parsed.skill_source == "similarity":  # a guessed skill must be confident enough
             best = skill_probs.get(skill.name, 0.0)
@@ -267,8 +270,8 @@ class VLAPipeline:
             message=f"{GOAL_PUBLISHED}; {located.note}" if located.note else GOAL_PUBLISHED,
         )
 
-    def _perceive(self, frame: Frame, prepared: PreparedCommand,
-                  timer: StageTimer) -> Tuple[Dict[str, Detection], Dict[str, float]]:
+    def _perceive(self, frame: Frame, prepared: PreparedCommand, timer: StageTimer,
+                  low: Optional[MaskFilter] = None) -> Tuple[Dict[str, Detection], Dict[str, float]]:
         """CLIPSeg detections of the named object/destination and CLIP skill probabilities."""
         perception = self.config.perception
         image, features, logits = self.segment(frame.rgb, prepared.prompts, timer)
@@ -281,10 +284,21 @@ class VLAPipeline:
             named = None
             if perception.ground_by_naming and prepared.object_index is not None:
                 named = self._named_object(frame, probs, prepared, rank)
-            detections = detect_roles(probs, prepared, perception, rank, skip_object=named is not None)
+            detections = detect_roles(probs, prepared, perception, rank, skip_object=named is not None,
+                                      destination_filter=low)
             if named is not None:
                 detections["object"] = named
         return detections, skill_probs
+
+    def _low(self, depth: np.ndarray, intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform) -> MaskFilter:
+        """``perception.low_destination``: a mask without its pixels too high for a resting destination."""
+        config = self.config
+
+        def low(mask: np.ndarray) -> np.ndarray:
+            return geometry.low_pixels(mask, depth, intrinsics, camera_to_base, config.geometry,
+                                       config.verify.max_destination_height_m)
+
+        return low
 
     def _identity_rank(self, frame: Frame) -> Optional[RankComponents]:
         """CLIP's re-ranking of names' components on ``frame`` (``perception.identity_weight``), or None
@@ -395,13 +409,18 @@ class VLAPipeline:
                                self.config.geometry)
 
 
+# an HxW bool mask -> the same mask with some pixels removed
+MaskFilter = Callable[[np.ndarray], np.ndarray]
+
+
 def detect_roles(probs, prepared: PreparedCommand, perception, rank: Optional[RankComponents] = None,
-                 skip_object: bool = False) -> Dict[str, Detection]:
+                 skip_object: bool = False, destination_filter: Optional[MaskFilter] = None) -> Dict[str, Detection]:
     """The object's and the destination's detections; every prompt competes at every pixel.
 
     ``rank`` (CLIP's identity, ``perception.identity_weight``) re-orders the object's components
     when it has more than one; without it, and for the destination, the component with the most
     probability mass wins. ``skip_object``: the object was found otherwise (grounding by naming).
+    ``destination_filter`` (``perception.low_destination``) trims the destination's mask first.
     """
     competitors = list(range(len(prepared.prompts)))
     name = prepared.parsed.object
@@ -410,6 +429,11 @@ def detect_roles(probs, prepared: PreparedCommand, perception, rank: Optional[Ra
         if index is None or (role == "object" and skip_object):
             continue
         args = (probs, prepared.prompts, index, competitors, perception.mask_threshold)
+        if role == "destination" and destination_filter is not None:
+            mask = destination_filter(target_mask(probs, index, competitors, perception.mask_threshold))
+            detections[role] = select_component(mask, probs[index], prepared.prompts[index],
+                                                perception.min_area_px, perception.instance_score)
+            continue
         if rank is None or role != "object":  # fixtures: CLIP was not taught to name them (README "Simulation")
             detections[role] = detect(*args, perception.min_area_px, perception.instance_score)
             continue

@@ -421,6 +421,9 @@ class PerceptionConfig(Validated):
         "(look_alike_competitors) are each found against the distractors only, overlapping finds merge into one "
         "object named by its best name (mean probability, with CLIP's vote per identity_weight), as suggestions "
         "name objects; when no object gets the name, the component rule decides")
+    low_destination: bool = setting(
+        False, "a place destination rests on the table: its mask loses the pixels whose depth puts them more than "
+        "verify.max_destination_height_m above the table before its component is chosen (needs depth)")
     identity_candidates: int = setting(4, "most components (largest mass first) CLIP looks at when identity_weight "
                                           "is on", range=(1, 64))
     min_skill_probability: float = setting(0.5, "a skill guessed by CLIP (no verb) needs this probability",

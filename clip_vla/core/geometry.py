@@ -502,6 +502,30 @@ def _mask_points_base(
     return camera_to_base.apply(backproject(us, vs, z, intrinsics)) if z.size else np.zeros((0, 3))
 
 
+def low_pixels(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, camera_to_base: RigidTransform,
+               geometry: GeometryConfig, max_height: float) -> np.ndarray:
+    """``mask`` without its pixels whose depth puts them more than ``max_height`` metres above the table
+    plane (``geometry.table_normal``, ``table_height``); pixels without valid depth stay.
+
+    Why: a bowl resting on the table has every pixel low; when the gripper holding an object is
+    seen next to it, one mask component can span both, and its point comes out in the air.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    vs, us = np.nonzero(mask)
+    if us.size == 0:
+        return mask
+    z = depth_to_metres(np.asarray(depth_m)[vs, us], geometry.depth_scale, geometry.depth_min,
+                        geometry.depth_max).astype(np.float64)
+    ok = np.isfinite(z)
+    normal = np.asarray(geometry.table_normal, dtype=np.float64)
+    normal = normal / np.linalg.norm(normal)
+    heights = camera_to_base.apply(backproject(us[ok], vs[ok], z[ok], intrinsics)) @ normal - geometry.table_height
+    out = mask.copy()
+    high = np.flatnonzero(ok)[heights > max_height]
+    out[vs[high], us[high]] = False
+    return out
+
+
 # --------------------------------------------------------------------------- the whole step
 @dataclass
 class LocateResult:

@@ -164,7 +164,8 @@ class NaivePipeline(VLAPipeline):
         super().__init__(config, models=models)
         self.naive = NaivePerception(self.models, config.models)
 
-    def _perceive(self, frame, prepared, timer) -> Tuple[Dict[str, Detection], Dict[str, float]]:
+    def _perceive(self, frame, prepared, timer, low=None) -> Tuple[Dict[str, Detection], Dict[str, float]]:
+        """The naive rule: ``low`` (``perception.low_destination``) is not applied."""
         from PIL import Image
 
         perception = self.config.perception

@@ -618,3 +618,20 @@ def test_object_centre_subsamples_big_masks(monkeypatch):
     assert np.linalg.norm(a.xyz_base - true) < 0.005
     assert np.linalg.norm(a.xyz_base - full.xyz_base) < 0.003
     assert a.valid_pixels == full.valid_pixels  # all valid pixels are still counted
+
+
+def test_low_pixels_drops_what_is_too_high_above_the_table_and_keeps_pixels_without_depth(down):
+    from clip_vla.core.geometry import low_pixels
+
+    mask = np.zeros(SHAPE, bool)
+    mask[200:220, 100:200] = True                   # the bowl's rim: 0.78 m away -> 2 cm above the table
+    mask[200:220, 300:400] = True                   # the gripper: 0.60 m away -> 20 cm above it
+    depth = np.full(SHAPE, 780, np.uint16)          # millimetres
+    depth[200:220, 300:400] = 600
+    depth[200:205, 100:110] = 0                     # no reading: kept, the depth cannot say
+    low = low_pixels(mask, depth, K, down, GeometryConfig(), max_height=0.10)
+    assert low[200:220, 100:200].all() and not low[200:220, 300:400].any()
+    assert not (low & ~mask).any()
+    assert low_pixels(mask, depth, K, down, GeometryConfig(), max_height=0.5).sum() == mask.sum()
+    raised = GeometryConfig(table_height=0.15)      # a table 15 cm up: the gripper is 5 cm above it
+    assert low_pixels(mask, depth, K, down, raised, max_height=0.10)[200:220, 300:400].all()

@@ -353,3 +353,36 @@ def test_clips_ranker_runs_on_the_tiny_models_and_keeps_every_component(pipeline
     prepared = pipeline.prepare("pick up the red cup")
     assert prepared.prompt_names == ("red cup", "red ball", "blue cup")
     assert isinstance(pipeline.run(frame, "pick up the red cup"), (ActionGoal, NoAction))
+
+
+def test_a_destination_filter_trims_the_mask_before_the_component_is_chosen(pipeline):
+    """perception.low_destination: the gripper's half of a bowl+gripper component goes, the bowl stays."""
+    from clip_vla.pipeline import detect_roles
+
+    prepared = pipeline.prepare("put the red cup in the bowl")
+    prepared = type(prepared)(prepared.text, prepared.parsed, prepared.skill, ["red cup", "bowl", "background"], 0, 1)
+    probs = np.zeros((3, 40, 80), np.float32)
+    probs[2] = 0.3
+    probs[0, 2:6, 2:6] = 0.9
+    probs[1, 10:30, 10:50] = 0.9  # one component: the bowl (u < 30) and the gripper beside it (u >= 30)
+
+    def drop_the_gripper(mask):
+        out = mask.copy()
+        out[:, 30:] = False
+        return out
+
+    perception = pipeline.config.perception
+    assert detect_roles(probs, prepared, perception)["destination"].centroid[0] == pytest.approx(29.5)
+    trimmed = detect_roles(probs, prepared, perception, destination_filter=drop_the_gripper)["destination"]
+    assert trimmed.area == 400 and trimmed.centroid[0] == pytest.approx(19.5)
+    assert detect_roles(probs, prepared, perception, destination_filter=drop_the_gripper)["object"].area == 16
+
+
+def test_low_destination_runs_on_the_real_path_and_keeps_a_table_level_destination(pipeline, frame):
+    reconfigure(pipeline, **{"perception.low_destination": True})
+    low = pipeline._low(frame.depth, Intrinsics(500.0, 500.0, 319.5, 239.5), pipeline.camera_to_base)
+    mask = np.zeros((H, W), bool)
+    mask[200:280, 280:360] = True
+    assert (low(mask) == mask).all()  # 0.8 m under the default camera: on the table plane
+    r = pipeline.run(frame, "put the red cup in the bowl")
+    assert isinstance(r, ActionGoal) and r.xyz_base[2] == pytest.approx(0.0, abs=1e-6)

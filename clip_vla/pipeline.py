@@ -24,8 +24,8 @@ import numpy as np
 from clip_vla.core import geometry
 from clip_vla.core.config import ClipVlaConfig, Skill
 from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
-from clip_vla.perception.identity import clip_votes, rank_by_identity
-from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes, select_component, target_mask
+from clip_vla.perception.identity import clip_votes, rank_by_identity, region_votes
+from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes
 from clip_vla.perception.suggest import RankComponents, named_objects
 from clip_vla.perception.loading import LoadedModels, load_models
 from clip_vla.perception.preprocess import model_input, to_device_uint8
@@ -335,9 +335,7 @@ class VLAPipeline:
         ``_identity_rank``; None: no vote) names an object over ``names``: the command's object,
         its look-alikes and its destination. Grounding and the verifier both ask here.
         """
-        votes = None
-        if rank is not None:
-            votes = lambda regions: clip_votes(self, frame, regions, names[0], list(names))  # noqa: E731
+        votes = region_votes(self, frame, names) if rank is not None else None
         return named_objects(probs, list(names), index, fixtures, range(len(names), probs.shape[0]),
                              self.config.perception, self.config.suggest.merge_overlap, rank, votes)
 
@@ -429,13 +427,9 @@ def detect_roles(probs, prepared: PreparedCommand, perception, rank: Optional[Ra
         if index is None or (role == "object" and skip_object):
             continue
         args = (probs, prepared.prompts, index, competitors, perception.mask_threshold)
-        if role == "destination" and destination_filter is not None:
-            mask = destination_filter(target_mask(probs, index, competitors, perception.mask_threshold))
-            detections[role] = select_component(mask, probs[index], prepared.prompts[index],
-                                                perception.min_area_px, perception.instance_score)
-            continue
         if rank is None or role != "object":  # fixtures: CLIP was not taught to name them (README "Simulation")
-            detections[role] = detect(*args, perception.min_area_px, perception.instance_score)
+            keep = destination_filter if role == "destination" else None
+            detections[role] = detect(*args, perception.min_area_px, perception.instance_score, keep)
             continue
         found = detect_all(*args, perception.min_area_px, perception.instance_score)
         if len(found) > 1:

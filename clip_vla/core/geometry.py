@@ -444,6 +444,16 @@ def grasp_yaw(
 
 
 # --------------------------------------------------------------------------- object centre
+def table_plane(table_normal: ArrayLike, table_height: float) -> Optional[Tuple[np.ndarray, float]]:
+    """(unit normal n_hat, offset) of the table ``table_normal . p = table_height``, so that a point's
+    height above the table is ``p . n_hat - offset``; None for a degenerate normal."""
+    n = _vector3(table_normal, "table_normal")
+    norm = float(np.linalg.norm(n))
+    if norm < 1e-12:
+        return None
+    return n / norm, float(table_height) / norm
+
+
 def object_centre(
     points_base: np.ndarray, table_normal: ArrayLike, table_height: float
 ) -> Optional[Tuple[np.ndarray, float]]:
@@ -463,12 +473,10 @@ def object_centre(
     """
     p = np.asarray(points_base, dtype=np.float64).reshape(-1, 3)
     p = p[np.all(np.isfinite(p), axis=1)]
-    n = _vector3(table_normal, "table_normal")
-    norm = float(np.linalg.norm(n))
-    if p.shape[0] < CENTRE_MIN_POINTS or norm < 1e-12:
+    plane = table_plane(table_normal, table_height)
+    if p.shape[0] < CENTRE_MIN_POINTS or plane is None:
         return None
-    n = n / norm
-    offset = float(table_height) / norm  # the plane is n_hat . p = offset
+    n, offset = plane
     heights = p @ n - offset
     top = float(np.percentile(heights, CENTRE_TOP_PERCENTILE))
     if not top >= CENTRE_MIN_HEIGHT:
@@ -517,9 +525,8 @@ def low_pixels(mask: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, ca
     z = depth_to_metres(np.asarray(depth_m)[vs, us], geometry.depth_scale, geometry.depth_min,
                         geometry.depth_max).astype(np.float64)
     ok = np.isfinite(z)
-    normal = np.asarray(geometry.table_normal, dtype=np.float64)
-    normal = normal / np.linalg.norm(normal)
-    heights = camera_to_base.apply(backproject(us[ok], vs[ok], z[ok], intrinsics)) @ normal - geometry.table_height
+    normal, offset = table_plane(geometry.table_normal, geometry.table_height)  # config checks the normal
+    heights = camera_to_base.apply(backproject(us[ok], vs[ok], z[ok], intrinsics)) @ normal - offset
     out = mask.copy()
     high = np.flatnonzero(ok)[heights > max_height]
     out[vs[high], us[high]] = False

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the pipeline loads torch
     from clip_vla.pipeline import VLAPipeline
 
 __all__ = ["IdentityVote", "Identify", "crop_box", "object_crop", "crop_embedding", "crop_embeddings",
-           "identity_probabilities", "clip_votes", "clip_identifier", "rank_by_identity"]
+           "identity_probabilities", "clip_votes", "region_votes", "clip_identifier", "rank_by_identity"]
 
 Box = Tuple[int, int, int, int]  # u0, v0, u1, v1 (exclusive), pixels
 
@@ -151,6 +151,14 @@ def clip_votes(pipeline: "VLAPipeline", frame: Frame, masks: Sequence[np.ndarray
         gap = log_odds_gap(probs, candidates[0])
         votes[i] = IdentityVote(candidates[0], probs, gap if math.isfinite(gap) else 0.0)
     return votes
+
+
+def region_votes(pipeline: "VLAPipeline", frame: Frame,
+                 names: Sequence[str]) -> Callable[[List[np.ndarray]], List[Optional[IdentityVote]]]:
+    """``clip_votes`` on regions of ``frame`` over ``names`` (the first is the vote's ``named``), as
+    ``suggest.merge_objects`` asks to name its objects."""
+    names = list(names)
+    return lambda regions: clip_votes(pipeline, frame, regions, names[0], names)
 
 
 def clip_identifier(pipeline: "VLAPipeline", names: Optional[Sequence[str]] = None) -> Optional[Identify]:

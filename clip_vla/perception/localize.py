@@ -8,7 +8,7 @@ counted, so "pick up the cup" with two cups in view is reported, not silently re
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -108,9 +108,15 @@ def _component_detection(phrase: str, labels: np.ndarray, stats: np.ndarray, cen
 
 
 def detect(probs: np.ndarray, phrases: Sequence[str], target: int, competitors: Sequence[int],
-           threshold: float, min_area: int = 1, score: str = "mass") -> Detection:
-    """Threshold + competition + component selection for prompt ``target`` of ``probs``."""
+           threshold: float, min_area: int = 1, score: str = "mass",
+           keep: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Detection:
+    """Threshold + competition + component selection for prompt ``target`` of ``probs``.
+
+    ``keep`` trims the target mask before its components are taken (e.g. ``geometry.low_pixels``).
+    """
     mask = target_mask(probs, target, competitors, threshold)
+    if keep is not None:
+        mask = keep(mask)
     return select_component(mask, probs[target], phrases[target], min_area=min_area, score=score)
 
 

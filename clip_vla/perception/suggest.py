@@ -32,6 +32,7 @@ from clip_vla.core import geometry
 from clip_vla.core.config import ConfigError, SuggestSection, Vocabulary, invalid
 from clip_vla.core.language import CommandError, InstructionParser
 from clip_vla.core.types import Detection, Frame
+from clip_vla.perception.identity import region_votes
 from clip_vla.perception.localize import all_components, target_mask
 from clip_vla.perception.timing import StageTimer
 
@@ -460,7 +461,7 @@ class Suggester:
             found = find_objects(maps, self.candidates, perception.min_area_px, self.min_confidence,
                                  perception.instance_score, rank)
             probs = {c.name: maps[i][0] for i, c in enumerate(self.candidates)}
-            votes = self._region_votes(frame) if rank is not None else None
+            votes = region_votes(pipe, frame, [c.name for c in self.candidates]) if rank is not None else None
             objects = merge_objects(found, probs, self.config.merge_overlap, votes, perception.identity_weight)
         with timer.stage("geometry"):
             self._locate(objects, frame, camera_to_base or pipe.camera_to_base)
@@ -472,13 +473,6 @@ class Suggester:
             ranked = rank_suggestions(objects, fits, self.config, pipe.vocabulary, pipe.parser)
         timer.ms["total"] = sum(timer.ms.values())
         return SuggestionList(ranked, objects, timer.ms, frame.stamp)
-
-    def _region_votes(self, frame: Frame) -> RegionVotes:
-        """CLIP's votes over the candidates' names on regions of ``frame`` (one batched vision pass)."""
-        from clip_vla.perception.identity import clip_votes
-
-        names = [c.name for c in self.candidates]
-        return lambda regions: clip_votes(self.pipeline, frame, regions, names[0], names)
 
     def _locate(self, objects: Sequence[SceneObject], frame: Frame, camera_to_base: geometry.RigidTransform) -> None:
         locate_objects(objects, frame, camera_to_base, self.pipeline)

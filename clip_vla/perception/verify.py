@@ -260,7 +260,8 @@ def _name_objects(pipeline: "VLAPipeline", frame: Frame, probs: np.ndarray, name
     """Put the scene objects that take each phrase (as grounding by naming found the goal's) first in
     ``seen``, marked ``named``; the pixel-wise pieces they cover go. Fixtures keep the component rule."""
     overlap = pipeline.config.suggest.merge_overlap
-    fixtures = [i for i, n in enumerate(names) if n in set(pipeline.config.suggest.fixtures)]
+    fixture_names = set(pipeline.config.suggest.fixtures)
+    fixtures = [i for i, n in enumerate(names) if n in fixture_names]
     rank = pipeline._identity_rank(frame) if pipeline.config.perception.identity_weight > 0 else None
     for i in range(phrases):
         if i in fixtures:

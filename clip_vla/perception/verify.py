@@ -318,7 +318,7 @@ class _Seen:
         return {"area_px": int(d.area), "confidence": float(d.confidence), "mean_logit": float(self.mean_logit),
                 "centroid_px": None if d.centroid is None else [float(c) for c in d.centroid],
                 "xyz_base": [float(v) for v in self.xyz_base],
-                "depth_source": self.depth_source}
+                "depth_source": self.depth_source, "named": self.named}
 
 
 @dataclass

@@ -34,11 +34,12 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 # A validation scene (50,000+, never a figure's): the first from 50,000 on whose one-command place and compound
 # command the shipped models carry out at the first try (50,000 and 50,001 needed a retry or failed).
 DEFAULT_SEED = 50_002
-# (seed, skill) of the third command: a validation scene (50,000+, never a figure's) where the models before
-# perception.low_destination dropped the ball beside the bowl at the first try, the verifier saw it and the
-# re-planned place landed. With it the shipped settings carry it out at the first try, and no validation
-# scene of 50,200-50,459 had a real failure a retry recovered (README "Quick start").
-RECOVERY = (50_205, "place")
+# (seed, skill) of the third command: a validation scene (50,000+, never a figure's) where the shipped
+# settings really fail at the first try and the retry carries the task out: "lift the blue cup" grounds on a
+# larger blue look-alike, the verifier sees the smaller cup, named as the command names it, still where it
+# rested (wrong_object), and the retry picks the cup. Chosen on validation seeds 50,460-50,769 (README
+# "Quick start").
+RECOVERY = (50_499, "pick")
 
 NO_WEIGHTS_HELP = """\
 clip-vla demo: no model weights could be loaded.
@@ -140,8 +141,9 @@ def _describe(outcome: Any) -> List[str]:
         chunk = r.get("chunk") or []
         waypoints = (f"{w.get('label')}({'closed' if w.get('gripper', 0) >= 0.5 else 'open'})" for w in chunk)
         lines.append("          chunk " + " -> ".join(waypoints))
-        lines.append(f"          robot {'SUCCESS' if r.get('step_ok') else 'FAILED'}: {r.get('reason', '')}"
-                     "   (the simulator's ground truth)")
+        failure = f" ({r['failure']})" if r.get("failure") else ""
+        judged = "SUCCESS" if r.get("step_ok") else "FAILED" + failure
+        lines.append(f"          robot {judged}: {r.get('reason', '')}   (the simulator's ground truth)")
         verdict = outcome.verdict_for(r.get("step"), attempt)
         if verdict is not None:
             then = {"next": "next step", "retry": "retry the step", "replan": "re-plan from a pick",

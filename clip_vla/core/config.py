@@ -643,6 +643,9 @@ class VerifyConfig(Validated):
                                       "gripper", range=METRES)
     look_alikes: bool = setting(False, "the verifier's masks compete with the same look-alike names as grounding "
                                        "(perception.look_alike_competitors); off: only the distractors compete")
+    place_look_alikes: bool = setting(False, "place: the held object is found where its name or one of its "
+                                             "look-alikes' wins (look_alikes on): inside the destination a compact "
+                                             "model may give its shape another name")
     identity: bool = setting(False, "wrong_object: CLIP ranks the catalogue's names on the acted-on object's crop "
                                     "(clip_vla.perception.identity); needs a CLIP of its own (models.clip set)")
     identity_margin_nats: float = setting(2.0, "identity: another name beating the named one by more than this "

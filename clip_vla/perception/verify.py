@@ -21,7 +21,10 @@ The component the goal was grounded on (the before-frame component nearest the g
   less confidence, when the rest place is empty but the held object is not seen);
 * place: success when a component of the object lies inside the destination's footprint (the
   convex hull of its mask's points on the table) at rest height; else ``gripper_not_empty``
-  (held high), ``object_beside_destination`` or ``object_not_in_destination``;
+  (held high), ``object_beside_destination`` or ``object_not_in_destination``. With
+  ``verify.place_look_alikes`` the object is found where its name or one of its look-alikes
+  wins: the object held was the one picked, and inside a bowl a compact CLIPSeg often calls a
+  purple ball a purple block;
 * push/pull: the component that appeared nearest the acted-on object's old place gives the
   displacement along theta: ``object_moved``, ``not_moved_enough`` or ``moved_wrong_direction``;
 * pick and push/pull, ``wrong_object``: a second opinion on the grounding. Another component
@@ -148,9 +151,10 @@ class Component(NamedTuple):
     named: bool = False  # a scene object taking the phrase (``perception.ground_by_naming``), not a pixel-wise piece
 
 
-# (frame, phrases) -> per phrase, every connected component of its mask, best first (the pipeline's
-# instance score); an empty list when the phrase is not found. One vision pass for all phrases.
-Perceive = Callable[[Frame, Sequence[str]], Dict[str, List[Component]]]
+# (frame, phrases[, kin=phrases]) -> per phrase, every connected component of its mask, best first (the
+# pipeline's instance score); an empty list when the phrase is not found. One vision pass for all phrases.
+# ``kin`` (passed only when not empty): phrases found where they or their look-alikes win.
+Perceive = Callable[..., Dict[str, List[Component]]]
 MASK_LOGIT = 10.0  # the mean logit given to a known binary mask (ground truth): probability ~1
 
 
@@ -235,13 +239,16 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
     if pipeline.segmenter is None:
         raise ValueError("model_perceiver needs a pipeline with models; pass an oracle Perceive instead")
 
-    def perceive(frame: Frame, phrases: Sequence[str]) -> Dict[str, List[Component]]:
+    def perceive(frame: Frame, phrases: Sequence[str], kin: Sequence[str] = ()) -> Dict[str, List[Component]]:
         perception = pipeline.config.perception
         rivals: List[str] = []
+        kin_of: Dict[int, List[int]] = {}  # a phrase's look-alikes, by prompt index
         if pipeline.config.verify.look_alikes:
-            for phrase in phrases:
-                rivals += look_alikes(phrase, pipeline.catalogue, perception.look_alike_competitors,
-                                      exclude=list(phrases) + rivals)
+            for i, phrase in enumerate(phrases):
+                own = look_alikes(phrase, pipeline.catalogue, perception.look_alike_competitors,
+                                  exclude=list(phrases) + rivals)
+                kin_of[i] = list(range(len(phrases) + len(rivals), len(phrases) + len(rivals) + len(own)))
+                rivals += own
         prompts = [perception.prompt_template.replace("{object}", p) for p in list(phrases) + rivals]
         prompts += list(pipeline.vocabulary.distractors)
         probs = prompt_probabilities(pipeline, frame.rgb, prompts)
@@ -250,9 +257,23 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
                               perception.min_area_px, perception.instance_score) for i, p in enumerate(phrases)}
         if perception.ground_by_naming:
             _name_objects(pipeline, frame, probs, list(phrases) + rivals, len(phrases), seen)
+        for i, phrase in enumerate(phrases):
+            if phrase in kin and kin_of.get(i):
+                seen[phrase] = _with_kin(probs, i, kin_of[i], phrase, perception)
         return seen
 
     return perceive
+
+
+def _with_kin(probs: np.ndarray, index: int, kin: Sequence[int], phrase: str, perception: Any) -> List[Component]:
+    """The components where ``phrase`` or one of its look-alikes (``kin``, prompt indices) wins: the
+    family's best probability per pixel against every other prompt, the family not competing within."""
+    family = [index, *kin]
+    others = [j for j in range(probs.shape[0]) if j not in family]
+    merged = probs[family].max(axis=0)
+    stacked = np.concatenate([merged[None], probs[others]], axis=0)
+    mask = target_mask(stacked, 0, range(stacked.shape[0]), perception.mask_threshold)
+    return components(mask, merged, phrase, perception.min_area_px, perception.instance_score)
 
 
 def _name_objects(pipeline: "VLAPipeline", frame: Frame, probs: np.ndarray, names: Sequence[str], phrases: int,
@@ -429,7 +450,7 @@ class Verifier:
         destination = step.destination or ""
         if not destination:
             raise ValueError("a 'place' step must name its destination")
-        seen = self._see(after, [step.object, destination])
+        seen = self._see(after, [step.object, destination], kin=[step.object] if cfg.place_look_alikes else ())
         objects, destinations = seen[step.object], seen[destination]
         evidence: Dict[str, Any] = {"object_after": _evidence(objects), "destination_after": _evidence(destinations),
                                     "goal_xyz_base": [float(v) for v in goal.xyz_base]}
@@ -547,13 +568,16 @@ class Verifier:
             raise ValueError("the frame has no intrinsics and geometry.intrinsics is unset")
         return _View(frame, intrinsics, camera_to_base)
 
-    def _see(self, view: _View, phrases: Sequence[str]) -> Dict[str, List[_Seen]]:
+    def _see(self, view: _View, phrases: Sequence[str], kin: Sequence[str] = ()) -> Dict[str, List[_Seen]]:
         """Every component of each phrase's mask (one perception call) with its base-frame point, best first.
 
+        ``kin``: phrases found where they or their look-alikes win (``verify.place_look_alikes``).
         A component whose point cannot be computed is dropped.
         """
         out: Dict[str, List[_Seen]] = {}
-        for phrase, found in self.perceive(view.frame, list(phrases)).items():
+        found_by = self.perceive(view.frame, list(phrases), kin=list(kin)) if kin else self.perceive(view.frame,
+                                                                                                    list(phrases))
+        for phrase, found in found_by.items():
             out[phrase] = []
             for det, mean_logit, *named in found:
                 try:

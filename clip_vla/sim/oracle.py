@@ -51,7 +51,8 @@ def oracle_perceiver(log: ObservationLog) -> Any:
     """A verifier ``Perceive`` from the simulator's own masks (``ObservationLog`` by stamp)."""
     from clip_vla.perception.verify import component_from_mask
 
-    def perceive(frame: Frame, phrases: Any) -> Dict[str, Any]:
+    def perceive(frame: Frame, phrases: Any, kin: Any = ()) -> Dict[str, Any]:
+        """``kin`` changes nothing: a true mask is the object's whatever a model would call it."""
         masks = {phrase: log.mask(frame.stamp, phrase) for phrase in phrases}
         return {phrase: [] if mask is None else [component_from_mask(phrase, mask)] for phrase, mask in masks.items()}
 

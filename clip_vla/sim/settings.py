@@ -36,6 +36,12 @@ SIM_GROUND_BY_NAMING = True
 # 50,200-50,299 (place, closed loop) single-shot place succeeds 98% with it, 88% without; verified 97%
 # against 88% (README "Simulation").
 SIM_LOW_DESTINATION = True
+# verify.place_look_alikes in the simulated world: the held object is found in the bowl where its name or a
+# look-alike's wins. Inside the white bowl the compact CLIPSeg calls a purple ball "purple block" (p 0.9-1.0
+# against 0.01-0.05), and the look-alike competition then hides it. On validation seeds 50,460-50,769 (310 place
+# steps, none failed, re-perceived) it flags 1 against 10; places moved 15 cm beside the bowl on 50,460-50,519
+# (59 failed) are all caught either way.
+SIM_PLACE_LOOK_ALIKES = True
 SIM_RIVAL_MIN_AREA_FRACTION = 0.5
 SIM_RIVAL_LOGIT_MARGIN = 0.0
 
@@ -58,7 +64,7 @@ def sim_perception_settings() -> Dict[str, Any]:
     return {"perception.look_alike_competitors": SIM_LOOK_ALIKES, "verify.look_alikes": True,
             "perception.identity_weight": SIM_IDENTITY_WEIGHT, "verify.identity_temperature": SIM_IDENTITY_TEMPERATURE,
             "perception.ground_by_naming": SIM_GROUND_BY_NAMING, "perception.low_destination": SIM_LOW_DESTINATION,
-            "verify.rival_min_area_fraction": SIM_RIVAL_MIN_AREA_FRACTION,
+            "verify.place_look_alikes": SIM_PLACE_LOOK_ALIKES, "verify.rival_min_area_fraction": SIM_RIVAL_MIN_AREA_FRACTION,
             "verify.rival_logit_margin": SIM_RIVAL_LOGIT_MARGIN, **sim_suggest_parameters()}
 
 

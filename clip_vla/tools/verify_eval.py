@@ -116,12 +116,12 @@ class MemoPerceive:
         self.inner = inner
         self.memo = {} if memo is None else memo
 
-    def __call__(self, frame, phrases):
-        key = (round(float(frame.stamp), 6), tuple(phrases))
+    def __call__(self, frame, phrases, kin=()):
+        key = (round(float(frame.stamp), 6), tuple(phrases)) + ((("kin",) + tuple(kin),) if kin else ())
         if key not in self.memo:
             if self.inner is None:
                 raise KeyError(f"nothing perceived for {key}: verify this step with the models")
-            self.memo[key] = self.inner(frame, phrases)
+            self.memo[key] = self.inner(frame, phrases, kin=kin) if kin else self.inner(frame, phrases)
         return self.memo[key]
 
 

@@ -487,3 +487,20 @@ def test_without_depth_an_object_right_under_the_camera_is_not_called_lifted():
         after = Frame(rgb=rgb, depth=after_depth, intrinsics=k, stamp=2.0)
         verdict = verifier.verify(Step("pick", "red cup"), Goal((0.5, 0.0, 0.0), 0.0), before, after)
         assert (verdict.verdict, verdict.reason) == ("failure", "object_still_on_table"), verdict.to_dict()
+
+
+def test_a_phrase_with_its_kin_is_found_where_a_look_alike_outshines_its_own_name():
+    """verify.place_look_alikes: the family (the name and its look-alikes) competes as one with the rest."""
+    from clip_vla.perception.localize import target_mask
+
+    perception = ClipVlaConfig().perception
+    probs = np.full((4, 20, 20), 0.01)  # object, destination, the object's look-alike, a distractor
+    probs[1, :, :] = 0.2
+    probs[0, 5:12, 5:12] = 0.05  # "purple ball": dim where the ball is
+    probs[2, 5:12, 5:12] = 0.95  # "purple block": what the model calls it there
+    alone = target_mask(probs, 0, range(4), perception.mask_threshold)
+    assert not alone.any()
+    found = v._with_kin(probs, 0, [2], "purple ball", perception)
+    assert len(found) == 1 and found[0].detection.phrase == "purple ball" and found[0].detection.area == 49
+    probs[1, 5:12, 5:12] = 0.99  # the destination outshines the family: still not found
+    assert v._with_kin(probs, 0, [2], "purple ball", perception) == []

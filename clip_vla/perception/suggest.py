@@ -265,7 +265,8 @@ def mask_overlap(a: Detection, b: Detection) -> float:
 
 
 def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overlap: float,
-                  votes: Optional[RegionVotes] = None, identity_weight: float = 0.0) -> List[SceneObject]:
+                  votes: Optional[RegionVotes] = None, identity_weight: float = 0.0,
+                  prefer_grounded: bool = True) -> List[SceneObject]:
     """One entry per object: components whose masks overlap by ``overlap`` or more are one object.
 
     Components join the group of the first (most confident) component they overlap; comparing
@@ -275,11 +276,13 @@ def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overl
     confidence is not comparable: its extent differs from name to name). With ``votes`` and an
     ``identity_weight`` > 0, CLIP's view of the region's crop joins in where every name is an
     object's: a name scores ln(mean probability) + weight * ln p_CLIP(name), as grounding weighs
-    an object's components (``perception.identity_weight``). Names whose command would ground
-    here (``grounded``) are preferred, so that saying the name acts on this object; the others
-    only name it when no grounded one does. The name decides whether the object is a fixture and
-    gives its detection; the other names are its look-alikes, best first. The result is ordered
-    by confidence.
+    an object's components (``perception.identity_weight``). With ``prefer_grounded`` (suggestions)
+    names whose command would ground here under the component rule (``grounded``) are preferred,
+    so that saying the name acts on this object; the others only name it when no grounded one
+    does. Grounding by naming (``named_objects``) does not prefer them: the component rule's
+    choice is what naming corrects, and preferring it can call a block by a look-alike's name.
+    The name decides whether the object is a fixture and gives its detection; the other names
+    are its look-alikes, best first. The result is ordered by confidence.
     """
     order = sorted(found, key=lambda f: (-f.detection.confidence, -f.detection.area, f.candidate.name))
     groups: List[List[Found]] = []
@@ -302,7 +305,7 @@ def merge_objects(found: Sequence[Found], probs: Mapping[str, np.ndarray], overl
         grounded = {f.candidate.name for f in group if f.grounded}
         fit = {name: _name_score(float(probs[name][region].mean()), group_votes.get(i), name, identity_weight)
                for name in members}
-        names = sorted(members, key=lambda n: (n not in grounded, -fit[n], n))
+        names = sorted(members, key=lambda n: (prefer_grounded and n not in grounded, -fit[n], n))
         best = names[0]
         det = max((f.detection for f in group if f.candidate.name == best), key=lambda d: d.area)
         objects.append(SceneObject(best, members[best].fixture, det, names[1:], grounded=best in grounded))
@@ -329,7 +332,8 @@ def named_objects(probs: np.ndarray, names: Sequence[str], object_index: int, fi
     both; the overlapping finds merge into one object, and the object takes its best name. Why:
     the component rule gives each pixel to one name, so a look-alike whose map outshines the named
     object's on part of it takes that part, and the named object's remaining piece can lose to a
-    look-alike's whole body. Naming the objects judges every name on the same pixels.
+    look-alike's whole body. Naming the objects judges every name on the same pixels. When
+    several objects take the name, the one that fits it best comes first (``best_fits``).
     """
     candidates = [Candidate(n, fixture=i in fixtures) for i, n in enumerate(names)]
     maps = {i: (probs[i], target_mask(probs, i, list(distractors), perception.mask_threshold))
@@ -337,9 +341,23 @@ def named_objects(probs: np.ndarray, names: Sequence[str], object_index: int, fi
     found = find_objects(maps, candidates, perception.min_area_px, perception.min_confidence,
                          perception.instance_score, rank)
     objects = merge_objects(found, {c.name: probs[i] for i, c in enumerate(candidates)}, overlap, votes,
-                            perception.identity_weight)
+                            perception.identity_weight, prefer_grounded=False)
     target = names[object_index]
-    return [o.detection for o in objects if o.name == target]
+    taking = [o.detection for o in objects if o.name == target]
+    if len(taking) > 1 and votes is not None and perception.identity_weight > 0:
+        taking = best_fits(taking, probs[object_index], votes, target, perception.identity_weight)
+    return taking
+
+
+def best_fits(detections: Sequence[Detection], probs: np.ndarray, votes: RegionVotes, name: str,
+              weight: float) -> List[Detection]:
+    """Objects that all take ``name``, best fit first: ln(mean probability) + weight * ln p_CLIP(name)
+    on each one's own mask. Why: the most confident mask is often the larger look-alike; the name's
+    fit is what named them, judged the same way for each."""
+    fits = [_name_score(float(probs[d.mask].mean()), vote, name, weight)
+            for d, vote in zip(detections, votes([d.mask for d in detections]))]
+    order = sorted(range(len(detections)), key=lambda i: -fits[i])
+    return [detections[i] for i in order]
 
 
 def compose_command(skill: str, obj: str, destination: Optional[str], config: SuggestConfig,

@@ -34,12 +34,12 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 # A validation scene (50,000+, never a figure's): the first from 50,000 on whose one-command place and compound
 # command the shipped models carry out at the first try (50,000 and 50,001 needed a retry or failed).
 DEFAULT_SEED = 50_002
-# (seed, skill) of the third command: a validation scene (50,000+, never a figure's) where the shipped
-# settings really fail at the first try and the retry carries the task out: "lift the blue cup" grounds on a
-# larger blue look-alike, the verifier sees the smaller cup, named as the command names it, still where it
-# rested (wrong_object), and the retry picks the cup. Chosen on validation seeds 50,460-50,769 (README
-# "Quick start").
-RECOVERY = (50_499, "pick")
+# (seed, skill) of the third command: a validation scene (50,000+, never a figure's) where the shipped settings
+# really fail a step at the first try and the retry carries the task out: in "put the purple bar on the tray,
+# then push the purple ball and then pick up the orange bar" the first push moves a look-alike, the verifier
+# sees that the ball did not move far enough (not_moved_enough), and the retry pushes the ball. Found on
+# validation seeds 50,770-50,869 (README "Quick start").
+RECOVERY = (50_859, "compound")
 
 NO_WEIGHTS_HELP = """\
 clip-vla demo: no model weights could be loaded.

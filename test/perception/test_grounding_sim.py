@@ -1,9 +1,14 @@
 """Grounding by naming with CLIP's vote, on a rendered simulator frame with the shipped compact models.
 
 Real MuJoCo render (EGL), the real shipped CLIPSeg and CLIP, the simulated world's settings
-(`clip_vla.sim.settings`, as `clip-vla sim` runs them). Validation scene 50,218 ("pick up the
-yellow block"), found on validation seeds: there the component rule (CLIPSeg's mass alone) puts
-the goal on a look-alike, and naming the scene's objects with CLIP's vote puts it on the block.
+(`clip_vla.sim.settings`, as `clip-vla sim` runs them). Validation scenes, found on validation seeds:
+
+* 50,218 ("pick up the yellow block"): the component rule (CLIPSeg's mass alone) puts the goal
+  on a look-alike, and naming the scene's objects with CLIP's vote puts it on the block;
+* 50,499 ("lift the blue cup"): two objects take the name; the larger, more confident one is
+  a look-alike, the cup fits the name better (``suggest.best_fits``);
+* 50,466 ("pick up the blue block"): the block's only name that was also the component rule's
+  choice was "blue ball"; preferring such a name called it a ball and the blue cup a block.
 """
 import pytest
 
@@ -13,17 +18,27 @@ SEED = 50_218
 
 
 @pytest.fixture(scope="module")
-def scene():
-    from clip_vla.core.geometry import RigidTransform
+def world():
     from clip_vla.sim.world import TabletopWorld
 
     world = TabletopWorld(seed=0, n_distractors=3)
     try:
-        task = world.reset(seed=SEED, skill="pick")
-        obs = world.observe()
-        yield task, obs.frame(), RigidTransform.from_matrix(obs.camera_to_base), obs.mask_of(task.object)
+        yield world
     finally:
         world.close()
+
+
+def render(world, seed):
+    from clip_vla.core.geometry import RigidTransform
+
+    task = world.reset(seed=seed, skill="pick")
+    obs = world.observe()
+    return task, obs.frame(), RigidTransform.from_matrix(obs.camera_to_base), obs.mask_of(task.object)
+
+
+@pytest.fixture(scope="module")
+def scene(world):
+    return render(world, SEED)
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +88,33 @@ def test_clip_tells_the_look_alike_the_component_rule_chose_from_the_named_objec
     look_alike = component_rule.run(frame, task.command, camera_to_base).detection
     vote = clip_votes(shipped, frame, [look_alike.mask], task.object)[0]
     assert vote.best != task.object and vote.gap_nats > 0.5, vote.to_dict()  # 1.1 nats when written
+
+
+def objects_taking_the_name(pipeline, frame, command):
+    """What grounding by naming sees: every object that takes the command's name, in its order."""
+    prepared = pipeline.prepare(command)
+    _, _, logits = pipeline.segment(frame.rgb, prepared.prompts)
+    probs = pipeline.segmenter.probabilities(logits, frame.rgb.shape[:2])
+    return pipeline.objects_named(frame, probs, prepared.prompt_names, prepared.object_index, [],
+                                  pipeline._identity_rank(frame))
+
+
+def test_of_two_objects_taking_the_name_the_better_fit_is_the_goal_not_the_more_confident(world, shipped):
+    from clip_vla.core.types import ActionGoal
+
+    task, frame, camera_to_base, truth = render(world, 50_499)
+    assert task.command == "lift the blue cup"
+    taking = objects_taking_the_name(shipped, frame, task.command)
+    assert len(taking) == 2 and truth[taking[0].mask].mean() > 0.5 and not truth[taking[1].mask].any()
+    assert taking[1].confidence > taking[0].confidence and taking[1].area > taking[0].area  # the look-alike
+    goal = shipped.run(frame, task.command, camera_to_base)
+    assert isinstance(goal, ActionGoal) and on_target(goal, truth), goal
+
+
+def test_a_name_is_not_preferred_for_being_the_component_rules_choice(world, shipped):
+    from clip_vla.core.types import ActionGoal
+
+    task, frame, camera_to_base, truth = render(world, 50_466)
+    assert task.command == "pick up the blue block"
+    goal = shipped.run(frame, task.command, camera_to_base)
+    assert isinstance(goal, ActionGoal) and on_target(goal, truth), goal

@@ -381,3 +381,20 @@ def test_no_object_takes_the_name_and_grounding_by_naming_says_so():
     probs[0, :, 40:] = 0.02  # no ball on the right: "red ball" lights only the cup, which "red cup" names
     probs[0, 22:39, 10:27] = np.where(probs[0, 22:39, 10:27] > 0.5, 0.6, probs[0, 22:39, 10:27])
     assert named_objects(probs, ["red ball", "red cup"], 0, [], [2], _Perception(), 0.3) == []
+
+
+def test_of_two_objects_taking_the_name_the_better_fit_comes_first_not_the_larger():
+    """Both discs take "red ball"; the left is larger and brighter, CLIP's crop of the right fits the name better."""
+    from clip_vla.perception.identity import IdentityVote
+    from clip_vla.perception.suggest import named_objects
+
+    probs = np.stack([np.maximum(disc(18, 30, 10, 0.95), disc(60, 30, 6, 0.93)), np.full((H, W), 0.1, np.float32)])
+    without_clip = named_objects(probs, ["red ball"], 0, [], [1], _Perception(), 0.3)
+    assert [d.centroid[0] < 40 for d in without_clip] == [True, False]
+
+    def votes(regions):  # p_CLIP("red ball"): 0.2 on the left crop, 0.9 on the right one
+        return [IdentityVote("red ball", {"red ball": 0.2 if np.nonzero(r)[1].mean() < 40 else 0.9}, 0.0)
+                for r in regions]
+
+    with_clip = named_objects(probs, ["red ball"], 0, [], [1], _Perception(), 0.3, votes=votes)
+    assert [d.centroid[0] < 40 for d in with_clip] == [False, True]

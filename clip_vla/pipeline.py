@@ -360,7 +360,7 @@ class VLAPipeline:
 
     def _score_skills(self, prepared: PreparedCommand, image, features) -> Dict[str, float]:
         """CLIP skill probabilities; the image term costs a CLIP vision pass only when weighted."""
-        return self.scorer.score(prepared.parsed.text, prepared.parsed.object,
+        return self.scorer.score(skill_text(prepared.parsed), prepared.parsed.object,
                                  self.skill_image_embedding(image, features))
 
     def skill_image_embedding(self, image, features):
@@ -409,6 +409,22 @@ class VLAPipeline:
 
 # an HxW bool mask -> the same mask with some pixels removed
 MaskFilter = Callable[[np.ndarray], np.ndarray]
+
+
+def skill_text(parsed: ParsedInstruction) -> str:
+    """The command as CLIP scores its skill: as said, but without a direction phrase.
+
+    A direction says where the object goes, not which skill moves it (a push and a pull both go
+    left), and the compact sim CLIP learned "to the left" as pull's: it gave "push the red ball to
+    the right" to pull by 20 nats, so the skill veto refused valid pushes in compound commands.
+    The words the parser understood are said again: verb, object, and a destination if any.
+    """
+    if parsed.direction is None or not parsed.object:
+        return parsed.text
+    words = [parsed.verb or parsed.skill or "", f"the {parsed.object}"]
+    if parsed.destination:
+        words += [(parsed.relation or "to").replace("_", " "), f"the {parsed.destination}"]
+    return " ".join(w for w in words if w)
 
 
 def detect_roles(probs, prepared: PreparedCommand, perception, rank: Optional[RankComponents] = None,

@@ -420,7 +420,8 @@ class PerceptionConfig(Validated):
         False, "the object is the scene object named with the command's name: the named object and its look-alikes "
         "(look_alike_competitors) are each found against the distractors only, overlapping finds merge into one "
         "object named by its best name (mean probability, with CLIP's vote per identity_weight), as suggestions "
-        "name objects; when no object gets the name, the component rule decides")
+        "name objects; of several objects getting the name the best fit; when none gets it, the component rule "
+        "decides")
     low_destination: bool = setting(
         False, "a place destination rests on the table: its mask loses the pixels whose depth puts them more than "
         "verify.max_destination_height_m above the table before its component is chosen (needs depth)")

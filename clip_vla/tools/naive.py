@@ -23,7 +23,7 @@ import numpy as np
 
 from clip_vla.core.config import ModelConfig, PerceptionConfig, Vocabulary
 from clip_vla.perception.loading import ImageSpec, LoadedModels
-from clip_vla.pipeline import VLAPipeline, detect_roles
+from clip_vla.pipeline import VLAPipeline, detect_roles, skill_text
 from clip_vla.core.types import Detection
 
 
@@ -178,7 +178,7 @@ class NaivePipeline(VLAPipeline):
         with timer.stage("mask_upsampling"):
             probs = self.naive.probabilities(logits, (height, width))
         with timer.stage("skill_scoring"):
-            skill_probs = self.naive.skill_probabilities(image, prepared.parsed.text, prepared.parsed.object,
+            skill_probs = self.naive.skill_probabilities(image, skill_text(prepared.parsed), prepared.parsed.object,
                                                          self.vocabulary, perception)
         with timer.stage("postprocess"):
             detections = detect_roles(probs, prepared, perception)

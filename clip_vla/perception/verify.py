@@ -575,8 +575,8 @@ class Verifier:
         A component whose point cannot be computed is dropped.
         """
         out: Dict[str, List[_Seen]] = {}
-        found_by = self.perceive(view.frame, list(phrases), kin=list(kin)) if kin else self.perceive(view.frame,
-                                                                                                    list(phrases))
+        phrases = list(phrases)
+        found_by = self.perceive(view.frame, phrases, kin=list(kin)) if kin else self.perceive(view.frame, phrases)
         for phrase, found in found_by.items():
             out[phrase] = []
             for det, mean_logit, *named in found:

@@ -65,7 +65,8 @@ def sim_perception_settings() -> Dict[str, Any]:
     return {"perception.look_alike_competitors": SIM_LOOK_ALIKES, "verify.look_alikes": True,
             "perception.identity_weight": SIM_IDENTITY_WEIGHT, "verify.identity_temperature": SIM_IDENTITY_TEMPERATURE,
             "perception.ground_by_naming": SIM_GROUND_BY_NAMING, "perception.low_destination": SIM_LOW_DESTINATION,
-            "verify.place_look_alikes": SIM_PLACE_LOOK_ALIKES, "verify.rival_min_area_fraction": SIM_RIVAL_MIN_AREA_FRACTION,
+            "verify.place_look_alikes": SIM_PLACE_LOOK_ALIKES,
+            "verify.rival_min_area_fraction": SIM_RIVAL_MIN_AREA_FRACTION,
             "verify.rival_logit_margin": SIM_RIVAL_LOGIT_MARGIN, **sim_suggest_parameters()}
 
 

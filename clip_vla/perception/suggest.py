@@ -324,7 +324,7 @@ def named_objects(probs: np.ndarray, names: Sequence[str], object_index: int, fi
                   distractors: Sequence[int], perception: Any, overlap: float,
                   rank: Optional[RankComponents] = None, votes: Optional[RegionVotes] = None) -> List[Detection]:
     """Every scene object that takes the name ``names[object_index]``, found as suggestions find and name
-    objects, most confident first; empty when no object takes it (``perception.ground_by_naming``).
+    objects, best first (see the end); empty when no object takes it (``perception.ground_by_naming``).
 
     ``probs`` is KxHxW over the command's prompts: ``names`` (the object, a destination among
     ``fixtures``, the look-alikes) and then the ``distractors``. Each name competes with the
@@ -333,7 +333,8 @@ def named_objects(probs: np.ndarray, names: Sequence[str], object_index: int, fi
     the component rule gives each pixel to one name, so a look-alike whose map outshines the named
     object's on part of it takes that part, and the named object's remaining piece can lose to a
     look-alike's whole body. Naming the objects judges every name on the same pixels. When
-    several objects take the name, the one that fits it best comes first (``best_fits``).
+    several objects take the name, the one that fits it best comes first (``best_fits``; without
+    CLIP's vote, the most confident).
     """
     candidates = [Candidate(n, fixture=i in fixtures) for i, n in enumerate(names)]
     maps = {i: (probs[i], target_mask(probs, i, list(distractors), perception.mask_threshold))

@@ -59,7 +59,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Collection, Dict, List, Mapping, NamedTuple, Optional, Protocol,
+                    Sequence, Tuple)
 
 import cv2
 import numpy as np
@@ -253,13 +254,12 @@ def model_perceiver(pipeline: "VLAPipeline") -> Perceive:
         prompts += list(pipeline.vocabulary.distractors)
         probs = prompt_probabilities(pipeline, frame.rgb, prompts)
         everyone = range(len(prompts))
-        seen = {p: components(target_mask(probs, i, everyone, perception.mask_threshold), probs[i], p,
-                              perception.min_area_px, perception.instance_score) for i, p in enumerate(phrases)}
+        with_kin = {i for i, p in enumerate(phrases) if p in kin and kin_of.get(i)}
+        seen = {p: _with_kin(probs, i, kin_of[i], p, perception) if i in with_kin else
+                components(target_mask(probs, i, everyone, perception.mask_threshold), probs[i], p,
+                           perception.min_area_px, perception.instance_score) for i, p in enumerate(phrases)}
         if perception.ground_by_naming:
-            _name_objects(pipeline, frame, probs, list(phrases) + rivals, len(phrases), seen)
-        for i, phrase in enumerate(phrases):
-            if phrase in kin and kin_of.get(i):
-                seen[phrase] = _with_kin(probs, i, kin_of[i], phrase, perception)
+            _name_objects(pipeline, frame, probs, list(phrases) + rivals, len(phrases), seen, skip=with_kin)
         return seen
 
     return perceive
@@ -277,16 +277,18 @@ def _with_kin(probs: np.ndarray, index: int, kin: Sequence[int], phrase: str, pe
 
 
 def _name_objects(pipeline: "VLAPipeline", frame: Frame, probs: np.ndarray, names: Sequence[str], phrases: int,
-                  seen: Dict[str, List[Component]]) -> None:
+                  seen: Dict[str, List[Component]], skip: Collection[int] = ()) -> None:
     """Put the scene objects that take each phrase (as grounding by naming found the goal's) first in
-    ``seen``, marked ``named``; the pixel-wise pieces they cover go. Fixtures keep the component rule."""
-    overlap = pipeline.config.suggest.merge_overlap
+    ``seen``, marked ``named``; the pixel-wise pieces they cover go. Fixtures keep the component rule,
+    and the phrases in ``skip`` (found with their look-alikes, ``_with_kin``) are not named."""
     fixture_names = set(pipeline.config.suggest.fixtures)
     fixtures = [i for i, n in enumerate(names) if n in fixture_names]
+    asked = [i for i in range(phrases) if i not in skip and i not in fixtures]
+    if not asked:
+        return
+    overlap = pipeline.config.suggest.merge_overlap
     rank = pipeline._identity_rank(frame) if pipeline.config.perception.identity_weight > 0 else None
-    for i in range(phrases):
-        if i in fixtures:
-            continue
+    for i in asked:
         objects = pipeline.objects_named(frame, probs, names, i, fixtures, rank)
         if not objects:
             continue

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 from clip_vla.core.chunks import Chunk, ChunkError, build_chunk
 from clip_vla.core.language import CommandError, InstructionParser, ParsedInstruction
+from clip_vla.core.tokenizer import Action
 from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
 
 if TYPE_CHECKING:  # the planner joins core and perception; importing the pipeline here would load torch
@@ -42,6 +43,7 @@ __all__ = [
     "plan_command",
     "plan_record",
     "prepare_plan",
+    "put_back_goal",
 ]
 
 PICK = "pick"
@@ -51,7 +53,12 @@ Result = Union[ActionGoal, NoAction]
 
 @dataclass(frozen=True)
 class PlanStep:
-    """One step of a plan; ``implicit`` steps were not said but are needed (the pick before a place)."""
+    """One step of a plan; ``implicit`` steps were not said but are needed (the pick before a place).
+
+    ``put_back``: an implicit place the node inserts before retrying a pick whose verification
+    failed while the hand holds something: the held object goes back where it was picked up
+    (``put_back_goal``), so the retried pick starts with an empty hand.
+    """
 
     index: int
     skill: Optional[str]
@@ -61,6 +68,7 @@ class PlanStep:
     implicit: bool = False
     relation: Optional[str] = None
     instruction: Optional[ParsedInstruction] = None  # what was said; None for an implicit step
+    put_back: bool = False
 
     @classmethod
     def from_instruction(cls, index: int, parsed: ParsedInstruction) -> "PlanStep":
@@ -69,9 +77,11 @@ class PlanStep:
 
     @property
     def text(self) -> str:
-        """The step in words: the clause as said, or "pick <object>" for an implicit pick."""
+        """The step in words: the clause as said, "pick <object>" for an implicit pick, "put back <object>"."""
         if self.instruction is not None:
             return self.instruction.text
+        if self.put_back:
+            return f"put back {self.object}"
         return " ".join(w for w in (self.skill, self.object) if w)
 
     def parsed(self) -> ParsedInstruction:
@@ -87,7 +97,7 @@ class PlanStep:
 
     def to_full_dict(self) -> Dict[str, Any]:
         return {"index": self.index, **self.to_dict(), "relation": self.relation, "implicit": self.implicit,
-                "text": self.text}
+                "put_back": self.put_back, "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,23 @@ def chunk_step(pipeline: "VLAPipeline", step: PlanStep, result: Result) -> Groun
                            skill=step.skill, object_phrase=step.object, stamp=result.stamp)
         return GroundedStep(step, refusal)
     return GroundedStep(step, result, chunk)
+
+
+def put_back_goal(pipeline: "VLAPipeline", pick: ActionGoal, step: PlanStep) -> ActionGoal:
+    """The goal of a put-back step: a place on the table where the failed pick was sent, at its yaw.
+
+    Why no perception: the held object was lifted from that spot a moment ago (it is empty now),
+    so nothing has to be found; setting it down there undoes the pick before it is retried.
+    """
+    config = pipeline.config
+    place = config.vocabulary.skill(PLACE)
+    x, y, z = pick.xyz_base[0], pick.xyz_base[1], config.geometry.table_height
+    encoded = pipeline.tokenizer.encode(Action(place.token, x, y, z, pick.theta))
+    return ActionGoal(cmd=PLACE, cmd_token=place.token, skill_probabilities={}, object_phrase=step.object,
+                      destination_phrase=None, pixel=None, detection=None, xyz_camera=None, xyz_base=(x, y, z),
+                      theta=pick.theta, tokens=encoded.tokens, confidence=1.0, depth_source="none",
+                      command=pick.command, stamp=pick.stamp, frame_id=pick.frame_id,
+                      message=f"{step.text}: set down where it was picked up")
 
 
 def ground_plan(pipeline: "VLAPipeline", frame: Frame, plan: Plan, camera_to_base: Any = None,

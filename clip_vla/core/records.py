@@ -168,7 +168,7 @@ def task_verdict_record(*, command_id: int, command: str, step: int, attempt: in
                         confidence: float, reason: str, action: Optional[str], stamp: Stamp) -> Dict[str, Any]:
     """The ``~/task_status`` JSON of one step's verification (``"final": false``), one per verdict.
 
-    ``action``: what the node does next (``next``, ``retry``, ``replan``), None when the plan ends
+    ``action``: what the node does next (``next``, ``retry``, ``replan``, ``put_back``), None when the plan ends
     (its final record follows). ``uncertain`` proceeds like ``success``: the record says so.
     """
     return {"command_id": int(command_id), "command": echo(command), "final": False, "step": int(step),

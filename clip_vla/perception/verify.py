@@ -27,6 +27,9 @@ The component the goal was grounded on (the before-frame component nearest the g
   purple ball a purple block;
 * push/pull: the component that appeared nearest the acted-on object's old place gives the
   displacement along theta: ``object_moved``, ``not_moved_enough`` or ``moved_wrong_direction``;
+* a put-back (the planner's undo of a failed pick, ``core.plan.PlanStep.put_back``) and
+  ``point_at``: the executor's report decides (``executor_report``): a put-back only has to
+  empty the hand before the pick is retried, and that pick is verified itself;
 * pick and push/pull, ``wrong_object``: a second opinion on the grounding. Another component
   of the before frame, at least 0.4 as large and surer per pixel (mean logit, averaged over
   both frames) than the acted-on one, is still where it was: the step most likely moved a
@@ -397,7 +400,7 @@ class Verifier:
                 no object for a skill that needs one.
         """
         skill = step.skill or ""
-        if skill == "point_at":
+        if skill == "point_at" or getattr(step, "put_back", False):
             return self._executor_verdict(executor_report)
         if skill not in ("pick", "place") + MOVE_SKILLS:
             return Verdict(UNCERTAIN, 0.0, UNSUPPORTED_SKILL, {"skill": skill})

@@ -14,7 +14,9 @@ tell it from a robot:
                episode's task needs of it, by the world's ground truth), task_success (every clause
                of the episode's command carried out on its target, each judged at its last step),
                failure (why the step failed the task: a clip_vla.sim.tasks.FAILURE_LABELS string,
-               null when it did not), holding_target, reason, goal, details)
+               null when it did not), holding_target, reason, goal, details; a put-back, the
+               node's undo of a failed pick, is no step of the task: "put_back": true and none
+               of the judged fields)
                ~/task and ~/result carry "stamp" (s): every camera frame stamped later shows
                the scene after that reset or step
     subscribes plan (std_msgs/String JSON from vla_node's ~/plan; remap it there): the newest
@@ -152,7 +154,10 @@ class SimBridge:
         result = self.world.execute(cmd, [pose["x"], pose["y"], pose["z"]], float(pose["theta"]), chunk=waypoints)
         task = self.world.task
         skill = str(step.get("skill") or cmd)
-        judged = self._judge(task, result, int(step["index"]), skill) if task is not None else {}
+        if step.get("put_back"):  # the node's undo of a failed pick: no step of the task, nothing to judge
+            judged: Dict[str, Any] = {"put_back": True}
+        else:
+            judged = self._judge(task, result, int(step["index"]), skill) if task is not None else {}
         held = self.world.held_object()
         holding = step.get("object") if cmd == "pick" and held else held
         if cmd != "pick" or not result.success:  # a held object stays held for the next step

@@ -142,11 +142,13 @@ def _describe(outcome: Any) -> List[str]:
         waypoints = (f"{w.get('label')}({'closed' if w.get('gripper', 0) >= 0.5 else 'open'})" for w in chunk)
         lines.append("          chunk " + " -> ".join(waypoints))
         failure = f" ({r['failure']})" if r.get("failure") else ""
-        judged = "SUCCESS" if r.get("step_ok") else "FAILED" + failure
+        judged = ("SET DOWN (a put-back, no step of the task)" if r.get("put_back")
+                  else "SUCCESS" if r.get("step_ok") else "FAILED" + failure)
         lines.append(f"          robot {judged}: {r.get('reason', '')}   (the simulator's ground truth)")
         verdict = outcome.verdict_for(r.get("step"), attempt)
         if verdict is not None:
             then = {"next": "next step", "retry": "retry the step", "replan": "re-plan from a pick",
+                    "put_back": "put it back, then retry the pick",
                     None: "plan ends"}.get(verdict.get("action"), verdict.get("action"))
             lines.append(f"          verify {verdict.get('verdict')} ({verdict.get('reason')}, confidence "
                          f"{verdict.get('confidence', 0):.2f}) -> {then}")

@@ -93,6 +93,7 @@ class Episode:
     commands: List[str] = field(default_factory=list)  # what the driver said: one per task
     steps_planned: int = 0  # steps of vla_node's plan (its accepted status), implicit picks included
     outcome: Optional[str] = None  # the plan's end on ~/task_status: done | failed | cancelled
+    put_backs: int = 0  # objects set down again before a failed pick was retried (not steps of the task)
 
     @property
     def steps_executed(self) -> int:
@@ -263,11 +264,16 @@ def _truth(task: Dict[str, Any], k: int) -> Tuple[Optional[List[float]], Optiona
 
 
 def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[StepRecord]:
-    """One StepRecord per executed step, plus one for a step refused (the command, or a later step)."""
+    """One StepRecord per executed step, plus one for a step refused (the command, or a later step).
+
+    A put-back (the node's undo of a failed pick) is no step of the task: it has no record.
+    """
     skills = task.get("step_skills") or [task["skill"]]
     status = outcome.status
     out: List[StepRecord] = []
     for r in outcome.results:
+        if r.get("put_back"):
+            continue
         k = int(r.get("step", len(out)))
         attempt = int(r.get("attempt", 1))
         task_step = r.get("task_step")
@@ -332,6 +338,7 @@ def run_episode(driver: GraphDriver, seed: int, skill: str) -> Episode:
     ep.steps = _records(task["command"], task, outcome)
     ep.steps_planned = int(((outcome.status or {}).get("plan") or {}).get("steps", 0))
     ep.outcome = None if outcome.ending is None else outcome.ending.get("outcome")
+    ep.put_backs = sum(bool(r.get("put_back")) for r in outcome.results)
     ep.success = bool(outcome.results) and bool(outcome.results[-1].get("task_success"))
     return ep
 
@@ -366,6 +373,7 @@ def summarise(episodes: List[Episode]) -> Dict[str, Any]:
             "latency_ms_p50": percentile(lat, 50), "latency_ms_p95": percentile(lat, 95),
             "steps_planned": sum(e.steps_planned for e in eps),
             "steps_executed": sum(e.steps_executed for e in eps),
+            "put_backs": sum(e.put_backs for e in eps),
             "failures": _count([_failure(s) for e in eps for s in e.steps if not s.step_ok]),
         }
     return out
@@ -467,7 +475,7 @@ def print_summary(summary: Dict[str, Any], perception: str, file=sys.stdout) -> 
               f"{f(s['latency_ms_p50'], 1, '{:.0f}'):>9}{f(s['latency_ms_p95'], 1, '{:.0f}'):>9}", file=file)
         print(f"{'':8}first try {f(s['first_try_success'], 100, '{:.0f}%')}, after retries "
               f"{f(s['success_after_retries'], 100, '{:.0f}%')}, executions per step "
-              f"{f(s['attempts_mean'], 1, '{:.2f}')}", file=file)
+              f"{f(s['attempts_mean'], 1, '{:.2f}')}, put back before a retried pick {s['put_backs']}", file=file)
         print(f"{'':8}verifier: {_verifier_line(s['verifier'])}", file=file)
         print(f"{'':8}CLIP alone picks the command's skill: {f(s['clip_skill_agreement'], 100, '{:.0f}%')}", file=file)
         if s["failures"]:

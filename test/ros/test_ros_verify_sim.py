@@ -80,3 +80,40 @@ def test_the_verifier_confusion_of_the_re_planned_place(graph):
     records = _records(task["command"], task, outcome)
     assert [(r.attempt, r.verdict, r.step_ok) for r in records] == [(1, "success", True), (1, "success", True)]
     assert verifier_confusion(records)["true_success"] == 2
+
+
+def test_a_pick_that_lifted_a_look_alike_puts_it_back_then_picks_again(graph):
+    """The first grounding of the object takes a look-alike's true mask (the test double: the compact
+    models' typical mistake). The executor lifts the look-alike and reports the hand full and the
+    step done; the verifier sees the named object still on the table, so the node sets the
+    look-alike down where it was picked (a put-back, no step of the task) and picks again."""
+    log = graph.log
+    mask_of = log.mask
+    task = graph.driver.reset(SEED, "place", destination="bowl")
+    target, look_alike = task["object"], task["distractors"][0]
+    mistaken = []
+
+    def look_alike_once(stamp, phrase):
+        """The test double: the first time the target is looked for, the look-alike's mask answers."""
+        if phrase == target and not mistaken:
+            mistaken.append(stamp)
+            return mask_of(stamp, look_alike)
+        return mask_of(stamp, phrase)
+
+    log.mask = look_alike_once
+    try:
+        outcome = graph.driver.command(f"put the {target} in the bowl")
+    finally:
+        log.mask = mask_of
+    verdicts = [(v["step"], v["attempt"], v["verdict"], v["action"]) for v in outcome.verdicts]
+    executed = [(r["step"], r.get("attempt"), r["cmd"], bool(r.get("put_back"))) for r in outcome.results]
+    assert mistaken and outcome.ending is not None and outcome.ending["outcome"] == "done", (
+        outcome.ending, verdicts, executed)
+    assert verdicts[0] == (0, 1, "failure", "put_back"), verdicts
+    assert outcome.verdicts[0]["reason"] in ("object_still_on_table", "wrong_object")
+    assert verdicts[1:] == [(0, 2, "success", "next"), (1, 2, "success", "next"), (2, 1, "success", None)]
+    assert executed == [(0, 1, "pick", False), (0, 2, "place", True), (1, 2, "pick", False), (2, 1, "place", False)]
+    assert outcome.results[0]["failure"] == "wrong object" and outcome.results[-1]["task_success"]
+    put_back = outcome.results[1]
+    assert "task_step" not in put_back and "step_ok" not in put_back  # not judged as a step of the task
+    assert not graph.world.held(look_alike)  # set down again

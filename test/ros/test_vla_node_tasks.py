@@ -9,7 +9,7 @@ from clip_vla.core.language import ParsedInstruction
 from clip_vla.core.plan import GroundedStep, make_plan
 from clip_vla.core.types import NoAction, Reason
 from clip_vla.ros.vla_node.commands import Command
-from clip_vla.ros.vla_node.tasks import REPLAN, RETRY, TaskTracker, judge_step
+from clip_vla.ros.vla_node.tasks import PUT_BACK, REPLAN, RETRY, TaskTracker, judge_step
 
 
 def two_step_plan():
@@ -103,9 +103,9 @@ def verdict(kind, reason="r"):
     return Verdict(kind, 0.9, reason)
 
 
-def verifying(tracker, plan, step=0, cid=1):
+def verifying(tracker, plan, step=0, cid=1, holding=None):
     run = running(tracker, plan, cid) if step == 0 else tracker.run
-    result = tracker.report(report(cid, step), now=10.0, patience=5.0, verify=True)
+    result = tracker.report(report(cid, step, holding=holding), now=10.0, patience=5.0, verify=True)
     assert result.verifying == step and result.released is None and result.ending is None
     assert run.verifying is not None and tracker.due(10.5)[0] is run  # due on a frame after the report
     return run
@@ -152,6 +152,38 @@ def test_a_dropped_object_re_plans_from_a_pick_before_the_place():
     verifying(tracker, plan, step=2)
     again = tracker.judged(run, verdict("failure", "object_not_in_destination"), max_retries=1)
     assert again.ending.outcome == "failed"
+
+
+class PickGoal:
+    """A stand-in for the failed pick's ActionGoal: the tracker keeps it for the put-back's goal."""
+
+
+def test_a_failed_pick_with_a_full_hand_puts_the_object_back_before_the_retry():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = running(tracker, plan)
+    pick_goal = PickGoal()
+    run.grounded[0] = GroundedStep(plan.steps[0], pick_goal)  # what the pick was sent to
+    tracker.report(report(1, 0, holding="cup"), now=10.0, patience=5.0, verify=True)
+    judged = tracker.judged(run, verdict("failure", "wrong_object"), max_retries=2)
+    assert (judged.action, judged.attempt, run.attempt, run.next_index) == (PUT_BACK, 1, 2, 0)
+    steps = [(s.index, s.skill, s.object, s.put_back) for s in run.plan.steps]
+    assert steps == [(0, "place", "cup", True), (1, "pick", "cup", False), (2, "place", "cup", False)]
+    assert run.plan.steps[0].text == "put back cup" and run.put_back_from == {0: pick_goal}
+    tracker.grounded(run, Accepted(run.plan.steps[0]), {"cmd": "place"})
+    tracker.report(report(1, 0, holding=None), now=11.0, patience=5.0, verify=True)
+    assert tracker.judged(run, verdict("success", "executor_report"), max_retries=2).action == "next"
+    assert run.attempt == 2 and run.next_index == 1  # the retried pick is attempt 2, after the put-back
+    tracker.grounded(run, Accepted(run.plan.steps[1]), {"cmd": "pick"})
+    tracker.report(report(1, 1, holding="cup"), now=12.0, patience=5.0, verify=True)
+    assert tracker.judged(run, verdict("success"), max_retries=2).action == "next"
+    assert run.attempt == 1 and run.next_index == 2  # the place starts at its first try
+
+
+def test_a_failed_pick_with_an_empty_hand_is_retried_without_a_put_back():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = verifying(tracker, plan, holding=None)
+    judged = tracker.judged(run, verdict("failure", "object_still_on_table"), max_retries=2)
+    assert judged.action == RETRY and len(run.plan.steps) == 2 and not run.put_back_from
 
 
 def test_a_verdict_on_a_cancelled_plan_is_dropped():

@@ -13,9 +13,10 @@ grounding the next on a fresh frame::
 With verification on (issue 13), a "done" report does not release the next step: the step
 waits (``verifying``) for a frame stamped after the report, the worker runs the verifier on
 it, and ``judged`` applies the verdict: the next step, the same step again (``retry``), a pick
-inserted before a place whose object fell (``replan``), or the plan's end::
+inserted before a place whose object fell (``replan``), a put-back inserted before a failed pick
+retried while the hand holds something (``put_back``), or the plan's end::
 
-    awaiting 0 ──done──► verifying 0 ──frame > t_report, verdict──► next | retry | replan | ended
+    awaiting 0 ──done──► verifying 0 ──frame > t_report, verdict──► next | retry | replan | put_back | ended
 
 Every way a plan ends is one ``Ending`` (outcome ``done``, ``failed`` or ``cancelled``), which
 the node publishes once on ``~/task_status``. ``judge_step`` reads the executor's report (a
@@ -39,7 +40,7 @@ CANCELLED = "cancelled"
 # Place verdicts that mean the object fell: it is neither held nor in the destination, so a
 # retried place would release an empty hand; the plan picks it up again first.
 DROPPED_REASONS = ("object_beside_destination", "object_not_in_destination")
-NEXT, RETRY, REPLAN = "next", "retry", "replan"
+NEXT, RETRY, REPLAN, PUT_BACK = "next", "retry", "replan", "put_back"
 
 
 @dataclass
@@ -59,6 +60,7 @@ class PlanRun:
     attempt: int = 1  # the attempt of the step being grounded or awaited (1: the first try)
     answered: bool = False  # the command's ~/status went out (with the first grounding of step 0)
     resume: Dict[int, int] = field(default_factory=dict)  # step -> the attempt it starts at (a re-planned place)
+    put_back_from: Dict[int, Any] = field(default_factory=dict)  # put-back step -> the failed pick's ActionGoal
 
     @property
     def next_index(self) -> int:
@@ -97,6 +99,18 @@ def replan_from_pick(plan: Plan, place_index: int) -> Plan:
     pick = PlanStep(place_index, "pick", place.object, implicit=True)
     later = tuple(dataclasses.replace(s, index=s.index + 1) for s in plan.steps[place_index:])
     return dataclasses.replace(plan, steps=plan.steps[:place_index] + (pick,) + later)
+
+
+def put_back_before(plan: Plan, pick_index: int, held: str) -> Plan:
+    """``plan`` with a put-back of ``held`` inserted before the pick at ``pick_index`` (retried with a full hand).
+
+    Why: a pick that failed verification while the executor reports the hand full (a look-alike
+    was lifted, or the verifier is wrong) cannot be retried as is: the fingers would open over
+    the next goal and drop what they hold. Setting it down where it was picked undoes the step.
+    """
+    put_back = PlanStep(pick_index, "place", held, implicit=True, put_back=True)
+    later = tuple(dataclasses.replace(s, index=s.index + 1) for s in plan.steps[pick_index:])
+    return dataclasses.replace(plan, steps=plan.steps[:pick_index] + (put_back,) + later)
 
 
 @dataclass(frozen=True)
@@ -226,8 +240,10 @@ class TaskTracker:
 
         None: ``run`` was cancelled meanwhile (publish nothing). ``uncertain`` proceeds as a
         success (not found is not evidence of failure; the verdict on ~/task_status says so).
-        A failure re-grounds the step (attempt + 1), or, for a dropped object, re-plans from a
-        pick; after ``max_retries`` retries the plan fails with the verdict's reason.
+        A failure re-grounds the step (attempt + 1); for a dropped object it re-plans from a pick,
+        and a pick retried while the executor reports the hand full is preceded by a put-back of
+        what it holds (the put-back and the retried pick are both attempt + 1). After
+        ``max_retries`` retries the plan fails with the verdict's reason.
         """
         with self._cond:
             if self._run is not run or run.verifying is None:
@@ -250,9 +266,14 @@ class TaskTracker:
                 return Judgement(index, attempt, ending=Ending(
                     run, FAILED, index, verdict.reason,
                     f"step {index} ({text}) failed verification after {attempt} attempts: {verdict.reason}"))
-            run.grounded.pop()
+            failed = run.grounded.pop()
             run.goal_records.pop()
             run.attempt = attempt + 1
+            if run.plan.steps[index].skill == "pick" and self._holding is not None:
+                run.plan = put_back_before(run.plan, index, self._holding)
+                run.put_back_from[index] = failed.result
+                run.resume[index + 1] = attempt + 1
+                return Judgement(index, attempt, PUT_BACK)
             if run.plan.steps[index].skill == "place" and verdict.reason in DROPPED_REASONS:
                 run.plan = replan_from_pick(run.plan, index)
                 run.resume[index + 1] = attempt + 1  # the place keeps its count: a hand that keeps dropping ends

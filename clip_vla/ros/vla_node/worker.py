@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from clip_vla.core import framesync
 from clip_vla.core.framesync import Refusal
-from clip_vla.core.plan import GroundedStep, chunk_step, prepare_plan
+from clip_vla.core.plan import GroundedStep, chunk_step, prepare_plan, put_back_goal
 from clip_vla.core.records import echo
 from clip_vla.core.types import ActionGoal, Frame, NoAction, Reason
 from clip_vla.ros import conversions as conv
@@ -265,7 +265,8 @@ class InferenceWorker:
         """Judge the reported step on the first frame after its report, publish the verdict, then go on.
 
         Go on: the next step, the same step again (retry), a pick before a dropped object's
-        place (replan), all grounded at once on the frame just verified on; or the plan's end.
+        place (replan), a put-back before a pick retried with a full hand (put_back), all grounded
+        at once on the frame just verified on; or the plan's end.
         """
         from clip_vla.perception.verify import UNCERTAIN, Verdict
 
@@ -281,7 +282,7 @@ class InferenceWorker:
                       f"the report of step {report.step} within {NEXT_STEP_PATIENCE_S:.0f} s: it cannot be verified")
             return
         try:
-            _, after, camera_to_base = self.latest_frame(settings)
+            slot, after, camera_to_base = self.latest_frame(settings)
         except (Refusal, conv.ConversionError, ValueError) as exc:
             reason = exc.reason.value if isinstance(exc, Refusal) else Reason.BAD_INPUT.value
             self._end(run, report.step, reason, f"step {report.step} cannot be verified: {exc}")
@@ -302,6 +303,11 @@ class InferenceWorker:
             self._outputs.task_ended(judgement.ending)
             return
         step = run.plan.steps[run.next_index]
+        if step.put_back:
+            goal = put_back_goal(pipeline, run.put_back_from.pop(step.index), step)
+            self._ground(run, None, None, settings,
+                         given=(goal, slot.msg.header, Seen(after, camera_to_base or before.camera_to_base)))
+            return
         self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, settings)
 
     def _verifier_of(self, pipeline: Any) -> Any:
@@ -334,12 +340,18 @@ class InferenceWorker:
                                                     command=result.command, skill=grounded.step.skill,
                                                     object_phrase=grounded.step.object))
 
-    def _ground(self, run: PlanRun, prepared: Any, job: Optional[Job], settings: NodeSettings) -> None:
-        """Ground ``run``'s next step and publish it: goal, chunk, plan; the first step also answers the command."""
+    def _ground(self, run: PlanRun, prepared: Any, job: Optional[Job], settings: NodeSettings,
+                given: Optional[Tuple[Any, Any, "Seen"]] = None) -> None:
+        """Ground ``run``'s next step and publish it: goal, chunk, plan; the first step also answers the command.
+
+        ``given``: (result, header, seen) of a step grounded without perception (a put-back).
+        """
         cmd = run.command
         step = run.plan.steps[run.next_index]
         first = not run.answered  # a retried or re-planned step 0 does not answer the command again
-        if isinstance(prepared, NoAction):
+        if given is not None:
+            result, header, seen = given
+        elif isinstance(prepared, NoAction):
             result, header, seen = prepared, None, None
         else:
             result, header, seen = self._infer(cmd, prepared, job, settings)

@@ -48,7 +48,8 @@ def task_step_of(last: Optional[Tuple[int, str, int]], index: int, skill: str, s
     In order, one after the other, except that a retried step (the same index and skill again)
     is the same task step, and a pick the node inserted before a place whose object fell (a
     re-plan: a pick under the place's index) is that place's pick. Counting executions instead
-    judged a retried pick as the place that follows it.
+    judged a retried pick as the place that follows it. A put-back is not judged; the pick it
+    precedes moves one index on, and the caller moves ``last`` with it.
     """
     if last is None:
         return 0
@@ -156,6 +157,8 @@ class SimBridge:
         skill = str(step.get("skill") or cmd)
         if step.get("put_back"):  # the node's undo of a failed pick: no step of the task, nothing to judge
             judged: Dict[str, Any] = {"put_back": True}
+            if self._last_judged is not None and self._last_judged[0] == int(step["index"]):
+                self._last_judged = (self._last_judged[0] + 1,) + self._last_judged[1:]  # the pick, moved one on
         else:
             judged = self._judge(task, result, int(step["index"]), skill) if task is not None else {}
         held = self.world.held_object()

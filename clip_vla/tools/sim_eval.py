@@ -647,7 +647,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "perception": args.perception, "summary": summary,
             "episodes": [{"seed": e.seed, "skill": e.skill, "command": e.command, "commands": e.commands,
                           "success": e.success, "steps_planned": e.steps_planned,
-                          "steps_executed": e.steps_executed, "outcome": e.outcome,
+                          "steps_executed": e.steps_executed, "outcome": e.outcome, "put_backs": e.put_backs,
                           "steps": [dict(s.__dict__, xy_error=s.xy_error, yaw_error=s.yaw_error) for s in e.steps]}
                          for e in episodes]}, indent=2))
     return 0

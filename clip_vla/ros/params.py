@@ -74,8 +74,8 @@ NODE_PARAMETERS: Tuple[ParamSpec, ...] = (
     ParamSpec("max_command_length", DEFAULT_MAX_LENGTH, "characters; longer commands answer bad_command", (1, 1 << 20),
               core=False),
     ParamSpec("verify_steps", True, "after the executor reports a step done, check it on the first frame stamped "
-              "after the report (clip_vla.perception.verify) and retry or re-plan a failed step; false: the "
-              "executor's report is final", core=False),
+              "after the report (clip_vla.perception.verify) and retry or re-plan a failed step (one the "
+              "executor reports failed too); false: the executor's report is final", core=False),
     ParamSpec("max_retries", 2, "a step that fails verification is re-grounded and retried at most this often "
               "(a dropped object is re-picked, which counts as a retry)", (0, 100), core=False),
     ParamSpec("target_frame", "", "frame of ~/goal_pose and ~/markers; empty: base_frame (TF needed otherwise)",

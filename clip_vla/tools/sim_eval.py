@@ -241,11 +241,14 @@ class GraphDriver:
 
 
 def _executions(ending: Optional[Dict[str, Any]], verdicts: List[Dict[str, Any]]) -> int:
-    """How many step executions led to ``ending``: one per verdict (retries included), plus the one the
-    executor reported failed; without verification, the steps up to the ending's."""
+    """How many step executions led to ``ending``: one per verdict (retries included, a step the executor
+    reported failed too), plus a failed one the node could not retry; without verification, the steps
+    up to the ending's."""
     if ending is None:
         return 0
-    failed_in_hand = int(ending["reason"] == "execution_failed")
+    last = verdicts[-1] if verdicts else {}
+    judged = last.get("reason") == "execution_failed" and last.get("action") is None  # its verdict is in verdicts
+    failed_in_hand = int(ending["reason"] == "execution_failed" and not judged)
     if verdicts:
         return len(verdicts) + failed_in_hand
     return ending["step"] + 1 if ending["reason"] in ("done", "execution_failed") else ending["step"]
@@ -279,6 +282,8 @@ def _records(text: str, task: Dict[str, Any], outcome: CommandOutcome) -> List[S
         task_step = r.get("task_step")
         truth_xyz, truth_yaw = _truth(task, k if task_step is None else int(task_step))
         verdict = outcome.verdict_for(k, attempt) or {}
+        if verdict.get("reason") == "execution_failed":  # the executor's word, not the verifier's: unverified
+            verdict = {}
         pose = (r.get("goal") or {}).get("pose") or {}
         out.append(StepRecord(command=text, expected_skill=r.get("expected_skill", skills[min(k, len(skills) - 1)]),
                               status="accepted", cmd=r.get("cmd"),

@@ -4,7 +4,8 @@ One node process on tiny models (the whole image is the target) with ``verify_st
 ``max_retries`` 1 and ``max_frame_age`` 3 s (a loaded CI machine is slow; staleness is tested
 elsewhere). The test client plays an executor that reports "done" without moving anything:
 the camera keeps showing the same table, so the verifier finds the picked object still where
-it rested and the step fails verification. This is the README's executor contract
+it rested and the step fails verification (or it reports "failed", or a full hand, for the
+retry and put-back paths). This is the README's executor contract
 played by a test node over DDS, not a mock of ROS.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def test_a_step_done_without_moving_fails_verification_and_is_retried_then_fails
     status = ask(client, PICK)
     assert status["status"] == "accepted", status
     cid = status["command_id"]
-    client.report(cid, 0, "done", holding="red cup")  # the hand never moved
+    client.report(cid, 0, "done")  # the hand never moved, and holds nothing
     first, = verdicts(client, cid, 1)
     assert first["verdict"] == "failure" and first["step"] == 0 and first["attempt"] == 1, first
     assert first["action"] == "retry" and first["final"] is False and 0.0 <= first["confidence"] <= 1.0
@@ -59,12 +60,54 @@ def test_a_step_done_without_moving_fails_verification_and_is_retried_then_fails
     # the retry: step 0 re-grounded on the verified frame, its goal out again
     assert client.wait_for(lambda: sum(g["command_id"] == cid for g in client.goals) >= 2)
     assert sum(s["command_id"] == cid for s in client.statuses) == 1  # the command was answered once
-    client.report(cid, 0, "done", holding="red cup")
+    client.report(cid, 0, "done")
     _, second = verdicts(client, cid, 2)
     assert second["attempt"] == 2 and second["verdict"] == "failure" and second["action"] is None
     ended = client.task_status_of(cid)
     assert ended["final"] is True and ended["outcome"] == "failed" and ended["step"] == 0
     assert ended["reason"] == "object_still_on_table" and "2 attempts" in ended["message"]
+
+
+def test_a_failed_pick_with_the_hand_full_is_put_back_before_it_is_retried(client):
+    """The executor says it holds the cup, the camera shows the cup where it rested: whatever the hand
+    holds goes back to the pick's goal on the table (no perception), then the pick is retried."""
+    status = ask(client, PICK)
+    cid = status["command_id"]
+    client.report(cid, 0, "done", holding="red cup")
+    first, = verdicts(client, cid, 1)
+    assert (first["verdict"], first["reason"], first["action"]) == ("failure", "object_still_on_table", "put_back")
+    plan = client.wait_for(lambda: next((p for p in client.plans if p["command_id"] == cid
+                                         and p["steps"][0]["put_back"] and p["steps"][0]["goal"]), None))
+    put_back, pick = plan["steps"]
+    pick_goal = status["goal"]["pose"]
+    assert put_back["skill"] == "place" and put_back["object"] == "red cup" and put_back["text"] == "put back red cup"
+    assert plan["attempt"] == 2 and pick["skill"] == "pick" and pick["goal"] is None
+    pose = put_back["goal"]["pose"]
+    assert (round(pose["x"], 4), round(pose["y"], 4), pose["z"]) == (round(pick_goal["x"], 4),
+                                                                     round(pick_goal["y"], 4), 0.0)
+    assert [w["label"] for w in put_back["waypoints"]] == ["above", "release", "open", "retreat"]
+    client.report(cid, 0, "done", holding=None)  # set down: the executor's word decides
+    _, second = verdicts(client, cid, 2)
+    assert (second["step"], second["attempt"], second["verdict"], second["reason"], second["action"]) == (
+        0, 2, "success", "executor_report", "next")
+    assert client.wait_for(lambda: client.plan_of(cid, grounded=2, timeout=0.0))["attempt"] == 2  # the pick again
+    client.ask("stop")
+    assert client.task_status_of(cid)["outcome"] == "cancelled"
+
+
+def test_a_step_the_executor_reports_failed_is_retried_then_ends_execution_failed(client):
+    status = ask(client, PICK)
+    cid = status["command_id"]
+    client.report(cid, 0, "failed")  # a missed grasp
+    first, = verdicts(client, cid, 1)
+    assert (first["verdict"], first["reason"], first["action"], first["confidence"]) == (
+        "failure", "execution_failed", "retry", 1.0)
+    assert client.wait_for(lambda: sum(g["command_id"] == cid for g in client.goals) >= 2)  # re-grounded
+    client.report(cid, 0, "failed")
+    _, second = verdicts(client, cid, 2)
+    assert second["attempt"] == 2 and second["action"] is None
+    ended = client.task_status_of(cid)
+    assert (ended["outcome"], ended["reason"]) == ("failed", "execution_failed") and "2 attempts" in ended["message"]
 
 
 def test_stop_during_a_retry_cancels_the_plan_with_a_status(client):

@@ -9,7 +9,7 @@ from clip_vla.core.language import ParsedInstruction
 from clip_vla.core.plan import GroundedStep, make_plan
 from clip_vla.core.types import NoAction, Reason
 from clip_vla.ros.vla_node.commands import Command
-from clip_vla.ros.vla_node.tasks import PUT_BACK, REPLAN, RETRY, TaskTracker, judge_step
+from clip_vla.ros.vla_node.tasks import PUT_BACK, REPLAN, RETRY, TaskTracker, executor_failure, judge_step
 
 
 def two_step_plan():
@@ -184,6 +184,23 @@ def test_a_failed_pick_with_an_empty_hand_is_retried_without_a_put_back():
     run = verifying(tracker, plan, holding=None)
     judged = tracker.judged(run, verdict("failure", "object_still_on_table"), max_retries=2)
     assert judged.action == RETRY and len(run.plan.steps) == 2 and not run.put_back_from
+
+
+def test_with_verification_a_failed_report_waits_for_a_frame_and_is_judged_like_a_failed_step():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = running(tracker, plan)
+    result = tracker.report(report(1, 0, "failed"), now=10.0, patience=5.0, verify=True)
+    assert result.verifying == 0 and result.ending is None and tracker.due(10.5)[0] is run
+    failed = executor_failure(run.verifying)
+    assert (failed.verdict, failed.reason, failed.confidence) == ("failure", "execution_failed", 1.0)
+    assert tracker.judged(run, failed, max_retries=2).action == RETRY  # a missed grasp: the hand is empty
+    tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"})
+    tracker.report(report(1, 0, holding="cup"), now=11.0, patience=5.0, verify=True)
+    tracker.judged(run, verdict("success"), max_retries=2)
+    tracker.grounded(run, Accepted(plan.steps[1]), {"cmd": "place"})
+    tracker.report(report(1, 1, "failed", holding=None), now=12.0, patience=5.0, verify=True)
+    judged = tracker.judged(run, executor_failure(run.verifying), max_retries=2)
+    assert judged.action == REPLAN and run.plan.steps[1].skill == "pick"  # a failed place, the hand empty: it fell
 
 
 def test_a_verdict_on_a_cancelled_plan_is_dropped():

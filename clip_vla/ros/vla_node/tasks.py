@@ -19,8 +19,9 @@ retried while the hand holds something (``put_back``), or the plan's end::
     awaiting 0 ──done──► verifying 0 ──frame > t_report, verdict──► next | retry | replan | put_back | ended
 
 Every way a plan ends is one ``Ending`` (outcome ``done``, ``failed`` or ``cancelled``), which
-the node publishes once on ``~/task_status``. ``judge_step`` reads the executor's report (a
-"failed" report ends the plan without a look). No ROS here: the state machine is tested alone.
+the node publishes once on ``~/task_status``. ``judge_step`` reads the executor's report (with
+verification off, a "failed" report ends the plan; with it on, the step is retried like one
+that failed verification, without a look: ``executor_failure``). No ROS here: the state machine is tested alone.
 All methods lock ``cond`` (the node's one lock), so the executor thread (reports) and the
 worker thread (grounding) never see half a transition.
 """
@@ -41,6 +42,7 @@ CANCELLED = "cancelled"
 # retried place would release an empty hand; the plan picks it up again first.
 DROPPED_REASONS = ("object_beside_destination", "object_not_in_destination")
 NEXT, RETRY, REPLAN, PUT_BACK = "next", "retry", "replan", "put_back"
+EXECUTION_FAILED = "execution_failed"  # the ending's (and verdict's) reason when the executor reported a step failed
 
 
 @dataclass
@@ -126,12 +128,20 @@ class ReportVerdict:
 def judge_step(run: PlanRun, report: ExecutionReport) -> Tuple[bool, str]:
     """(the executor says the step succeeded, reason) for a report on ``run``'s awaited step.
 
-    A "failed" report is final (the executor knows it did not do the step); a "done" one is
-    checked by the verifier on the next frame when ``verify_steps`` is on (``TaskTracker.judged``).
+    Without ``verify_steps`` the report is final. With it, a "done" one is checked by the verifier
+    on the next frame, and a "failed" one (a missed grasp) is a failure verdict without a look
+    (``executor_failure``): both go through ``TaskTracker.judged``, so a failed step is retried.
     """
     if report.outcome == DONE:
         return True, DONE
-    return False, "execution_failed"
+    return False, EXECUTION_FAILED
+
+
+def executor_failure(report: ExecutionReport) -> Any:
+    """The verdict on a step the executor reported failed: a failure, sure, no perception asked."""
+    from clip_vla.perception.verify import FAILURE, Verdict
+
+    return Verdict(FAILURE, 1.0, EXECUTION_FAILED, {"executor_outcome": report.outcome, "holding": report.holding})
 
 
 class TaskTracker:
@@ -218,7 +228,7 @@ class TaskTracker:
             ok, reason = judge_step(run, report)
             run.awaiting = None
             last = report.step == len(run.plan.steps) - 1
-            if ok and verify:
+            if verify:  # a "failed" report is retried too: it waits for a frame to re-ground the step on
                 run.verifying = report
                 run.due_after, run.reported_at, run.due_by = now, now, time.monotonic() + patience
                 self._cond.notify_all()
@@ -263,9 +273,10 @@ class TaskTracker:
                 self._run = None
                 self._cond.notify_all()
                 text = run.plan.steps[index].text
+                why = ("the executor reported it failed" if verdict.reason == EXECUTION_FAILED
+                       else f"failed verification: {verdict.reason}")
                 return Judgement(index, attempt, ending=Ending(
-                    run, FAILED, index, verdict.reason,
-                    f"step {index} ({text}) failed verification after {attempt} attempts: {verdict.reason}"))
+                    run, FAILED, index, verdict.reason, f"step {index} ({text}) {why} after {attempt} attempts"))
             failed = run.grounded.pop()
             run.goal_records.pop()
             run.attempt = attempt + 1
@@ -274,7 +285,9 @@ class TaskTracker:
                 run.put_back_from[index] = failed.result
                 run.resume[index + 1] = attempt + 1
                 return Judgement(index, attempt, PUT_BACK)
-            if run.plan.steps[index].skill == "place" and verdict.reason in DROPPED_REASONS:
+            fell = verdict.reason == EXECUTION_FAILED and self._holding is None  # a failed place, the hand empty
+            dropped = verdict.reason in DROPPED_REASONS or fell
+            if run.plan.steps[index].skill == "place" and dropped:
                 run.plan = replan_from_pick(run.plan, index)
                 run.resume[index + 1] = attempt + 1  # the place keeps its count: a hand that keeps dropping ends
                 return Judgement(index, attempt, REPLAN)

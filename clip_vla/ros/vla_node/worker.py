@@ -34,7 +34,7 @@ from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs, goal_record
 from clip_vla.ros.vla_node.settings import NodeSettings
 from clip_vla.ros.vla_node.suggestions import SUGGESTION_ROUND, SuggestionRounds
-from clip_vla.ros.vla_node.tasks import PlanRun, TaskTracker
+from clip_vla.ros.vla_node.tasks import EXECUTION_FAILED, PlanRun, TaskTracker, executor_failure
 from clip_vla.ros.vla_node.tf import TfLookup
 
 NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame stamped after a step's report, then refuse stale_frame
@@ -272,24 +272,31 @@ class InferenceWorker:
 
         settings = self._settings()
         report = run.verifying
+        failed = None if report.done else executor_failure(report)  # a missed grasp: retried without a look
+
+        def cannot(reason: str, message: str) -> None:
+            if failed is not None:  # the executor's word stands: the step failed, and it cannot be retried
+                reason, message = EXECUTION_FAILED, f"the executor reported step {report.step} failed; {message}"
+            self._end(run, report.step, reason, message)
+
         pipeline = self._models.pipeline
         latest = self._inputs.latest_stamp()
         if pipeline is None or self._state() != "active":
-            self._end(run, report.step, Reason.INACTIVE.value, f"the node is {self._state()}")
+            cannot(Reason.INACTIVE.value, f"the node is {self._state()}")
             return
         if latest is None or run.reported_at is None or latest <= run.reported_at:
-            self._end(run, report.step, Reason.STALE_FRAME.value, f"no {self._topic('image')} frame stamped after "
-                      f"the report of step {report.step} within {NEXT_STEP_PATIENCE_S:.0f} s: it cannot be verified")
+            cannot(Reason.STALE_FRAME.value, f"no {self._topic('image')} frame stamped after the report of step "
+                   f"{report.step} within {NEXT_STEP_PATIENCE_S:.0f} s: it cannot be verified")
             return
         try:
             slot, after, camera_to_base = self.latest_frame(settings)
         except (Refusal, conv.ConversionError, ValueError) as exc:
-            reason = exc.reason.value if isinstance(exc, Refusal) else Reason.BAD_INPUT.value
-            self._end(run, report.step, reason, f"step {report.step} cannot be verified: {exc}")
+            cannot(exc.reason.value if isinstance(exc, Refusal) else Reason.BAD_INPUT.value,
+                   f"step {report.step} cannot be verified: {exc}")
             return
         goal, before = run.grounded[report.step].result, run.before
         try:
-            verdict = self._verifier_of(pipeline).verify(
+            verdict = failed or self._verifier_of(pipeline).verify(
                 run.plan.steps[report.step], goal, before.frame, after,
                 camera_to_base or before.camera_to_base, {"outcome": report.outcome})
         except Exception as exc:  # noqa: BLE001 - a verifier fault must not stop the plan: uncertain, said so

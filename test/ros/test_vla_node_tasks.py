@@ -170,8 +170,9 @@ def test_a_failed_pick_with_a_full_hand_puts_the_object_back_before_the_retry():
     assert steps == [(0, "place", "cup", True), (1, "pick", "cup", False), (2, "place", "cup", False)]
     assert run.plan.steps[0].text == "put back cup" and run.put_back_from == {0: pick_goal}
     tracker.grounded(run, Accepted(run.plan.steps[0]), {"cmd": "place"})
-    tracker.report(report(1, 0, holding=None), now=11.0, patience=5.0, verify=True)
-    assert tracker.judged(run, verdict("success", "executor_report"), max_retries=2).action == "next"
+    tracker.report(report(1, 0, "failed", holding=None), now=11.0, patience=5.0, verify=True)
+    # reported failed, but the hand is empty: all a put-back has to do, so the pick comes next
+    assert tracker.judged(run, executor_failure(run.verifying), max_retries=2).action == "next"
     assert run.attempt == 2 and run.next_index == 1  # the retried pick is attempt 2, after the put-back
     tracker.grounded(run, Accepted(run.plan.steps[1]), {"cmd": "pick"})
     tracker.report(report(1, 1, holding="cup"), now=12.0, patience=5.0, verify=True)

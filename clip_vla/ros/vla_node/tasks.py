@@ -252,8 +252,9 @@ class TaskTracker:
         success (not found is not evidence of failure; the verdict on ~/task_status says so).
         A failure re-grounds the step (attempt + 1); for a dropped object it re-plans from a pick,
         and a pick retried while the executor reports the hand full is preceded by a put-back of
-        what it holds (the put-back and the retried pick are both attempt + 1). After
-        ``max_retries`` retries the plan fails with the verdict's reason.
+        what it holds (the put-back and the retried pick are both attempt + 1); a put-back reported
+        failed with the hand empty goes on to the pick. After ``max_retries`` retries the plan fails
+        with the verdict's reason.
         """
         with self._cond:
             if self._run is not run or run.verifying is None:
@@ -261,7 +262,8 @@ class TaskTracker:
             index, attempt = run.verifying.step, run.attempt
             run.verifying = None
             last = index == len(run.plan.steps) - 1
-            if verdict.verdict != "failure":
+            emptied = run.plan.steps[index].put_back and self._holding is None  # all a put-back has to do
+            if verdict.verdict != "failure" or emptied:
                 if last:
                     self._run = None
                     self._cond.notify_all()

@@ -13,8 +13,12 @@ executor's word is trusted only where nothing can be seen, ``point_at``)::
 Every component of the object's mask is kept, not only the best one: after a pick the held
 object is half hidden by the fingers and a look-alike left on the table can outrank it, so
 "the best component is still on the table" would call most successful picks failures.
-The component the goal was grounded on (the before-frame component nearest the goal) is
-"the acted-on object"; the rules ask where it went:
+The object the goal was grounded on is "the acted-on object": with grounding by naming, the
+first scene object that takes the command's name in the before frame (the one grounding chose:
+the same models on the same frame), else the before-frame component nearest the goal. Not
+simply the nearest: when the executor acts beside the grounded object (a hand-eye calibration
+offset, a goal that slid onto a neighbour), a piece of the name's mask on that neighbour is
+nearest the goal, and its lift was read as the named object's. The rules ask where it went:
 
 * pick: failure ``object_still_on_table`` when a component still lies where it rested;
   success ``object_lifted`` when a component is raised above it (``object_left_rest``, with
@@ -427,7 +431,7 @@ class Verifier:
         """Gone from where it rested (and seen raised), and no better match for the name left behind."""
         cfg = self.config
         start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
-        acted = _nearest(start, goal.xyz_base)
+        acted = _acted(start, goal.xyz_base)
         rest = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
         heights = [self._lift(after, seen, rest) for seen in end]
         evidence = {"object_before": _evidence(start), "object_after": _evidence(end), "rest_xyz_base": rest.tolist(),
@@ -487,7 +491,7 @@ class Verifier:
         """The acted-on object's place vacated and a new point ahead along theta (the commanded direction)."""
         cfg = self.config
         start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
-        acted = _nearest(start, goal.xyz_base)
+        acted = _acted(start, goal.xyz_base)
         origin = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
         direction = np.array([math.cos(goal.theta), math.sin(goal.theta)])
         evidence: Dict[str, Any] = {"object_before": _evidence(start), "object_after": _evidence(end),
@@ -648,9 +652,13 @@ class Verifier:
         return 0.5 + 0.5 * min(1.0, abs(margin) / self.config.confidence_scale_m)
 
 
-def _nearest(seen: Sequence[_Seen], xyz: Sequence[float]) -> Optional[_Seen]:
-    """The component closest (xy) to a point: the one the goal was grounded on."""
-    return min(seen, key=lambda s: _xy_distance(s.xyz_base, xyz), default=None)
+def _acted(seen: Sequence[_Seen], goal_xyz: Sequence[float]) -> Optional[_Seen]:
+    """The component the goal was grounded on: the first scene object taking the name (grounding by
+    naming chose it), else the component closest (xy) to the goal; None when nothing was seen."""
+    named = [s for s in seen if s.named]
+    if named:
+        return named[0]
+    return min(seen, key=lambda s: _xy_distance(s.xyz_base, goal_xyz), default=None)
 
 
 def _xy_distance(a: Sequence[float], b: Sequence[float]) -> float:

@@ -18,6 +18,13 @@ are counted apart and, for the two rates, as "not success" (the node re-checks o
 Goals that ``refuse_implausible_goal`` would refuse are still executed here, so the verifier is
 measured on them too; they are counted under ``refused``.
 
+``--inject look-alike`` makes every pick and push a wrong-object step on purpose: the goal the
+pipeline grounded is moved onto the scene's first distractor (it shares the target's colour),
+at that object's true pose, as a hand-eye calibration error or a goal that slid onto a
+neighbour would. Perception still sees the scene as it is, so this measures whether the
+verifier notices a step that acted beside the object grounding named; natural failures (the
+models naming a look-alike) are the other kind, and rarer.
+
 ``--skill-veto`` measures the skill veto instead (``perception.skill_veto_margin``): how often
 it refuses the episodes' valid commands and verbs that fit no object of the scene ("open the
 red block"), on the episodes' first frames; nothing is executed.
@@ -39,6 +46,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 DEFAULT_SKILLS = ("pick", "place", "push")
+LOOK_ALIKE = "look-alike"  # --inject: the goal moved onto the first distractor (same colour)
+INJECTABLE_SKILLS = ("pick", "push", "pull")
 VALIDATION_SEEDS = "9100-9199"  # thresholds were chosen on part of these (README "Verification")
 HELD_OUT_SEEDS = "7500-7599"  # measured once, after the choice
 
@@ -151,7 +160,11 @@ class Evaluation:
     """One world and one pipeline, reused over every episode."""
 
     def __init__(self, perception: str = "model", n_distractors: int = 3, clip_evidence: bool = False,
-                 params: Optional[Dict[str, Any]] = None) -> None:
+                 params: Optional[Dict[str, Any]] = None, inject: Optional[str] = None) -> None:
+        """``inject``: ``"look-alike"`` moves pick and push goals onto the first distractor (module docstring)."""
+        if inject not in (None, LOOK_ALIKE):
+            raise ValueError(f"inject must be None or '{LOOK_ALIKE}', got {inject!r}")
+        self.inject = inject
         os.environ.setdefault("MUJOCO_GL", "egl")
         from clip_vla.perception.verify import model_perceiver
         from clip_vla.pipeline import VLAPipeline
@@ -202,14 +215,17 @@ class Evaluation:
         refusal = refuse_implausible_goal(goal.xyz_base, goal.cmd,
                                           held_xyz_base=goal.object_xyz_base if goal.cmd == "place" else None)
         out.refusal = refusal.reason if refusal else None
+        if self.inject and skill in INJECTABLE_SKILLS:
+            goal = self._onto_look_alike(goal, task, skill)
+            out.measures["injected"] = task.distractors[0]
         out.goal_xyz = [round(float(v), 4) for v in goal.xyz_base]
         rest = world.rest[task.object][0]
         result = world.execute(goal.cmd, goal.xyz_base, goal.theta)
         if goal.cmd != "pick" or not result.success:  # as sim_node: a held object stays held for a place
             world.go_home()
         out.truth, out.sim_reason = world.check_success(task), result.reason
-        out.measures = {"true_rest_xyz": np.round(rest, 4).tolist(),
-                        "true_after_xyz": np.round(world.object_pose(task.object)[0], 4).tolist()}
+        out.measures.update(true_rest_xyz=np.round(rest, 4).tolist(),
+                            true_after_xyz=np.round(world.object_pose(task.object)[0], 4).tolist())
         _, after = self._frame()
         executed = ExecutedStep(out, prepared.parsed, goal, before, after, obs.camera_to_base)
         if self.clip_evidence and skill == "place":
@@ -219,6 +235,13 @@ class Evaluation:
                 out.measures["clip_margin"] = clip_place_margin(self.pipeline, after, prepared.parsed.object,
                                                                 found[0].detection)
         return executed
+
+    def _onto_look_alike(self, goal: Any, task: Any, skill: str) -> Any:
+        """``goal`` moved onto the task's first distractor: its true centre, and for a pick its true yaw."""
+        from dataclasses import replace
+
+        xyz, yaw = self.world.object_pose(task.distractors[0])
+        return replace(goal, xyz_base=tuple(float(v) for v in xyz), theta=float(yaw) if skill == "pick" else goal.theta)
 
 
 def verify_step(executed: ExecutedStep, geometry_config: Any, verify_config: Any = None, inner: Any = None,
@@ -298,14 +321,15 @@ def summarise(steps: Sequence[StepOutcome]) -> Dict[str, Any]:
 
 def evaluate(seeds: Sequence[int], skills: Sequence[str] = DEFAULT_SKILLS, perception: str = "model",
              depth: bool = True, clip_evidence: bool = False, verify_config=None, progress: bool = False,
-             save_dir: Optional[str] = None, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+             save_dir: Optional[str] = None, params: Optional[Dict[str, Any]] = None,
+             inject: Optional[str] = None) -> Dict[str, Any]:
     """Every (seed, skill) episode executed and verified; ``save_dir`` keeps each step for ``reverify``.
 
-    ``verify_config`` None: the ``verify`` section of ``sim_config(params)``.
+    ``verify_config`` None: the ``verify`` section of ``sim_config(params)``. ``inject``: see ``Evaluation``.
     """
     from clip_vla.perception.identity import clip_identifier
 
-    ev = Evaluation(perception=perception, clip_evidence=clip_evidence, params=params)
+    ev = Evaluation(perception=perception, clip_evidence=clip_evidence, params=params, inject=inject)
     verify_config = verify_config or ev.pipeline.config.verify
     identify = clip_identifier(ev.pipeline) if verify_config.identity else None
     steps: List[StepOutcome] = []
@@ -523,6 +547,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--perception", choices=("model", "oracle"), default="model")
     ap.add_argument("--no-depth", action="store_true", help="verify without the depth image (goals keep it)")
     ap.add_argument("--clip-evidence", action="store_true", help="also record CLIP's in/next-to margin for place")
+    ap.add_argument("--inject", choices=(LOOK_ALIKE,),
+                    help="make every pick and push a wrong-object step: its goal on the first distractor")
     ap.add_argument("--save", help="keep every executed step here (frames + what was perceived)")
     ap.add_argument("--reverify", nargs="+", metavar="DIR",
                     help="verify the steps saved in these folders again instead of simulating")
@@ -551,7 +577,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             report = reverify(args.reverify, depth=not args.no_depth, params=params)
         else:
             report = evaluate(seeds, skills, args.perception, not args.no_depth, args.clip_evidence,
-                              progress=args.progress, save_dir=args.save, params=params)
+                              progress=args.progress, save_dir=args.save, params=params, inject=args.inject)
         print_summary(report)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -111,6 +111,7 @@ def executed(world, key: str) -> Executed:
         "push_ok": (9101, "push", {}),
         "push_reversed": (9101, "push", {"reverse": True}),
         "pick_look_alike": (9101, "pick", {"acting_on": "yellow ball"}),  # named: the yellow block
+        "push_look_alike": (9101, "push", {"acting_on": "green cup"}),  # named: the green bar
     }
     if key not in _CACHE:
         seed, skill, kwargs = scenarios[key]
@@ -252,6 +253,50 @@ def test_a_named_object_is_rivalled_only_by_another_object_taking_its_name(world
 def test_a_weaker_look_alike_left_on_the_table_does_not_undo_a_success(world, key, reason):
     run = executed(world, key)
     verdict = with_look_alike(run, mean_logit=1.0).verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
+
+
+def named_with_a_piece_on(run: Executed, name: str):
+    """Grounding by naming as the models see it: the step's object, named, and a pixel-wise piece of its
+    name's mask on ``name`` (the phrase lights a look-alike in places, as surely), in every frame."""
+    from clip_vla.perception.verify import Component, component_from_mask
+
+    def perceive(frame, phrases):
+        obs = run.log.get(frame.stamp)
+        out = {p: [] for p in phrases}
+        own, piece = obs.mask_of(run.step.object), obs.mask_of(name)
+        if own.any():
+            out[run.step.object].append(Component(component_from_mask(run.step.object, own).detection, 3.0, named=True))
+        if piece.any():
+            out[run.step.object].append(component_from_mask(run.step.object, piece, 3.0))
+        return out
+
+    return perceive
+
+
+LOOK_ALIKE_ACTED_ON = {"pick": "yellow ball", "push": "green cup"}  # the first distractor of scene 9101
+
+
+@pytest.mark.parametrize("key,reason", [("pick_look_alike", v.OBJECT_STILL_ON_TABLE),
+                                        ("push_look_alike", v.NOT_MOVED_ENOUGH)])
+def test_a_step_acted_beside_the_named_object_fails_though_a_piece_of_its_name_moved(world, key, reason):
+    """The executor went to a look-alike (the goal slid onto it) for the object grounding named. The
+    name lights the look-alike in places, and that piece is nearest the goal; the step is judged on
+    the named object, still where it rested (judged on the nearest piece it looked like a success)."""
+    run = executed(world, key)
+    assert run.truth is False
+    perceive = named_with_a_piece_on(run, LOOK_ALIKE_ACTED_ON[run.step.skill])
+    verdict = Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base).verify(
+        run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("failure", reason), verdict.to_dict()
+
+
+@pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
+def test_a_step_on_the_named_object_succeeds_with_a_piece_of_its_name_on_a_look_alike(world, key, reason):
+    run = executed(world, key)
+    perceive = named_with_a_piece_on(run, LOOK_ALIKE_ACTED_ON[run.step.skill])
+    verdict = Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base).verify(
+        run.step, run.goal, run.before, run.after)
     assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
 
 

@@ -96,3 +96,22 @@ def test_a_saved_step_is_verified_again_under_a_param_without_the_simulator(tmp_
     again = reverify([str(tmp_path)], params={"verify.min_push_m": 5.0})
     redone, = again["steps"]
     assert redone["verdict"] == "failure" and redone["reason"] == "not_moved_enough"
+
+
+def test_an_injected_look_alike_goal_is_a_failed_step_the_oracle_verifier_catches():
+    """--inject look-alike: the pick and the push go to the first distractor; the named object stays."""
+    pytest.importorskip("mujoco")
+    from clip_vla.tools.verify_eval import evaluate
+
+    report = evaluate([50_000], ["pick", "push"], perception="oracle", inject="look-alike")
+    for step in report["steps"]:
+        assert step["measures"]["injected"] and step["truth"] is False, step
+        assert step["verdict"] == "failure", step
+    assert report["summary"]["all"]["caught"] == 1.0
+
+
+def test_only_a_known_injection_is_accepted():
+    from clip_vla.tools.verify_eval import Evaluation
+
+    with pytest.raises(ValueError, match="inject"):
+        Evaluation(perception="oracle", inject="wrong-skill")

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from clip_vla.core import geometry
-from clip_vla.core.config import ClipVlaConfig, Skill
+from clip_vla.core.config import ClipVlaConfig, PerceptionConfig, Skill
 from clip_vla.core.language import DEFAULT_MAX_LENGTH, CommandError, InstructionParser, ParsedInstruction
 from clip_vla.perception.identity import clip_votes, rank_by_identity, region_votes
 from clip_vla.perception.localize import catalogue_names, detect, detect_all, look_alikes
@@ -221,9 +221,7 @@ class VLAPipeline:
         target = detections[role]
         timings = timer.ms
         if not target.found:
-            return self._no(prepared, frame, Reason.NO_OBJECT,
-                            f"'{target.phrase}' not found (peak probability {target.peak:.2f} < "
-                            f"threshold {perception.mask_threshold:.2f})",
+            return self._no(prepared, frame, Reason.NO_OBJECT, not_found_message(target, perception),
                             skill_probabilities=skill_probs, detection=target, timings_ms=timings)
         if target.confidence < perception.min_confidence:
             return self._no(prepared, frame, Reason.LOW_CONFIDENCE,
@@ -409,6 +407,21 @@ class VLAPipeline:
 
 # an HxW bool mask -> the same mask with some pixels removed
 MaskFilter = Callable[[np.ndarray], np.ndarray]
+
+
+def not_found_message(target: Detection, perception: PerceptionConfig) -> str:
+    """Why a phrase has no mask component: too faint everywhere, or bright but never the winning name.
+
+    Why two messages: "peak probability 0.97 < threshold 0.40" was said of a cup whose bright
+    pixels all went to its look-alikes (or made no region of ``min_area_px``); the user needs to
+    know that the model did see something.
+    """
+    threshold = perception.mask_threshold
+    if target.peak < threshold:
+        return f"'{target.phrase}' not found (peak probability {target.peak:.2f} < threshold {threshold:.2f})"
+    return (f"'{target.phrase}' not found: its probability reaches {target.peak:.2f}, but no region of at least "
+            f"{perception.min_area_px} px is above {threshold:.2f} and more likely '{target.phrase}' than every "
+            "other name (a look-alike or a distractor wins there)")
 
 
 def skill_text(parsed: ParsedInstruction) -> str:

@@ -149,6 +149,16 @@ def test_not_found_when_threshold_unreachable(pipeline, frame):
     reconfigure(pipeline, **{"perception.mask_threshold": 1.0})
     r = pipeline.run(frame, "pick up the red cup")
     assert isinstance(r, NoAction) and r.reason == Reason.NO_OBJECT and "not found" in r.message
+    assert "< threshold 1.00" in r.message
+
+
+def test_not_found_although_bright_says_the_model_saw_it_but_no_region_won(pipeline, frame):
+    """A peak above the threshold with no region kept (here: none as large as min_area_px) is not "below threshold"."""
+    reconfigure(pipeline, **{"perception.min_area_px": 10 ** 6})
+    r = pipeline.run(frame, "pick up the red cup")
+    assert isinstance(r, NoAction) and r.reason == Reason.NO_OBJECT
+    assert "its probability reaches" in r.message and "< threshold" not in r.message, r.message
+    assert r.detection.peak >= pipeline.config.perception.mask_threshold
 
 
 def test_low_confidence_is_never_a_goal(pipeline, frame):

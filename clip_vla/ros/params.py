@@ -76,8 +76,9 @@ NODE_PARAMETERS: Tuple[ParamSpec, ...] = (
     ParamSpec("verify_steps", True, "after the executor reports a step done, check it on the first frame stamped "
               "after the report (clip_vla.perception.verify) and retry or re-plan a failed step (one the "
               "executor reports failed too); false: the executor's report is final", core=False),
-    ParamSpec("max_retries", 2, "a step that fails verification is re-grounded and retried at most this often "
-              "(a dropped object is re-picked, which counts as a retry)", (0, 100), core=False),
+    ParamSpec("max_retries", 2, "a step that fails verification (or that the executor reports failed) is "
+              "re-grounded and retried at most this often (re-picking a dropped object, or putting a held one "
+              "back before a pick, is part of its retry)", (0, 100), core=False),
     ParamSpec("target_frame", "", "frame of ~/goal_pose and ~/markers; empty: base_frame (TF needed otherwise)",
               core=False),
     ParamSpec("use_tf", True, "look up camera frame -> base_frame in TF at the image stamp when tf2_ros is "

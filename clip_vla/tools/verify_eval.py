@@ -1,9 +1,10 @@
 """`clip-vla verify-eval`: the step verifier measured against the simulator's ground truth, no ROS.
 
 Each episode grounds its command with ``VLAPipeline`` on the rendered frame, executes the goal
-in ``TabletopWorld`` exactly as ``sim_node`` would (the gripper parks after everything but a
-successful pick), renders the frame after it, and asks the ``Verifier`` whether the step
-worked. The simulator's ``check_success`` is the truth::
+in ``TabletopWorld`` exactly as ``sim_node`` would (the gripper follows the goal's action chunk,
+``core.plan.chunk_step``, decoded at the bin centres as ``~/plan`` carries it, and parks after
+everything but a successful pick), renders the frame after it, and asks the ``Verifier``
+whether the step worked. The simulator's ``check_success`` is the truth::
 
     reset(seed, skill) ─► frame before ─► pipeline goal ─► execute ─► frame after ─► verdict
                                                                  └─► check_success (truth)
@@ -197,6 +198,7 @@ class Evaluation:
     def execute(self, seed: int, skill: str) -> Optional[ExecutedStep]:
         """One episode grounded and executed as sim_node would; None when the pipeline refused it."""
         from clip_vla.core.geometry import RigidTransform
+        from clip_vla.core.plan import PlanStep, chunk_step
         from clip_vla.core.types import ActionGoal
         from clip_vla.perception.verify import refuse_implausible_goal
 
@@ -219,8 +221,13 @@ class Evaluation:
             goal = self._onto_look_alike(goal, task, skill)
             out.measures["injected"] = task.distractors[0]
         out.goal_xyz = [round(float(v), 4) for v in goal.xyz_base]
+        chunk = chunk_step(self.pipeline, PlanStep(0, goal.cmd, prepared.parsed.object,
+                                                   prepared.parsed.destination), goal).chunk
+        if chunk is None:  # the node would refuse the step (no_motion / outside_workspace): nothing executed
+            out.executed, out.reason = False, "no chunk"
+            return ExecutedStep(out, prepared.parsed, None, before, None, obs.camera_to_base)
         rest = world.rest[task.object][0]
-        result = world.execute(goal.cmd, goal.xyz_base, goal.theta)
+        result = world.execute(goal.cmd, goal.xyz_base, goal.theta, chunk=list(chunk.decoded))
         if goal.cmd != "pick" or not result.success:  # as sim_node: a held object stays held for a place
             world.go_home()
         out.truth, out.sim_reason = world.check_success(task), result.reason

@@ -115,3 +115,26 @@ def test_only_a_known_injection_is_accepted():
 
     with pytest.raises(ValueError, match="inject"):
         Evaluation(perception="oracle", inject="wrong-skill")
+
+
+def test_a_step_is_executed_along_its_action_chunk_as_sim_node_does():
+    """The gripper follows the goal's chunk (decoded at the bin centres), not the scripted skill."""
+    pytest.importorskip("mujoco")
+    from clip_vla.tools.verify_eval import Evaluation
+
+    ev = Evaluation(perception="oracle")
+    chunks = []
+    execute = ev.world.execute
+
+    def recording(skill, xyz=None, theta=0.0, chunk=None):
+        chunks.append((skill, chunk))
+        return execute(skill, xyz, theta, chunk=chunk)
+
+    ev.world.execute = recording
+    try:
+        executed = ev.execute(50_000, "push")
+    finally:
+        ev.close()
+    (skill, chunk), = chunks
+    assert skill == "push" and chunk and all(hasattr(w, "gripper") for w in chunk)
+    assert executed.outcome.truth is True

@@ -436,11 +436,12 @@ class Verifier:
         heights = [self._lift(after, seen, rest) for seen in end]
         evidence = {"object_before": _evidence(start), "object_after": _evidence(end), "rest_xyz_base": rest.tolist(),
                     "lift_m_per_component": heights, "min_lift_m": cfg.min_lift_m}
-        staying = [s for s, h in zip(end, heights) if _xy_distance(s.xyz_base, rest) < cfg.rest_radius_m
-                   and (h is None or h < cfg.min_lift_m)]
+        least = cfg.staying_min_area_fraction * (acted.detection.area if acted is not None else 0)
+        staying = [(s, h) for s, h in zip(end, heights) if _xy_distance(s.xyz_base, rest) < cfg.rest_radius_m
+                   and (h is None or h < cfg.min_lift_m) and s.detection.area >= least]
         if staying:
-            evidence["lift_m"] = heights[end.index(staying[0])]
-            return Verdict(FAILURE, self._confidence(cfg.rest_radius_m - _xy_distance(staying[0].xyz_base, rest)),
+            left, evidence["lift_m"] = staying[0]
+            return Verdict(FAILURE, self._confidence(cfg.rest_radius_m - _xy_distance(left.xyz_base, rest)),
                            OBJECT_STILL_ON_TABLE, evidence)
         wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
         if wrong is not None:

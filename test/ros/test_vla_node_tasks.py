@@ -180,6 +180,20 @@ def test_a_failed_pick_with_a_full_hand_puts_the_object_back_before_the_retry():
     assert run.attempt == 1 and run.next_index == 2  # the place starts at its first try
 
 
+def test_a_put_back_reported_failed_with_the_hand_still_full_is_retried_from_the_same_goal():
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = running(tracker, plan)
+    pick_goal = PickGoal()
+    run.grounded[0] = GroundedStep(plan.steps[0], pick_goal)
+    tracker.report(report(1, 0, holding="cup"), now=10.0, patience=5.0, verify=True)
+    tracker.judged(run, verdict("failure", "wrong_object"), max_retries=2)
+    tracker.grounded(run, Accepted(run.plan.steps[0]), {"cmd": "place"})
+    tracker.report(report(1, 0, "failed", holding="cup"), now=11.0, patience=5.0, verify=True)
+    judged = tracker.judged(run, executor_failure(run.verifying), max_retries=2)
+    assert judged.action == RETRY and run.next_index == 0 and run.plan.steps[0].put_back
+    assert run.put_back_from[0] is pick_goal  # the worker grounds the retried put-back on it again
+
+
 def test_a_failed_pick_with_an_empty_hand_is_retried_without_a_put_back():
     tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
     run = verifying(tracker, plan, holding=None)

@@ -311,7 +311,7 @@ class InferenceWorker:
             return
         step = run.plan.steps[run.next_index]
         if step.put_back:
-            goal = put_back_goal(pipeline, run.put_back_from.pop(step.index), step)
+            goal = put_back_goal(pipeline, run.put_back_from[step.index], step)  # kept: a put-back may be retried
             self._ground(run, None, None, settings,
                          given=(goal, slot.msg.header, Seen(after, camera_to_base or before.camera_to_base)))
             return

@@ -95,12 +95,16 @@ class Judgement:
     ending: Optional[Ending] = None
 
 
+def insert_step(plan: Plan, step: PlanStep) -> Plan:
+    """``plan`` with ``step`` inserted at ``step.index``; the steps from there on move one index on."""
+    at = step.index
+    later = tuple(dataclasses.replace(s, index=s.index + 1) for s in plan.steps[at:])
+    return dataclasses.replace(plan, steps=plan.steps[:at] + (step,) + later)
+
+
 def replan_from_pick(plan: Plan, place_index: int) -> Plan:
     """``plan`` with a pick of the place's object inserted before step ``place_index`` (a dropped object)."""
-    place = plan.steps[place_index]
-    pick = PlanStep(place_index, "pick", place.object, implicit=True)
-    later = tuple(dataclasses.replace(s, index=s.index + 1) for s in plan.steps[place_index:])
-    return dataclasses.replace(plan, steps=plan.steps[:place_index] + (pick,) + later)
+    return insert_step(plan, PlanStep(place_index, "pick", plan.steps[place_index].object, implicit=True))
 
 
 def put_back_before(plan: Plan, pick_index: int, held: str) -> Plan:
@@ -110,9 +114,7 @@ def put_back_before(plan: Plan, pick_index: int, held: str) -> Plan:
     was lifted, or the verifier is wrong) cannot be retried as is: the fingers would open over
     the next goal and drop what they hold. Setting it down where it was picked undoes the step.
     """
-    put_back = PlanStep(pick_index, "place", held, implicit=True, put_back=True)
-    later = tuple(dataclasses.replace(s, index=s.index + 1) for s in plan.steps[pick_index:])
-    return dataclasses.replace(plan, steps=plan.steps[:pick_index] + (put_back,) + later)
+    return insert_step(plan, PlanStep(pick_index, "place", held, implicit=True, put_back=True))
 
 
 @dataclass(frozen=True)

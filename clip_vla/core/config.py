@@ -628,6 +628,17 @@ class VerifyConfig(Validated):
                                              "the acted-on component's area", range=(1e-6, 1.0))
     rival_logit_margin: float = setting(0.1, "wrong_object: ... and a mean logit at least the acted-on one's plus "
                                         "this (may be negative)", range=(-100.0, 100.0))
+    object_sizes: List[str] = setting(factory=list, unset_ok=True, doc="wrong_object: the sizes objects come in, one "
+                                      "'NOUN HEIGHT_MIN HEIGHT_MAX LENGTH_MIN LENGTH_MAX' per noun (metres: the "
+                                      "top above the table, the footprint's longest side); a pick or push whose "
+                                      "object, measured from depth, fits no size of its name's noun acted on "
+                                      "the wrong object (clip_vla.core.sizes); [\"\"] = none: no size check")
+    size_height_tolerance_m: float = setting(0.003, "object_sizes: a measured height this far outside the noun's "
+                                             "range still fits (depth noise)", range=METRES)
+    size_length_tolerance_m: float = setting(0.01, "object_sizes: a measured length this far outside the noun's "
+                                             "range still fits (mask and depth edges)", range=METRES)
+    size_above_table_m: float = setting(0.006, "object_sizes: a pixel this high above the table is part of an "
+                                        "object (above the depth noise)", range=METRES)
     max_rest_height_m: float = setting(0.10, "place: an object centre this high above the table is still held",
                                        range=METRES)
     beside_margin_m: float = setting(0.05, "place: outside the destination's footprint by less than this is "
@@ -665,6 +676,12 @@ class VerifyConfig(Validated):
     def check_together(self) -> None:
         if "{object}" not in self.identity_template:
             raise invalid("verify.identity_template", self.identity_template, "a text containing '{object}'")
+        from clip_vla.core.sizes import parse_object_sizes  # sizes imports geometry, which imports this module
+
+        try:
+            parse_object_sizes(self.object_sizes)
+        except ValueError as exc:
+            raise ConfigError(f"verify.object_sizes: {exc}") from None
 
 
 SECTIONS: Dict[str, Type[Validated]] = {

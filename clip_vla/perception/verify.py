@@ -38,9 +38,13 @@ nearest the goal, and its lift was read as the named object's. The rules ask whe
   of the before frame, at least 0.4 as large and surer per pixel (mean logit, averaged over
   both frames) than the acted-on one, is still where it was: the step most likely moved a
   look-alike (the grounding ranks components by probability mass; these are its mistakes).
-  With ``verify.identity`` CLIP gives an independent opinion too: it ranks the catalogue's names
-  on the crop of the acted-on component (before frame), and another name beating the named one
-  by ``identity_margin_nats`` is ``wrong_object`` (``clip_vla.perception.identity``).
+  With ``verify.object_sizes`` depth gives an independent opinion: the acted-on object's height
+  and footprint length, measured from the before frame's depth, must fit a size its name's noun
+  comes in ("red bar": 3 cm high, 10-13 cm long), within ``size_height_tolerance_m`` and
+  ``size_length_tolerance_m`` (``clip_vla.core.sizes``): the models that confused a red cup with
+  the red bar cannot make the cup lie flat. With ``verify.identity`` CLIP gives another: it ranks
+  the catalogue's names on the crop of the acted-on component (before frame), and another name
+  beating the named one by ``identity_margin_nats`` is ``wrong_object`` (``clip_vla.perception.identity``).
 
 Without depth, points come from the table plane (the pipeline's fallback). Heights are then
 unknown, so:
@@ -74,6 +78,7 @@ import numpy as np
 
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
+from clip_vla.core.sizes import measure_object, parse_object_sizes, size_range_for
 from clip_vla.core.types import Detection, Frame, Intrinsics
 from clip_vla.perception.identity import Identify, clip_identifier
 from clip_vla.perception.localize import all_components, detection_from_mask, look_alikes, target_mask
@@ -519,13 +524,17 @@ class Verifier:
     def _wrong_object(self, before: _View, name: str, start: Sequence[_Seen], acted: Optional[_Seen],
                       end: Sequence[_Seen], evidence: Dict[str, Any]) -> Optional[Verdict]:
         """``wrong_object`` when a rival of the acted-on component is left where it was (the larger the
-        rival relative to the acted-on component, the surer), or when CLIP names the acted-on object's
-        crop otherwise (the larger the log-odds gap past the margin, the surer); else None."""
+        rival relative to the acted-on component, the surer), when the acted-on object's size fits no
+        size of its name's noun (the farther outside, the surer), or when CLIP names the acted-on
+        object's crop otherwise (the larger the log-odds gap past the margin, the surer); else None."""
         rival = self._rival_left(start, acted, end)
         if rival is not None:
             evidence["rival_xyz_base"] = rival.xyz_base.tolist()
             return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, rival.detection.area / max(acted.detection.area, 1)),
                            WRONG_OBJECT, evidence)
+        misfit = self._size_misfit(before, name, acted, evidence)
+        if misfit is not None:
+            return Verdict(FAILURE, self._confidence(misfit), WRONG_OBJECT, evidence)
         if self.identify is None or acted is None:
             return None
         vote = self.identify(before.frame, acted.detection.mask, name)
@@ -563,6 +572,32 @@ class Verifier:
             if big and sure >= acted.mean_logit + cfg.rival_logit_margin:
                 return other
         return None
+
+    def _size_misfit(self, before: _View, name: str, acted: Optional[_Seen],
+                     evidence: Dict[str, Any]) -> Optional[float]:
+        """How far (metres, past the tolerances) the acted-on object's size, measured from depth, lies
+        outside every size its name's noun comes in (``verify.object_sizes``); None when it fits or
+        cannot be judged (no sizes, no size for the noun, no depth, nothing measurable).
+
+        Why: depth is a second sensor, blind to the colours and textures the models confused; a
+        bar and a cup of one colour differ by centimetres (``clip_vla.core.sizes``).
+        """
+        cfg = self.config
+        known = parse_object_sizes(cfg.object_sizes)
+        expected = size_range_for(name, known) if known and acted is not None else None
+        if expected is None:
+            return None
+        if not before.has_depth:
+            evidence["size"] = {"expected": expected.to_dict(), "skipped": "no depth"}
+            return None
+        measured = measure_object(acted.detection.mask, before.frame.depth, before.intrinsics,
+                                  before.camera_to_base, self.geometry, cfg.size_above_table_m)
+        if measured is None:
+            evidence["size"] = {"expected": expected.to_dict(), "skipped": "nothing above the table under the mask"}
+            return None
+        excess = expected.excess(measured, cfg.size_height_tolerance_m, cfg.size_length_tolerance_m)
+        evidence["size"] = {"expected": expected.to_dict(), "measured": measured.to_dict(), "excess_m": excess}
+        return excess if excess > 0 else None
 
     @staticmethod
     def _executor_verdict(report: Optional[Mapping[str, Any]]) -> Verdict:

@@ -117,6 +117,22 @@ class ObjectSpec:
         return f'<geom {name} class="object" type="sphere" size="{hx:.4f}" rgba="{rgba}"/>'
 
 
+def shape_sizes(shape: str) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+    """(height, length) ranges in metres of a shape's objects over every size, resting as placed:
+    the top's height above the table and the footprint's longest extent seen from any side (a
+    square's runs from its side to its diagonal). What ``verify.object_sizes`` says of this catalogue.
+
+    Raises:
+        ValueError: an unknown shape.
+    """
+    heights, lengths = [], []
+    for size in SIZES:
+        hx, hy, hz = ObjectSpec("red", shape, size).half_extents
+        heights.append(2 * hz)
+        lengths.extend([2 * hx, 2 * math.hypot(hx, hy) if shape == "block" else 2 * hx])
+    return (min(heights), max(heights)), (min(lengths), max(lengths))
+
+
 def body_name(phrase: str) -> str:
     """MJCF-safe body name of a phrase: ``"red block"`` -> ``"red_block"``."""
     return "_".join(phrase.strip().lower().split())

@@ -5,7 +5,7 @@ pipeline check (`clip-vla train --pipeline-seeds`) judge a model under the same 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 # perception.look_alike_competitors in the simulated world (chosen on validation seeds): every
 # look-alike of the catalogue competes with the target. On validation seeds 50,000-50,049 the
@@ -47,6 +47,18 @@ SIM_RIVAL_MIN_AREA_FRACTION = 0.7
 SIM_RIVAL_LOGIT_MARGIN = 1.0
 
 
+def sim_object_sizes() -> List[str]:
+    """``verify.object_sizes`` of the simulated catalogue: every shape's height and length range over its
+    sizes (``clip_vla.sim.objects.shape_sizes``), as a robot's integrator writes those of its objects."""
+    from clip_vla.sim.objects import DEFAULT_SHAPES, shape_sizes
+
+    rows = []
+    for shape in DEFAULT_SHAPES:
+        (h_lo, h_hi), (l_lo, l_hi) = shape_sizes(shape)
+        rows.append(f"{shape} {h_lo:.4f} {h_hi:.4f} {l_lo:.4f} {l_hi:.4f}")
+    return rows
+
+
 def sim_suggest_parameters() -> Dict[str, Any]:
     """The ``suggest`` section for the simulated world: its catalogue's names, its bowl and tray."""
     from clip_vla.sim.objects import DEFAULT_COLOURS, DEFAULT_SHAPES
@@ -67,7 +79,8 @@ def sim_perception_settings() -> Dict[str, Any]:
             "perception.ground_by_naming": SIM_GROUND_BY_NAMING, "perception.low_destination": SIM_LOW_DESTINATION,
             "verify.place_look_alikes": SIM_PLACE_LOOK_ALIKES,
             "verify.rival_min_area_fraction": SIM_RIVAL_MIN_AREA_FRACTION,
-            "verify.rival_logit_margin": SIM_RIVAL_LOGIT_MARGIN, **sim_suggest_parameters()}
+            "verify.rival_logit_margin": SIM_RIVAL_LOGIT_MARGIN, "verify.object_sizes": sim_object_sizes(),
+            **sim_suggest_parameters()}
 
 
 def parse_settings(items: Sequence[str]) -> Dict[str, Any]:

@@ -1,0 +1,132 @@
+"""Object sizes from depth (``clip_vla.core.sizes``) with hand-made depth images.
+
+The default camera mounting looks straight down from 0.8 m onto the table (z = 0), so a box's
+top face is the only part of it seen, at depth 0.8 - height: the depth images below are built
+by back-projecting every pixel at that depth and keeping those over the box's footprint.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from clip_vla.core.config import ClipVlaConfig, ConfigError, GeometryConfig
+from clip_vla.core.geometry import backproject, camera_to_base_from_config
+from clip_vla.core.sizes import MeasuredSize, SizeRange, measure_object, parse_object_sizes, size_range_for
+from clip_vla.core.types import Intrinsics
+
+K = Intrinsics(fx=500.0, fy=500.0, cx=320.0, cy=240.0)
+SHAPE = (480, 640)
+GEOMETRY = GeometryConfig()
+DOWN = camera_to_base_from_config(GEOMETRY)
+CAMERA_HEIGHT = float(DOWN.translation[2])
+
+
+def scene(*boxes):
+    """Depth (metres, float32) of boxes (centre_xy, length, width, height, yaw) on the bare table, and
+    each box's true mask, as the downward camera sees them (top faces only)."""
+    v, u = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    depth = np.full(SHAPE, CAMERA_HEIGHT - GEOMETRY.table_height, dtype=np.float32)
+    masks = []
+    for (cx, cy), length, width, height, yaw in boxes:
+        z = np.full(u.size, CAMERA_HEIGHT - GEOMETRY.table_height - height)
+        xy = DOWN.apply(backproject(u.ravel(), v.ravel(), z, K))[:, :2] - (cx, cy)
+        c, s = math.cos(yaw), math.sin(yaw)
+        along, across = xy @ (c, s), xy @ (-s, c)
+        inside = ((np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)).reshape(SHAPE)
+        depth[inside] = z[0]
+        masks.append(inside)
+    return depth, masks
+
+
+def measure(depth, mask, above=0.006):
+    return measure_object(mask, depth, K, DOWN, GEOMETRY, above)
+
+
+SIZES = ["cup 0.060 0.084 0.042 0.058", "bar 0.028 0.032 0.100 0.130", "coffee cup 0.09 0.12 0.07 0.09"]
+
+
+# --------------------------------------------------------------------------- the sizes table
+def test_entries_parse_to_ranges_and_blank_entries_are_no_size():
+    ranges = parse_object_sizes(SIZES + [""])
+    assert set(ranges) == {"cup", "bar", "coffee cup"}
+    assert ranges["bar"] == SizeRange("bar", (0.028, 0.032), (0.100, 0.130))
+    assert parse_object_sizes([""]) == {} and parse_object_sizes([]) == {}
+
+
+@pytest.mark.parametrize("entry", ["cup 0.06 0.084 0.042", "0.06 0.084 0.042 0.058 0.1", "cup a b c d",
+                                   "cup 0.09 0.06 0.04 0.05", "cup 0.06 0.08 -0.01 0.05", "cup nan 0.08 0.04 0.05"])
+def test_a_malformed_entry_is_refused_naming_it(entry):
+    with pytest.raises(ValueError, match="expected|must be"):
+        parse_object_sizes([entry])
+
+
+def test_a_noun_given_twice_is_refused():
+    with pytest.raises(ValueError, match="has a size already"):
+        parse_object_sizes(["cup 0.06 0.08 0.04 0.05", "Cup 0.07 0.09 0.04 0.05"])
+
+
+def test_the_config_refuses_a_bad_sizes_table_and_keeps_the_empty_one():
+    config = ClipVlaConfig()
+    assert config.verify.object_sizes == []
+    assert config.replace(**{"verify.object_sizes": SIZES}).verify.object_sizes == SIZES
+    with pytest.raises(ConfigError, match="verify.object_sizes.*'cup 0.06'"):
+        config.replace(**{"verify.object_sizes": ["cup 0.06"]})
+
+
+def test_a_name_takes_the_range_of_the_longest_noun_it_ends_with():
+    ranges = parse_object_sizes(SIZES)
+    assert size_range_for("red cup", ranges).noun == "cup"
+    assert size_range_for("the blue coffee cup", ranges).noun == "coffee cup"
+    assert size_range_for("Red BAR", ranges).noun == "bar"
+    assert size_range_for("red block", ranges) is None
+    assert size_range_for("cup holder", ranges) is None  # the noun is the last word, "holder"
+
+
+def test_excess_is_the_larger_distance_outside_past_its_tolerance():
+    cup = SizeRange("cup", (0.06, 0.084), (0.042, 0.058))
+    assert cup.excess(MeasuredSize(0.07, 0.05, 100)) == 0.0
+    assert cup.excess(MeasuredSize(0.03, 0.12, 100)) == pytest.approx(0.062)  # length 6.2 cm over, height 3 cm
+    assert cup.excess(MeasuredSize(0.03, 0.05, 100), height_tolerance_m=0.01) == pytest.approx(0.02)
+    assert cup.excess(MeasuredSize(0.057, 0.04, 100), 0.004, 0.004) == 0.0  # both within their tolerances
+
+
+# --------------------------------------------------------------------------- measuring from depth
+@pytest.mark.parametrize("yaw", [0.0, 0.5, math.pi / 2])
+def test_a_bar_measures_its_height_and_length_whatever_its_yaw(yaw):
+    depth, (mask,) = scene(((0.5, 0.0), 0.12, 0.03, 0.03, yaw))
+    size = measure(depth, mask)
+    assert size.height_m == pytest.approx(0.03, abs=1e-4)
+    assert size.length_m == pytest.approx(0.12 * 0.96, abs=0.004)  # 2nd-98th percentile of the extent
+
+
+def test_the_blob_is_measured_not_the_mask():
+    """CLIPSeg lit a corner of the bar: depth still outlines the whole bar."""
+    depth, (mask,) = scene(((0.5, 0.0), 0.12, 0.03, 0.03, 0.0))
+    corner = mask.copy()
+    cols = np.flatnonzero(mask.any(axis=0))
+    corner[:, cols[len(cols) // 4]:] = False
+    assert corner.sum() < mask.sum() / 3
+    assert measure(depth, corner).length_m == pytest.approx(measure(depth, mask).length_m)
+
+
+def test_each_object_is_measured_apart_from_its_neighbours():
+    depth, (cup, bar) = scene(((0.45, -0.1), 0.05, 0.05, 0.07, 0.0), ((0.55, 0.1), 0.12, 0.03, 0.03, 0.3))
+    assert measure(depth, cup).height_m == pytest.approx(0.07, abs=1e-4)
+    assert measure(depth, cup).length_m < 0.07
+    assert measure(depth, bar).height_m == pytest.approx(0.03, abs=1e-4)
+
+
+def test_a_mask_on_the_bare_table_or_without_depth_measures_nothing():
+    depth, (mask,) = scene(((0.5, 0.0), 0.05, 0.05, 0.05, 0.0))
+    table = np.roll(mask, 150, axis=1)
+    assert not (table & mask).any()
+    assert measure(depth, table) is None
+    assert measure(np.full(SHAPE, np.nan, np.float32), mask) is None
+
+
+def test_a_thin_object_below_the_above_table_threshold_is_not_seen():
+    depth, (mask,) = scene(((0.5, 0.0), 0.1, 0.1, 0.004, 0.0))  # a 4 mm coaster
+    assert measure(depth, mask, above=0.006) is None
+    assert measure(depth, mask, above=0.002).height_m == pytest.approx(0.004, abs=1e-4)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 
 from clip_vla.core import geometry
@@ -34,6 +35,7 @@ from clip_vla.perception.segmenter import Segmenter
 from clip_vla.perception.skill_scorer import SkillScorer, contradiction
 from clip_vla.core.tokenizer import Action, ActionTokenizer
 from clip_vla.core.records import echo
+from clip_vla.core.sizes import bodies_at
 from clip_vla.core.types import GOAL_PUBLISHED, ActionGoal, Detection, Frame, Intrinsics, NoAction, Reason
 
 Result = Union[ActionGoal, NoAction]
@@ -46,6 +48,7 @@ DIRECTION_YAW = {
     "backward": -math.pi, "backwards": -math.pi, "back": -math.pi, "closer": -math.pi, "toward me": -math.pi,
 }
 SKILL_DEFAULT_YAW = {"push": 0.0, "pull": -math.pi}  # away from / towards the robot base
+REFUTED_GROWTH_PX = 4  # a refuted object's pixels grow by this much: CLIPSeg's map spills past its outline
 
 
 @dataclass
@@ -59,6 +62,8 @@ class PreparedCommand:
     object_index: Optional[int]
     destination_index: Optional[int]
     prompt_names: Tuple[str, ...] = ()  # the names of the prompts before the distractors, in order
+    # base-frame (x, y) of objects the verifier refuted as this step's object (wrong_object): set aside
+    avoid_xy: Tuple[Tuple[float, float], ...] = ()
 
 
 class VLAPipeline:
@@ -205,7 +210,7 @@ class VLAPipeline:
             low = None
             if perception.low_destination and frame.depth is not None and prepared.destination_index is not None:
                 low = self._low(frame.depth, intrinsics, camera_to_base)
-            detections, skill_probs = self._perceive(frame, prepared, timer, low)
+            detections, skill_probs = self._perceive(frame, prepared, timer, camera_to_base, low)
         skill = prepared.skill
         if prepared.parsed.skill_source == "similarity":  # a guessed skill must be confident enough
             best = skill_probs.get(skill.name, 0.0)
@@ -221,7 +226,11 @@ class VLAPipeline:
         target = detections[role]
         timings = timer.ms
         if not target.found:
-            return self._no(prepared, frame, Reason.NO_OBJECT, not_found_message(target, perception),
+            message = not_found_message(target, perception)
+            if prepared.avoid_xy and role == "object":
+                message += (f"; {len(prepared.avoid_xy)} object(s) the verifier judged not to be "
+                            f"'{target.phrase}' set aside")
+            return self._no(prepared, frame, Reason.NO_OBJECT, message,
                             skill_probabilities=skill_probs, detection=target, timings_ms=timings)
         if target.confidence < perception.min_confidence:
             return self._no(prepared, frame, Reason.LOW_CONFIDENCE,
@@ -269,12 +278,16 @@ class VLAPipeline:
         )
 
     def _perceive(self, frame: Frame, prepared: PreparedCommand, timer: StageTimer,
+                  camera_to_base: geometry.RigidTransform,
                   low: Optional[MaskFilter] = None) -> Tuple[Dict[str, Detection], Dict[str, float]]:
         """CLIPSeg detections of the named object/destination and CLIP skill probabilities."""
         perception = self.config.perception
         image, features, logits = self.segment(frame.rgb, prepared.prompts, timer)
         with timer.stage("mask_decoding"):
             probs = self.segmenter.probabilities(logits, frame.rgb.shape[:2])
+        if prepared.avoid_xy and prepared.object_index is not None:
+            with timer.stage("postprocess"):
+                probs[prepared.object_index][self._refuted(frame, prepared.avoid_xy, camera_to_base)] = 0.0
         with timer.stage("skill_scoring"):
             skill_probs = self._score_skills(prepared, image, features)
         with timer.stage("postprocess"):
@@ -287,6 +300,16 @@ class VLAPipeline:
             if named is not None:
                 detections["object"] = named
         return detections, skill_probs
+
+    def _refuted(self, frame: Frame, points_xy: Sequence[Tuple[float, float]],
+                 camera_to_base: geometry.RigidTransform) -> np.ndarray:
+        """The pixels of the objects at ``points_xy`` (``core.sizes.bodies_at``), grown by a few pixels:
+        CLIPSeg's map of an object spills past its outline onto the table."""
+        intrinsics = frame.intrinsics or self.default_intrinsics
+        body = bodies_at(points_xy, frame.rgb.shape[:2], intrinsics, camera_to_base, self.config.geometry,
+                         self.config.verify.size_above_table_m, self.config.perception.refuted_radius_m,
+                         frame.depth)
+        return cv2.dilate(body.astype(np.uint8), np.ones((REFUTED_GROWTH_PX * 2 + 1,) * 2, np.uint8)) > 0
 
     def _low(self, depth: np.ndarray, intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform) -> MaskFilter:
         """``perception.low_destination``: a mask without its pixels too high for a resting destination."""

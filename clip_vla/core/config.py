@@ -425,6 +425,10 @@ class PerceptionConfig(Validated):
     low_destination: bool = setting(
         False, "a place destination rests on the table: its mask loses the pixels whose depth puts them more than "
         "verify.max_destination_height_m above the table before its component is chosen (needs depth)")
+    refuted_radius_m: float = setting(
+        0.03, "a retried step's grounding sets aside each object the verifier judged the wrong one "
+        "(wrong_object): the name's probability is cleared within this distance of where it was and, with "
+        "depth, on its whole body (verify.size_above_table_m)", range=(0.0, 10.0))
     identity_candidates: int = setting(4, "most components (largest mass first) CLIP looks at when identity_weight "
                                           "is on", range=(1, 64))
     min_skill_probability: float = setting(0.5, "a skill guessed by CLIP (no verb) needs this probability",

@@ -377,6 +377,31 @@ def table_plane_point(
     return camera_to_base.inverse().apply(hit)
 
 
+def pixel_points(shape: Tuple[int, int], intrinsics: Intrinsics, camera_to_base: RigidTransform,
+                 config: GeometryConfig, depth: Optional[np.ndarray] = None) -> np.ndarray:
+    """HxWx3 base-frame point of every pixel: back-projected where ``depth`` is valid, else where its ray
+    meets the table plane; NaN where neither gives one (a ray parallel to the table, or one that meets it
+    behind the camera). For whole-image questions: what is above the table, what lies near a point."""
+    h, w = shape
+    vs, us = np.mgrid[0:h, 0:w]
+    rays = np.stack([(us - intrinsics.cx) / intrinsics.fx, (vs - intrinsics.cy) / intrinsics.fy,
+                     np.ones((h, w))], axis=-1) @ camera_to_base.rotation.T
+    origin = camera_to_base.translation
+    points = np.full((h, w, 3), np.nan)
+    plane = table_plane(config.table_normal, config.table_height)
+    if plane is not None:
+        normal, offset = plane
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (offset - float(origin @ normal)) / (rays @ normal)
+        hit = np.isfinite(t) & (t > 0)
+        points[hit] = origin + t[hit, None] * rays[hit]
+    if depth is not None:
+        z = depth_to_metres(np.asarray(depth), config.depth_scale, config.depth_min, config.depth_max)
+        ok = np.isfinite(z)
+        points[ok] = camera_to_base.apply(backproject(us[ok], vs[ok], z[ok], intrinsics))
+    return points
+
+
 # --------------------------------------------------------------------------- orientation
 def mask_principal_axis(mask: np.ndarray) -> Optional[Tuple[float, float]]:
     """(angle, elongation) of the mask's major axis from its second-order central moments.

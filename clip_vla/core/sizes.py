@@ -30,9 +30,11 @@ from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig
 from clip_vla.core.types import Intrinsics
 
-__all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", "measure_object"]
+__all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", "measure_object", "bodies_at"]
 
 Range = Tuple[float, float]
+WINDOW_GROWTH = 1.0  # the measured window: the mask's box grown by its side each way ...
+WINDOW_MIN_PX = 64  # ... and by at least this many pixels (a 13 cm bar is ~80 px long from 0.8 m)
 
 
 @dataclass(frozen=True)
@@ -115,13 +117,19 @@ def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
     depth noise). None when the mask touches no such pixel (nothing measurable: no depth there,
     or a mask on the bare table).
     """
-    measured = _heights(depth, intrinsics, camera_to_base, config)
+    mask = np.asarray(mask, dtype=bool)
+    window = _window(mask)
+    if window is None:
+        return None
+    (v0, v1), (u0, u1) = window
+    crop = Intrinsics(intrinsics.fx, intrinsics.fy, intrinsics.cx - u0, intrinsics.cy - v0)
+    measured = _heights(np.asarray(depth)[v0:v1, u0:u1], crop, camera_to_base, config)
     if measured is None:
         return None
     heights, points = measured
     above = (heights > above_table_m).astype(np.uint8)
     _, labels = cv2.connectedComponents(above, connectivity=8)
-    on = labels[np.asarray(mask, dtype=bool) & (above > 0)]
+    on = labels[mask[v0:v1, u0:u1] & (above > 0)]
     if on.size == 0:
         return None
     ids, counts = np.unique(on, return_counts=True)
@@ -137,23 +145,54 @@ def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
     return MeasuredSize(height, length, int(blob.sum()))
 
 
+def bodies_at(points_xy: Sequence[Sequence[float]], shape: Tuple[int, int], intrinsics: Intrinsics,
+              camera_to_base: geometry.RigidTransform, config: GeometryConfig, above_table_m: float,
+              radius_m: float, depth: Optional[np.ndarray] = None) -> np.ndarray:
+    """HxW mask of the objects resting at ``points_xy`` (base frame): with depth, every blob of
+    above-table pixels with a pixel within ``radius_m`` of a point (its whole body, however far it
+    reaches); without depth, or where no blob is that close, the pixels within ``radius_m`` on the
+    table plane. Why: to set aside an object the verifier refuted, all of it, when the step is
+    grounded again (``PreparedCommand.avoid_xy``)."""
+    measured = None if depth is None else _heights(np.asarray(depth), intrinsics, camera_to_base, config)
+    points = measured[1] if measured is not None else geometry.pixel_points(shape, intrinsics, camera_to_base,
+                                                                            config)
+    near = np.zeros(shape, dtype=bool)
+    for x, y in points_xy:
+        with np.errstate(invalid="ignore"):
+            near |= np.hypot(points[..., 0] - float(x), points[..., 1] - float(y)) <= radius_m
+    if measured is None:
+        return near
+    above = (measured[0] > above_table_m).astype(np.uint8)
+    _, labels = cv2.connectedComponents(above, connectivity=8)
+    touched = np.unique(labels[near & (above > 0)])
+    return near | np.isin(labels, touched[touched > 0])
+
+
+def _window(mask: np.ndarray) -> Optional[Tuple[Tuple[int, int], Tuple[int, int]]]:
+    """((v0, v1), (u0, u1)): the mask's bounding box grown by ``WINDOW_GROWTH`` of its side (at least
+    ``WINDOW_MIN_PX``) each way, inside the image; None for an empty mask. Why: the body may reach
+    well past a mask that lit a piece of it, but not across the image, and every pixel costs."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    h, w = mask.shape
+    grow = max(WINDOW_MIN_PX, int(WINDOW_GROWTH * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)))
+    return ((max(0, int(rows[0]) - grow), min(h, int(rows[-1]) + 1 + grow)),
+            (max(0, int(cols[0]) - grow), min(w, int(cols[-1]) + 1 + grow)))
+
+
 def _heights(depth: np.ndarray, intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform,
              config: GeometryConfig) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Every pixel's height above the table plane (-inf where depth is invalid) and its base-frame
+    """Every pixel's height above the table plane (-inf without a depth reading) and its base-frame
     point; None for a degenerate table normal."""
     plane = geometry.table_plane(config.table_normal, config.table_height)
     if plane is None:
         return None
-    z = geometry.depth_to_metres(np.asarray(depth), config.depth_scale, config.depth_min,
-                                 config.depth_max).astype(np.float64)
-    h, w = z.shape
-    vs, us = np.mgrid[0:h, 0:w]
-    ok = np.isfinite(z)
-    points = np.zeros((h, w, 3))
-    points[ok] = camera_to_base.apply(geometry.backproject(us[ok], vs[ok], z[ok], intrinsics))
+    depth = np.asarray(depth)
+    points = geometry.pixel_points(depth.shape[:2], intrinsics, camera_to_base, config, depth)
+    valid = np.isfinite(geometry.depth_to_metres(depth, config.depth_scale, config.depth_min, config.depth_max))
     normal, offset = plane
-    heights = np.full((h, w), -np.inf)
-    heights[ok] = points[ok] @ normal - offset
+    heights = np.where(valid, points @ normal - offset, -np.inf)
     return heights, points
 
 

@@ -527,6 +527,8 @@ class Verifier:
         rival relative to the acted-on component, the surer), when the acted-on object's size fits no
         size of its name's noun (the farther outside, the surer), or when CLIP names the acted-on
         object's crop otherwise (the larger the log-odds gap past the margin, the surer); else None."""
+        if acted is not None:  # where the object acted on was: a retry sets it aside if this refutes it
+            evidence["acted_xyz_base"] = acted.xyz_base.tolist()
         rival = self._rival_left(start, acted, end)
         if rival is not None:
             evidence["rival_xyz_base"] = rival.xyz_base.tolist()

@@ -130,3 +130,27 @@ def test_a_thin_object_below_the_above_table_threshold_is_not_seen():
     depth, (mask,) = scene(((0.5, 0.0), 0.1, 0.1, 0.004, 0.0))  # a 4 mm coaster
     assert measure(depth, mask, above=0.006) is None
     assert measure(depth, mask, above=0.002).height_m == pytest.approx(0.004, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- setting an object aside
+def test_pixel_points_come_from_depth_where_it_is_valid_else_from_the_table_plane():
+    from clip_vla.core.geometry import pixel_points
+
+    depth, (mask,) = scene(((0.5, 0.0), 0.05, 0.05, 0.05, 0.0))
+    depth[0, 0] = np.nan
+    points = pixel_points(SHAPE, K, DOWN, GEOMETRY, depth)
+    assert np.allclose(points[mask][:, 2], 0.05, atol=1e-6) and np.allclose(points[~mask][:, 2], 0.0, atol=1e-6)
+    flat = pixel_points(SHAPE, K, DOWN, GEOMETRY)
+    assert np.allclose(flat[..., 2], GEOMETRY.table_height)
+    assert np.allclose(flat[240, 320, :2], DOWN.translation[:2])  # the optical axis meets the table below
+
+
+def test_the_body_at_a_point_is_the_whole_object_however_far_it_reaches_and_nothing_else():
+    from clip_vla.core.sizes import bodies_at
+
+    depth, (bar, cup) = scene(((0.5, 0.0), 0.12, 0.03, 0.03, 0.0), ((0.5, 0.15), 0.05, 0.05, 0.07, 0.0))
+    body = bodies_at([(0.5, 0.0)], SHAPE, K, DOWN, GEOMETRY, 0.006, 0.03, depth)
+    assert body[bar].all() and not body[cup].any()
+    blind = bodies_at([(0.5, 0.0)], SHAPE, K, DOWN, GEOMETRY, 0.006, 0.03)  # no depth: a 3 cm disc on the table
+    assert 0.3 < blind[bar].mean() < 0.7 and not blind[cup].any()
+    assert not bodies_at([], SHAPE, K, DOWN, GEOMETRY, 0.006, 0.03, depth).any()

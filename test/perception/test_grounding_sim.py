@@ -118,3 +118,39 @@ def test_a_name_is_not_preferred_for_being_the_component_rules_choice(world, shi
     assert task.command == "pick up the blue block"
     goal = shipped.run(frame, task.command, camera_to_base)
     assert isinstance(goal, ActionGoal) and on_target(goal, truth), goal
+
+
+@pytest.mark.parametrize("seed,command", [(51_347, "grab the green block"), (51_471, "lift the red bar")])
+def test_a_retry_with_the_refuted_object_set_aside_grounds_on_the_named_one(world, shipped, seed, command):
+    """Validation scenes where the models name a look-alike (a green cup, a red cup) and the verifier's
+    size rule refutes it: grounded again with it set aside (``avoid_xy``), the goal is on the named object."""
+    import dataclasses
+
+    from clip_vla.core.types import ActionGoal
+
+    task, frame, camera_to_base, truth = render(world, seed)
+    assert task.command == command
+    prepared = shipped.prepare(task.command)
+    wrong = shipped.run(frame, prepared, camera_to_base)
+    assert isinstance(wrong, ActionGoal) and not on_target(wrong, truth), wrong
+    aside = dataclasses.replace(prepared, avoid_xy=((wrong.xyz_base[0], wrong.xyz_base[1]),))
+    goal = shipped.run(frame, aside, camera_to_base)
+    assert isinstance(goal, ActionGoal) and on_target(goal, truth), goal
+
+
+def test_with_the_only_object_taking_the_name_set_aside_nothing_is_grounded_and_the_message_says_why(world, shipped):
+    """Validation scene 51,400: set aside, the blue cup leaves no region its name wins (on other scenes a
+    look-alike may win then: the verifier judges that step in turn)."""
+    import dataclasses
+
+    from clip_vla.core.types import ActionGoal, NoAction, Reason
+
+    task, frame, camera_to_base, truth = render(world, 51_400)
+    assert task.command == "lift the blue cup"
+    prepared = shipped.prepare(task.command)
+    goal = shipped.run(frame, prepared, camera_to_base)
+    assert isinstance(goal, ActionGoal) and on_target(goal, truth)
+    aside = dataclasses.replace(prepared, avoid_xy=((goal.xyz_base[0], goal.xyz_base[1]),))
+    result = shipped.run(frame, aside, camera_to_base)
+    assert isinstance(result, NoAction) and result.reason == Reason.NO_OBJECT, result
+    assert "1 object(s) the verifier judged not to be 'blue cup' set aside" in result.message

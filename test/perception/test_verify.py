@@ -454,6 +454,85 @@ def test_an_identity_vote_for_the_name_keeps_the_success(world, key, reason):
     assert verdict.evidence["identity"]["gap_nats"] == 0.0
 
 
+# --------------------------------------------------------------------------- sizes from depth
+def sized(config: VerifyConfig = VerifyConfig()) -> VerifyConfig:
+    """``config`` with the simulated catalogue's object sizes (what `clip-vla sim` runs with)."""
+    from clip_vla.sim.settings import sim_object_sizes
+
+    return replace(config, object_sizes=sim_object_sizes())
+
+
+def test_an_object_whose_size_fits_another_noun_was_the_wrong_object(world):
+    """The green cup pushed for "the green bar": the masks call it the bar, depth sees it stand 7 cm tall."""
+    run = executed(world, "push_look_alike")
+    assert run.step.object == "green bar" and run.truth is False
+    perceive, geometry = grounded_on(run, "green cup"), ClipVlaConfig().geometry
+    blind = Verifier(perceive, geometry, run.camera_to_base)
+    assert blind.verify(run.step, run.goal, run.before, run.after).verdict == "success"
+    verdict = Verifier(perceive, geometry, run.camera_to_base, config=sized()).verify(
+        run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
+    size = verdict.evidence["size"]
+    assert size["expected"]["noun"] == "bar"
+    assert 0.05 < size["measured"]["height_m"] < 0.09 and size["excess_m"] > 0.02
+    assert verdict.confidence == 1.0  # centimetres past the tolerance
+
+
+def test_a_look_alike_of_the_same_size_is_not_told_apart_by_size(world):
+    """The yellow ball lifted for "the yellow block": a ball and a block are the same size here (the
+    rule's limit, README "Verification"); the evidence says they fit."""
+    run = executed(world, "pick_look_alike")
+    verifier = Verifier(grounded_on(run, "yellow ball"), ClipVlaConfig().geometry, run.camera_to_base,
+                        config=sized())
+    verdict = verifier.verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", v.OBJECT_LIFTED), verdict.to_dict()
+    assert verdict.evidence["size"]["excess_m"] == 0.0
+
+
+@pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])
+def test_the_named_object_fits_its_size_and_without_depth_the_size_is_not_judged(world, key, reason):
+    from clip_vla.tools.verify_eval import oracle_perceiver
+
+    run = executed(world, key)
+    verifier = Verifier(oracle_perceiver(run.log), ClipVlaConfig().geometry, run.camera_to_base, config=sized())
+    verdict = verifier.verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
+    assert verdict.evidence["size"]["excess_m"] == 0.0
+    assert verdict.evidence["size"]["expected"]["noun"] == run.step.object.split()[-1]
+    flat = verifier.verify(run.step, run.goal, replace(run.before, depth=None), replace(run.after, depth=None))
+    assert (flat.verdict, flat.reason) == ("success", reason)
+    assert flat.evidence["size"]["skipped"] == "no depth"
+
+
+def test_the_simulated_worlds_sizes_hold_every_catalogue_object_measured_on_its_true_mask(world):
+    """Each object of rendered scenes, measured from depth on its label mask, fits its own noun's size
+    within the shipped tolerances, and a bar fits no other noun's nor another shape a bar's. (Balls
+    and blocks are the same size here, and the largest of them within 2-4 mm of the smallest cup.)"""
+    from clip_vla.core.sizes import measure_object, parse_object_sizes, size_range_for
+    from clip_vla.sim.oracle import ObservationLog
+
+    cfg, ranges = sized(), parse_object_sizes(sized().object_sizes)
+    fits = {}
+    for seed in (9100, 9101, 9102):
+        world.reset(seed=seed, skill="pick")
+        log = ObservationLog()
+        frame, c2b = _observe(world, log)
+        obs = log.get(frame.stamp)
+        for name in executed_task_distractors(Executed(None, None, frame, None, c2b, True, log)):
+            size = measure_object(obs.mask_of(name), frame.depth, frame.intrinsics, c2b, ClipVlaConfig().geometry,
+                                  cfg.size_above_table_m)
+            for noun, expected in ranges.items():
+                fit = expected.excess(size, cfg.size_height_tolerance_m, cfg.size_length_tolerance_m) == 0
+                fits.setdefault((name.split()[-1], noun), set()).add(fit)
+            assert size_range_for(name, ranges) is not None
+    assert {shape for shape, noun in fits if shape == noun} >= {"cup", "bar"}
+    for (shape, noun), seen in fits.items():
+        if shape == noun:
+            assert seen == {True}, f"a {shape} does not fit its own size"
+        elif "bar" in (shape, noun):
+            assert seen == {False}, f"a {shape} fits the size of a {noun}"
+
+
 def test_the_shipped_clip_votes_over_the_catalogue_on_a_rendered_crop(world, sim_pipeline):
     """The real CLIP path: crop, preprocessing, cached name embeddings, one vote over the catalogue."""
     from clip_vla.perception.identity import clip_identifier

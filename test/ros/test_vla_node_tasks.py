@@ -223,3 +223,35 @@ def test_a_verdict_on_a_cancelled_plan_is_dropped():
     run = verifying(tracker, plan)
     ending = tracker.cancel(Command(2, "stop", time.monotonic()))
     assert ending.outcome == "cancelled" and tracker.judged(run, verdict("failure"), max_retries=2) is None
+
+
+def test_a_wrong_object_verdict_sets_the_object_acted_on_aside_for_the_steps_naming_it():
+    """Only ``wrong_object`` refutes, and only with where the object was; the retry of the pick and the later
+    place name "cup" and are grounded with it set aside (``worker.prepare_step``)."""
+    from clip_vla.perception.verify import Verdict
+    from clip_vla.ros.vla_node.tasks import refuted_for
+    from clip_vla.ros.vla_node.worker import prepare_step
+
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = verifying(tracker, plan)
+    tracker.judged(run, verdict("failure", "object_still_on_table"), max_retries=3)
+    assert run.refuted == {} and refuted_for(run, plan.steps[0]) == ()
+    tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"})
+    tracker.report(report(1, 0), now=11.0, patience=5.0, verify=True)
+    tracker.judged(run, Verdict("failure", 0.9, "wrong_object", {"acted_xyz_base": [0.4, -0.1, 0.03]}), 3)
+    tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"})
+    tracker.report(report(1, 0), now=12.0, patience=5.0, verify=True)
+    tracker.judged(run, Verdict("failure", 0.9, "wrong_object", {}), 3)  # no position: nothing to set aside
+    assert run.refuted == {"cup": [(0.4, -0.1)]}
+    assert refuted_for(run, plan.steps[1]) == ((0.4, -0.1),)  # the place names the cup too
+
+    class Pipeline:
+        def prepare_parsed(self, parsed, text):
+            from clip_vla.pipeline import PreparedCommand
+
+            return PreparedCommand(text, parsed, None, [parsed.object], 0, None)
+
+    prepared = prepare_step(Pipeline(), run, plan.steps[0])
+    assert prepared.avoid_xy == ((0.4, -0.1),) and prepared.parsed.object == "cup"
+    other = ParsedInstruction(text="pick up the bowl", skill="pick", object="bowl")
+    assert prepare_step(Pipeline(), run, make_plan([other], command=other.text).steps[0]).avoid_xy == ()

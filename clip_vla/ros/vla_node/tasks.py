@@ -43,6 +43,7 @@ CANCELLED = "cancelled"
 DROPPED_REASONS = ("object_beside_destination", "object_not_in_destination")
 NEXT, RETRY, REPLAN, PUT_BACK = "next", "retry", "replan", "put_back"
 EXECUTION_FAILED = "execution_failed"  # the ending's (and verdict's) reason when the executor reported a step failed
+WRONG_OBJECT = "wrong_object"  # a verdict that refutes the object acted on: its retries set it aside (``refuted``)
 
 
 @dataclass
@@ -63,6 +64,9 @@ class PlanRun:
     answered: bool = False  # the command's ~/status went out (with the first grounding of step 0)
     resume: Dict[int, int] = field(default_factory=dict)  # step -> the attempt it starts at (a re-planned place)
     put_back_from: Dict[int, Any] = field(default_factory=dict)  # put-back step -> the failed pick's ActionGoal
+    # object name -> base (x, y) of the objects the verifier judged not to be it (wrong_object): a step naming
+    # it is grounded again with them set aside (``PreparedCommand.avoid_xy``), not on the same wrong object
+    refuted: Dict[str, List[Tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def next_index(self) -> int:
@@ -144,6 +148,21 @@ def executor_failure(report: ExecutionReport) -> Any:
     from clip_vla.perception.verify import FAILURE, Verdict
 
     return Verdict(FAILURE, 1.0, EXECUTION_FAILED, {"executor_outcome": report.outcome, "holding": report.holding})
+
+
+def refute(run: PlanRun, step: PlanStep, verdict: Any) -> None:
+    """Remember where the object a ``wrong_object`` verdict refuted was (``evidence["acted_xyz_base"]``),
+    under the name it was not. Why: the retry is grounded by the same models on nearly the same
+    frame, and without this it chooses the same wrong object again."""
+    acted = (getattr(verdict, "evidence", None) or {}).get("acted_xyz_base")
+    if verdict.reason != WRONG_OBJECT or not step.object or acted is None:
+        return
+    run.refuted.setdefault(step.object, []).append((float(acted[0]), float(acted[1])))
+
+
+def refuted_for(run: PlanRun, step: PlanStep) -> Tuple[Tuple[float, float], ...]:
+    """Where the objects refuted as ``step``'s object are (``PreparedCommand.avoid_xy``); () for none."""
+    return tuple(run.refuted.get(step.object or "", ()))
 
 
 class TaskTracker:
@@ -252,7 +271,8 @@ class TaskTracker:
 
         None: ``run`` was cancelled meanwhile (publish nothing). ``uncertain`` proceeds as a
         success (not found is not evidence of failure; the verdict on ~/task_status says so).
-        A failure re-grounds the step (attempt + 1); for a dropped object it re-plans from a pick,
+        A failure re-grounds the step (attempt + 1), and a ``wrong_object`` one with the object acted on set
+        aside (``refuted``); for a dropped object it re-plans from a pick,
         and a pick retried while the executor reports the hand full is preceded by a put-back of
         what it holds (the put-back and the retried pick are both attempt + 1); a put-back reported
         failed with the hand empty goes on to the pick. After ``max_retries`` retries the plan fails
@@ -284,6 +304,7 @@ class TaskTracker:
             failed = run.grounded.pop()
             run.goal_records.pop()
             run.attempt = attempt + 1
+            refute(run, run.plan.steps[index], verdict)
             if run.plan.steps[index].skill == "pick" and self._holding is not None:
                 run.plan = put_back_before(run.plan, index, self._holding)
                 run.put_back_from[index] = failed.result

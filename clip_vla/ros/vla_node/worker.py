@@ -18,6 +18,7 @@ command or ``stop`` replaces it.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
@@ -34,7 +35,7 @@ from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs, goal_record
 from clip_vla.ros.vla_node.settings import NodeSettings
 from clip_vla.ros.vla_node.suggestions import SUGGESTION_ROUND, SuggestionRounds
-from clip_vla.ros.vla_node.tasks import EXECUTION_FAILED, PlanRun, TaskTracker, executor_failure
+from clip_vla.ros.vla_node.tasks import EXECUTION_FAILED, PlanRun, TaskTracker, executor_failure, refuted_for
 from clip_vla.ros.vla_node.tf import TfLookup
 
 NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame stamped after a step's report, then refuse stale_frame
@@ -259,7 +260,7 @@ class InferenceWorker:
         if refusal is not None:
             self._end_step(run, GroundedStep(step, refusal))
             return
-        self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, self._settings())
+        self._ground(run, prepare_step(pipeline, run, step), None, self._settings())
 
     def _verify_step(self, run: PlanRun) -> None:
         """Judge the reported step on the first frame after its report, publish the verdict, then go on.
@@ -315,7 +316,7 @@ class InferenceWorker:
             self._ground(run, None, None, settings,
                          given=(goal, slot.msg.header, Seen(after, camera_to_base or before.camera_to_base)))
             return
-        self._ground(run, pipeline.prepare_parsed(step.parsed(), run.command.text), None, settings)
+        self._ground(run, prepare_step(pipeline, run, step), None, settings)
 
     def _verifier_of(self, pipeline: Any) -> Any:
         """The verifier on ``pipeline``'s perception, built once per pipeline and ``verify`` section (a
@@ -489,3 +490,13 @@ class InferenceWorker:
             except Exception as exc:  # noqa: BLE001 - a debug view never breaks the goal path
                 self._log("debug", "warning", f"debug image failed: {exc}")
         return record
+
+
+def prepare_step(pipeline: Any, run: PlanRun, step: Any) -> Any:
+    """A plan step's prepared command (or the NoAction refusing it), with the objects the verifier
+    refuted as its object set aside (``tasks.refute``), so a retry does not act on them again."""
+    prepared = pipeline.prepare_parsed(step.parsed(), run.command.text)
+    avoid = refuted_for(run, step)
+    if avoid and not isinstance(prepared, NoAction):
+        prepared = dataclasses.replace(prepared, avoid_xy=avoid)
+    return prepared

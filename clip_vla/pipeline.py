@@ -308,7 +308,7 @@ class VLAPipeline:
         intrinsics = frame.intrinsics or self.default_intrinsics
         body = bodies_at(points_xy, frame.rgb.shape[:2], intrinsics, camera_to_base, self.config.geometry,
                          self.config.verify.size_above_table_m, self.config.perception.refuted_radius_m,
-                         frame.depth)
+                         frame.depth, self.config.verify.size_surface_step_m)
         return cv2.dilate(body.astype(np.uint8), np.ones((REFUTED_GROWTH_PX * 2 + 1,) * 2, np.uint8)) > 0
 
     def _low(self, depth: np.ndarray, intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform) -> MaskFilter:

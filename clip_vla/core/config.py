@@ -643,6 +643,9 @@ class VerifyConfig(Validated):
                                              "range still fits (mask and depth edges)", range=METRES)
     size_above_table_m: float = setting(0.006, "object_sizes: a pixel this high above the table is part of an "
                                         "object (above the depth noise)", range=METRES)
+    size_surface_step_m: float = setting(0.015, "object_sizes: neighbouring pixels whose points lie farther apart "
+                                         "than this are on different objects (a bar seen against the bowl behind "
+                                         "it); above the depth noise between neighbours", range=METRES)
     max_rest_height_m: float = setting(0.10, "place: an object centre this high above the table is still held",
                                        range=METRES)
     beside_margin_m: float = setting(0.05, "place: outside the destination's footprint by less than this is "

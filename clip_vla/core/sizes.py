@@ -34,6 +34,7 @@ __all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", 
 
 Range = Tuple[float, float]
 WINDOW_GROWTH = 1.0  # the measured window: the mask's box grown by its side each way ...
+SURFACE_STEP_M = 0.015  # neighbouring pixels farther apart than this in 3D lie on different objects
 WINDOW_MIN_PX = 64  # ... and by at least this many pixels (a 13 cm bar is ~80 px long from 0.8 m)
 
 
@@ -110,11 +111,12 @@ def size_range_for(name: str, ranges: Mapping[str, SizeRange]) -> Optional[SizeR
 
 def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
                    camera_to_base: geometry.RigidTransform, config: GeometryConfig,
-                   above_table_m: float) -> Optional[MeasuredSize]:
+                   above_table_m: float, surface_step_m: float = SURFACE_STEP_M) -> Optional[MeasuredSize]:
     """The height and length of the blob of above-table pixels that ``mask`` lies on (module docstring).
 
     ``above_table_m``: a pixel this high above the table belongs to an object (more than the
-    depth noise). None when the mask touches no such pixel (nothing measurable: no depth there,
+    depth noise); ``surface_step_m``: neighbouring pixels whose points lie farther apart are on
+    different objects (``_bodies``). None when the mask touches no such pixel (nothing measurable: no depth there,
     or a mask on the bare table).
     """
     mask = np.asarray(mask, dtype=bool)
@@ -127,9 +129,8 @@ def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
     if measured is None:
         return None
     heights, points = measured
-    above = (heights > above_table_m).astype(np.uint8)
-    _, labels = cv2.connectedComponents(above, connectivity=8)
-    on = labels[mask[v0:v1, u0:u1] & (above > 0)]
+    labels = _bodies(heights, points, above_table_m, surface_step_m)
+    on = labels[mask[v0:v1, u0:u1] & (labels > 0)]
     if on.size == 0:
         return None
     ids, counts = np.unique(on, return_counts=True)
@@ -147,7 +148,8 @@ def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
 
 def bodies_at(points_xy: Sequence[Sequence[float]], shape: Tuple[int, int], intrinsics: Intrinsics,
               camera_to_base: geometry.RigidTransform, config: GeometryConfig, above_table_m: float,
-              radius_m: float, depth: Optional[np.ndarray] = None) -> np.ndarray:
+              radius_m: float, depth: Optional[np.ndarray] = None,
+              surface_step_m: float = SURFACE_STEP_M) -> np.ndarray:
     """HxW mask of the objects resting at ``points_xy`` (base frame): with depth, every blob of
     above-table pixels with a pixel within ``radius_m`` of a point (its whole body, however far it
     reaches); without depth, or where no blob is that close, the pixels within ``radius_m`` on the
@@ -162,10 +164,27 @@ def bodies_at(points_xy: Sequence[Sequence[float]], shape: Tuple[int, int], intr
             near |= np.hypot(points[..., 0] - float(x), points[..., 1] - float(y)) <= radius_m
     if measured is None:
         return near
-    above = (measured[0] > above_table_m).astype(np.uint8)
-    _, labels = cv2.connectedComponents(above, connectivity=8)
-    touched = np.unique(labels[near & (above > 0)])
+    labels = _bodies(measured[0], measured[1], above_table_m, surface_step_m)
+    touched = np.unique(labels[near & (labels > 0)])
     return near | np.isin(labels, touched[touched > 0])
+
+
+def _bodies(heights: np.ndarray, points: np.ndarray, above_table_m: float, surface_step_m: float) -> np.ndarray:
+    """HxW labels (0: none) of the objects: pixels above the table, connected where neighbouring
+    pixels' points are within ``surface_step_m`` of each other. Why the step: two objects apart on
+    the table can touch in the image (a bar in front of the bowl); their surfaces do not."""
+    above = heights > above_table_m
+    step = np.zeros(above.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):  # a step between two object pixels (the table's edge is no step)
+        right = (np.linalg.norm(points[:, 1:] - points[:, :-1], axis=-1) > surface_step_m) \
+            & above[:, 1:] & above[:, :-1]
+        down = (np.linalg.norm(points[1:] - points[:-1], axis=-1) > surface_step_m) & above[1:] & above[:-1]
+    step[:, 1:] |= right
+    step[:, :-1] |= right
+    step[1:] |= down
+    step[:-1] |= down
+    _, labels = cv2.connectedComponents((above & ~step).astype(np.uint8), connectivity=4)
+    return labels
 
 
 def _window(mask: np.ndarray) -> Optional[Tuple[Tuple[int, int], Tuple[int, int]]]:

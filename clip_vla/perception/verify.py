@@ -593,7 +593,8 @@ class Verifier:
             evidence["size"] = {"expected": expected.to_dict(), "skipped": "no depth"}
             return None
         measured = measure_object(acted.detection.mask, before.frame.depth, before.intrinsics,
-                                  before.camera_to_base, self.geometry, cfg.size_above_table_m)
+                                  before.camera_to_base, self.geometry, cfg.size_above_table_m,
+                                  cfg.size_surface_step_m)
         if measured is None:
             evidence["size"] = {"expected": expected.to_dict(), "skipped": "nothing above the table under the mask"}
             return None

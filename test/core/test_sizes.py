@@ -154,3 +154,13 @@ def test_the_body_at_a_point_is_the_whole_object_however_far_it_reaches_and_noth
     blind = bodies_at([(0.5, 0.0)], SHAPE, K, DOWN, GEOMETRY, 0.006, 0.03)  # no depth: a 3 cm disc on the table
     assert 0.3 < blind[bar].mean() < 0.7 and not blind[cup].any()
     assert not bodies_at([], SHAPE, K, DOWN, GEOMETRY, 0.006, 0.03, depth).any()
+
+
+def test_objects_that_touch_in_the_image_are_split_where_their_surfaces_step_apart():
+    """A bar lying against a cup: one blob of above-table pixels, but a 4 cm step between their tops."""
+    depth, (bar, cup) = scene(((0.5, 0.0), 0.12, 0.03, 0.03, 0.0), ((0.5, 0.036), 0.05, 0.05, 0.07, 0.0))
+    assert measure(depth, bar).height_m == pytest.approx(0.03, abs=1e-4)
+    assert measure(depth, bar).length_m == pytest.approx(0.115, abs=0.005)
+    assert measure(depth, cup).height_m == pytest.approx(0.07, abs=1e-4)
+    merged = measure_object(bar, depth, K, DOWN, GEOMETRY, 0.006, surface_step_m=1.0)  # no split: one blob
+    assert merged.height_m == pytest.approx(0.07, abs=1e-4)

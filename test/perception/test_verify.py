@@ -476,6 +476,8 @@ def test_an_object_whose_size_fits_another_noun_was_the_wrong_object(world):
     assert size["expected"]["noun"] == "bar"
     assert 0.05 < size["measured"]["height_m"] < 0.09 and size["excess_m"] > 0.02
     assert verdict.confidence == 1.0  # centimetres past the tolerance
+    acted = np.asarray(verdict.evidence["acted_xyz_base"])  # where a retry sets the cup aside: its pose (the goal)
+    assert np.linalg.norm(acted[:2] - np.asarray(run.goal.xyz_base[:2])) < 0.02
 
 
 def test_a_look_alike_of_the_same_size_is_not_told_apart_by_size(world):

@@ -628,6 +628,10 @@ class VerifyConfig(Validated):
                                                "object_still_on_table only with at least this fraction of the "
                                                "acted-on component's area (0: any; a piece of the held object "
                                                "seen below the fingers is smaller)", range=(0.0, 1.0))
+    mover_min_area_fraction: float = setting(0.25, "push/pull: a component that appeared after the step is the moved "
+                                             "object only with at least this fraction of the acted-on component's "
+                                             "area (0: any; a stray piece of the name's mask is smaller)",
+                                             range=(0.0, 1.0))
     rival_min_area_fraction: float = setting(0.4, "wrong_object: a rival component has at least this fraction of "
                                              "the acted-on component's area", range=(1e-6, 1.0))
     rival_logit_margin: float = setting(0.1, "wrong_object: ... and a mean logit at least the acted-on one's plus "

@@ -29,7 +29,8 @@ nearest the goal, and its lift was read as the named object's. The rules ask whe
   ``verify.place_look_alikes`` the object is found where its name or one of its look-alikes
   wins: the object held was the one picked, and inside a bowl a compact CLIPSeg often calls a
   purple ball a purple block;
-* push/pull: the component that appeared nearest the acted-on object's old place gives the
+* push/pull: the component that appeared nearest the acted-on object's old place (at least
+  ``mover_min_area_fraction`` of its area: not a stray piece of the name) gives the
   displacement along theta: ``object_moved``, ``not_moved_enough`` or ``moved_wrong_direction``;
 * a put-back (the planner's undo of a failed pick, ``core.plan.PlanStep.put_back``) and
   ``point_at``: the executor's report decides (``executor_report``): a put-back only has to
@@ -505,8 +506,10 @@ class Verifier:
         wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
         if wrong is not None:
             return wrong
-        moved = [s for s in end if not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
-                                           for b in start if b is not acted)]
+        least = cfg.mover_min_area_fraction * (acted.detection.area if acted is not None else 0)
+        moved = [s for s in end if s.detection.area >= least
+                 and not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
+                             for b in start if b is not acted)]
         if not moved:  # gone from its place and not seen elsewhere: pushed out of view (or off the table)
             left = acted is not None and not any(_xy_distance(e.xyz_base, origin) < cfg.rest_radius_m for e in end)
             return (Verdict(SUCCESS, 0.5, OBJECT_LEFT_REST, evidence) if left
@@ -578,8 +581,10 @@ class Verifier:
     def _size_misfit(self, before: _View, name: str, acted: Optional[_Seen],
                      evidence: Dict[str, Any]) -> Optional[float]:
         """How far (metres, past the tolerances) the acted-on object's size, measured from depth, lies
-        outside every size its name's noun comes in (``verify.object_sizes``); None when it fits or
-        cannot be judged (no sizes, no size for the noun, no depth, nothing measurable).
+        outside every size its name's noun comes in (``verify.object_sizes``), when it fits another
+        noun's; None when it fits its own or cannot be judged (no sizes, no size for the noun, no
+        depth, nothing measurable, or a size no known noun has: objects merged into one blob, a
+        ball resting against the tray, or an object the table does not list).
 
         Why: depth is a second sensor, blind to the colours and textures the models confused; a
         bar and a cup of one colour differ by centimetres (``clip_vla.core.sizes``).
@@ -598,9 +603,12 @@ class Verifier:
         if measured is None:
             evidence["size"] = {"expected": expected.to_dict(), "skipped": "nothing above the table under the mask"}
             return None
-        excess = expected.excess(measured, cfg.size_height_tolerance_m, cfg.size_length_tolerance_m)
-        evidence["size"] = {"expected": expected.to_dict(), "measured": measured.to_dict(), "excess_m": excess}
-        return excess if excess > 0 else None
+        tolerances = (cfg.size_height_tolerance_m, cfg.size_length_tolerance_m)
+        excess = expected.excess(measured, *tolerances)
+        fits = [noun for noun, other in known.items() if other.excess(measured, *tolerances) == 0]
+        evidence["size"] = {"expected": expected.to_dict(), "measured": measured.to_dict(), "excess_m": excess,
+                            "fits": fits}
+        return excess if excess > 0 and fits else None  # fitting no known size: not one object we know
 
     @staticmethod
     def _executor_verdict(report: Optional[Mapping[str, Any]]) -> Verdict:

@@ -334,6 +334,19 @@ def test_a_small_piece_of_the_name_where_the_object_rested_does_not_undo_a_lift(
     assert (verdict.verdict, verdict.reason) == ("success", v.OBJECT_LIFTED), verdict.to_dict()
 
 
+def test_a_small_piece_of_the_name_left_behind_is_not_taken_for_the_pushed_object(world):
+    """Where a pushed object had gone far (or off the table's edge), a stray piece of its name nearer
+    its old place was read as the object, moved too little or backwards (validation 51,300-51,999)."""
+    run = executed(world, "push_ok")
+    geometry = ClipVlaConfig().geometry
+    strict = Verifier(with_a_small_piece_left_at_rest(run), geometry, run.camera_to_base,
+                      config=VerifyConfig(mover_min_area_fraction=0.0))
+    lenient = Verifier(with_a_small_piece_left_at_rest(run), geometry, run.camera_to_base)  # the default, 0.25
+    assert strict.verify(run.step, run.goal, run.before, run.after).reason == v.NOT_MOVED_ENOUGH
+    verdict = lenient.verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", v.OBJECT_MOVED), verdict.to_dict()
+
+
 def test_point_at_trusts_the_executor_report(world):
     run = executed(world, "pick_ok")
     step = Step("point_at", run.step.object)
@@ -474,10 +487,22 @@ def test_an_object_whose_size_fits_another_noun_was_the_wrong_object(world):
     assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
     size = verdict.evidence["size"]
     assert size["expected"]["noun"] == "bar"
-    assert 0.05 < size["measured"]["height_m"] < 0.09 and size["excess_m"] > 0.02
+    assert 0.05 < size["measured"]["height_m"] < 0.09 and size["excess_m"] > 0.02 and size["fits"] == ["cup"]
     assert verdict.confidence == 1.0  # centimetres past the tolerance
     acted = np.asarray(verdict.evidence["acted_xyz_base"])  # where a retry sets the cup aside: its pose (the goal)
     assert np.linalg.norm(acted[:2] - np.asarray(run.goal.xyz_base[:2])) < 0.02
+
+
+def test_a_size_no_known_noun_has_is_no_evidence_of_a_wrong_object(world):
+    """Sizes listing only bars: the green cup fits no noun, as a blob of objects merged in the image would
+    not; that is not one object the table knows, so the size says nothing (success, as without sizes)."""
+    run = executed(world, "push_look_alike")
+    only_bars = replace(VerifyConfig(), object_sizes=["bar 0.028 0.032 0.100 0.130"])
+    verifier = Verifier(grounded_on(run, "green cup"), ClipVlaConfig().geometry, run.camera_to_base,
+                        config=only_bars)
+    verdict = verifier.verify(run.step, run.goal, run.before, run.after)
+    assert verdict.verdict == "success", verdict.to_dict()
+    assert verdict.evidence["size"]["excess_m"] > 0.02 and verdict.evidence["size"]["fits"] == []
 
 
 def test_a_look_alike_of_the_same_size_is_not_told_apart_by_size(world):

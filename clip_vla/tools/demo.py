@@ -36,9 +36,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 DEFAULT_SEED = 50_002
 # (seed, skill) of the third command: a validation scene (50,000+, never a figure's) where the shipped settings
 # really fail a step at the first try and the retry carries the task out: in "put the purple bar on the tray,
-# then push the purple ball and then pick up the orange bar" the first push moves a look-alike, the verifier
-# sees that the ball did not move far enough (not_moved_enough), and the retry pushes the ball. Found on
-# validation seeds 50,770-50,869 (README "Quick start").
+# then push the purple ball and then pick up the orange bar" the first push moves a look-alike (the bar just put
+# on the tray), its size on the depth image is not a ball's (wrong_object; not_moved_enough before the size
+# rule), and the retry, with the bar set aside, pushes the ball. Found on validation seeds 50,770-50,869
+# (README "Quick start").
 RECOVERY = (50_859, "compound")
 
 NO_WEIGHTS_HELP = """\

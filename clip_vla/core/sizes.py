@@ -5,7 +5,7 @@ a red cup "the red bar", they agree with their own mistake. Depth is a second se
 read: a bar lies 3 cm high and 12 cm long, a cup stands 7 cm tall. Given the sizes of the
 objects a robot works with (``verify.object_sizes``: per noun, the height of its top above the
 table and the longest side of its footprint), an acted-on object whose measured size fits none
-of its noun's range is the wrong object::
+of its noun's range, and another noun's, is the wrong object (``perception.verify``)::
 
     mask ──► every pixel above the table (depth) ──► the connected blob the mask lies on
                                                         ├─ height: 95th percentile of its heights
@@ -13,8 +13,10 @@ of its noun's range is the wrong object::
                                                            its major axis (2nd-98th percentile)
 
 The blob, not the mask, is measured: a compact CLIPSeg lights a piece of the object (or a
-piece of the look-alike), while depth outlines the whole body. Objects that touch form one blob
-and measure as one; that is a limit of the rule (clutter), said in the README.
+piece of the look-alike), while depth outlines the whole body. Neighbouring pixels join only
+where their 3D points are close (``surface_step_m``), so objects apart on the table that touch
+in the image stay apart; objects that really touch, with surfaces of one height, form one blob
+and measure as one, a limit of the rule (clutter) said in the README.
 
 ROS-free: numpy and cv2 only.
 """
@@ -33,8 +35,8 @@ from clip_vla.core.types import Intrinsics
 __all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", "measure_object", "bodies_at"]
 
 Range = Tuple[float, float]
-WINDOW_GROWTH = 1.0  # the measured window: the mask's box grown by its side each way ...
 SURFACE_STEP_M = 0.015  # neighbouring pixels farther apart than this in 3D lie on different objects
+WINDOW_GROWTH = 1.0  # the measured window: the mask's box grown by its side each way ...
 WINDOW_MIN_PX = 64  # ... and by at least this many pixels (a 13 cm bar is ~80 px long from 0.8 m)
 
 
@@ -116,8 +118,8 @@ def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
 
     ``above_table_m``: a pixel this high above the table belongs to an object (more than the
     depth noise); ``surface_step_m``: neighbouring pixels whose points lie farther apart are on
-    different objects (``_bodies``). None when the mask touches no such pixel (nothing measurable: no depth there,
-    or a mask on the bare table).
+    different objects (``_bodies``). None when the mask touches no such pixel (nothing
+    measurable: no depth there, or a mask on the bare table).
     """
     mask = np.asarray(mask, dtype=bool)
     window = _window(mask)

@@ -503,13 +503,16 @@ class Verifier:
         direction = np.array([math.cos(goal.theta), math.sin(goal.theta)])
         evidence: Dict[str, Any] = {"object_before": _evidence(start), "object_after": _evidence(end),
                                     "theta": float(goal.theta), "min_push_m": cfg.min_push_m}
-        wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
-        if wrong is not None:
-            return wrong
         least = cfg.mover_min_area_fraction * (acted.detection.area if acted is not None else 0)
         moved = [s for s in end if s.detection.area >= least
                  and not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
                              for b in start if b is not acted)]
+        wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
+        if wrong is not None:
+            if moved:  # where the wrong object went: a retry sets it aside there too
+                evidence["acted_after_xyz_base"] = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin)
+                                                       ).xyz_base.tolist()
+            return wrong
         if not moved:  # gone from its place and not seen elsewhere: pushed out of view (or off the table)
             left = acted is not None and not any(_xy_distance(e.xyz_base, origin) < cfg.rest_radius_m for e in end)
             return (Verdict(SUCCESS, 0.5, OBJECT_LEFT_REST, evidence) if left

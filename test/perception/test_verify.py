@@ -491,6 +491,8 @@ def test_an_object_whose_size_fits_another_noun_was_the_wrong_object(world):
     assert verdict.confidence == 1.0  # centimetres past the tolerance
     acted = np.asarray(verdict.evidence["acted_xyz_base"])  # where a retry sets the cup aside: its pose (the goal)
     assert np.linalg.norm(acted[:2] - np.asarray(run.goal.xyz_base[:2])) < 0.02
+    went = np.asarray(verdict.evidence["acted_after_xyz_base"])  # ... and where the push sent it
+    assert (went[:2] - acted[:2]) @ [math.cos(run.goal.theta), math.sin(run.goal.theta)] > 0.03
 
 
 def test_a_size_no_known_noun_has_is_no_evidence_of_a_wrong_object(world):

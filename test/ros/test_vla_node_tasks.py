@@ -234,16 +234,22 @@ def test_a_wrong_object_verdict_sets_the_object_acted_on_aside_for_the_steps_nam
 
     tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
     run = verifying(tracker, plan)
-    tracker.judged(run, verdict("failure", "object_still_on_table"), max_retries=3)
+    tracker.judged(run, verdict("failure", "object_still_on_table"), max_retries=9)
     assert run.refuted == {} and refuted_for(run, plan.steps[0]) == ()
     tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"})
     tracker.report(report(1, 0), now=11.0, patience=5.0, verify=True)
-    tracker.judged(run, Verdict("failure", 0.9, "wrong_object", {"acted_xyz_base": [0.4, -0.1, 0.03]}), 3)
+    tracker.judged(run, Verdict("failure", 0.9, "wrong_object", {"acted_xyz_base": [0.4, -0.1, 0.03]}), 9)
     tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"})
     tracker.report(report(1, 0), now=12.0, patience=5.0, verify=True)
-    tracker.judged(run, Verdict("failure", 0.9, "wrong_object", {}), 3)  # no position: nothing to set aside
+    tracker.judged(run, Verdict("failure", 0.9, "wrong_object", {}), 9)  # no position: nothing to set aside
     assert run.refuted == {"cup": [(0.4, -0.1)]}
     assert refuted_for(run, plan.steps[1]) == ((0.4, -0.1),)  # the place names the cup too
+    tracker.grounded(run, Accepted(plan.steps[0]), {"cmd": "pick"})
+    tracker.report(report(1, 0), now=13.0, patience=5.0, verify=True)
+    pushed = {"acted_xyz_base": [0.5, 0.2, 0.03], "acted_after_xyz_base": [0.6, 0.2, 0.03]}  # where it went
+    tracker.judged(run, Verdict("failure", 0.9, "wrong_object", pushed), 9)
+    assert run.refuted == {"cup": [(0.4, -0.1), (0.5, 0.2), (0.6, 0.2)]}
+    run.refuted["cup"] = [(0.4, -0.1)]
 
     class Pipeline:
         def prepare_parsed(self, parsed, text):

@@ -151,13 +151,16 @@ def executor_failure(report: ExecutionReport) -> Any:
 
 
 def refute(run: PlanRun, step: PlanStep, verdict: Any) -> None:
-    """Remember where the object a ``wrong_object`` verdict refuted was (``evidence["acted_xyz_base"]``),
-    under the name it was not. Why: the retry is grounded by the same models on nearly the same
-    frame, and without this it chooses the same wrong object again."""
-    acted = (getattr(verdict, "evidence", None) or {}).get("acted_xyz_base")
-    if verdict.reason != WRONG_OBJECT or not step.object or acted is None:
+    """Remember where the object a ``wrong_object`` verdict refuted was (``evidence["acted_xyz_base"]``)
+    and, for a push, where it went (``"acted_after_xyz_base"``), under the name it was not. Why: the
+    retry is grounded by the same models on nearly the same frame, and without this it chooses the
+    same wrong object again."""
+    evidence = getattr(verdict, "evidence", None) or {}
+    if verdict.reason != WRONG_OBJECT or not step.object:
         return
-    run.refuted.setdefault(step.object, []).append((float(acted[0]), float(acted[1])))
+    for key in ("acted_xyz_base", "acted_after_xyz_base"):
+        if evidence.get(key) is not None:
+            run.refuted.setdefault(step.object, []).append((float(evidence[key][0]), float(evidence[key][1])))
 
 
 def refuted_for(run: PlanRun, step: PlanStep) -> Tuple[Tuple[float, float], ...]:

@@ -402,8 +402,13 @@ class Verifier:
     # ------------------------------------------------------------------ entry point
     def verify(self, step: StepLike, goal: GoalLike, before: Frame, after: Frame,
                camera_to_base: Optional[geometry.RigidTransform] = None,
-               executor_report: Optional[Mapping[str, Any]] = None) -> Verdict:
+               executor_report: Optional[Mapping[str, Any]] = None,
+               set_aside: Sequence[Sequence[float]] = (), set_aside_radius_m: float = 0.03) -> Verdict:
         """Does the step's postcondition hold on ``after``? ``before`` is the frame the goal was grounded on.
+
+        ``set_aside``: base (x, y) of objects already refuted as the step's object (the node's
+        ``PlanRun.refuted``): components within ``set_aside_radius_m`` of one are not the object,
+        nor its rival (grounding set them aside too).
 
         Raises:
             ValueError: when a frame has no intrinsics and none are configured, or the step names
@@ -419,11 +424,11 @@ class Verifier:
         c2b = camera_to_base or self.camera_to_base
         views = (self._view(before, c2b), self._view(after, c2b))
         if skill == "pick":
-            verdict = self._verify_pick(step, goal, *views)
+            verdict = self._verify_pick(step, goal, *views, _Aside(set_aside, set_aside_radius_m))
         elif skill == "place":
             verdict = self._verify_place(step, goal, views[1])
         else:
-            verdict = self._verify_move(step, goal, *views)
+            verdict = self._verify_move(step, goal, *views, _Aside(set_aside, set_aside_radius_m))
         if not views[1].has_depth:
             verdict.evidence["depth"] = "missing"
             verdict.confidence *= self.config.no_depth_confidence
@@ -433,10 +438,12 @@ class Verifier:
         return verdict
 
     # ------------------------------------------------------------------ rules
-    def _verify_pick(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
+    def _verify_pick(self, step: StepLike, goal: GoalLike, before: _View, after: _View,
+                     aside: Optional["_Aside"] = None) -> Verdict:
         """Gone from where it rested (and seen raised), and no better match for the name left behind."""
         cfg = self.config
         start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
+        start, end = _Aside.keep(aside, start), _Aside.keep(aside, end)
         acted = _acted(start, goal.xyz_base)
         rest = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
         heights = [self._lift(after, seen, rest) for seen in end]
@@ -494,10 +501,12 @@ class Verifier:
         reason = OBJECT_BESIDE_DESTINATION if -inside[best] < cfg.beside_margin_m else OBJECT_NOT_IN_DESTINATION
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
 
-    def _verify_move(self, step: StepLike, goal: GoalLike, before: _View, after: _View) -> Verdict:
+    def _verify_move(self, step: StepLike, goal: GoalLike, before: _View, after: _View,
+                     aside: Optional["_Aside"] = None) -> Verdict:
         """The acted-on object's place vacated and a new point ahead along theta (the commanded direction)."""
         cfg = self.config
         start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
+        start, end = _Aside.keep(aside, start), _Aside.keep(aside, end)
         acted = _acted(start, goal.xyz_base)
         origin = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
         direction = np.array([math.cos(goal.theta), math.sin(goal.theta)])
@@ -700,6 +709,20 @@ class Verifier:
     def _confidence(self, margin: float) -> float:
         """0.5 at a threshold, 1.0 once the evidence clears it by ``confidence_scale_m``."""
         return 0.5 + 0.5 * min(1.0, abs(margin) / self.config.confidence_scale_m)
+
+
+class _Aside(NamedTuple):
+    """Objects set aside as not the step's object: base (x, y) points and how close a component must be."""
+
+    points: Sequence[Sequence[float]]
+    radius_m: float
+
+    @staticmethod
+    def keep(aside: Optional["_Aside"], seen: Sequence[_Seen]) -> List[_Seen]:
+        """``seen`` without the components lying within ``radius_m`` of a set-aside point."""
+        if aside is None or not aside.points:
+            return list(seen)
+        return [s for s in seen if all(_xy_distance(s.xyz_base, p) > aside.radius_m for p in aside.points)]
 
 
 def _acted(seen: Sequence[_Seen], goal_xyz: Sequence[float]) -> Optional[_Seen]:

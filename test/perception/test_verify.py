@@ -247,6 +247,11 @@ def test_a_named_object_is_rivalled_only_by_another_object_taking_its_name(world
     assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
     verdict = verifier(True).verify(run.step, run.goal, run.before, run.after)
     assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
+    # a rival the node already refuted as this object (a caught wrong pick, put back) is no rival: grounding
+    # set it aside, and so does the verifier (fresh seed 16541: the retried pick of the right block was flagged)
+    rival = verdict.evidence["rival_xyz_base"][:2]
+    verdict = verifier(True).verify(run.step, run.goal, run.before, run.after, set_aside=[rival])
+    assert (verdict.verdict, verdict.reason) == ("success", reason), verdict.to_dict()
 
 
 @pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])

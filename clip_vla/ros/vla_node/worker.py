@@ -296,10 +296,11 @@ class InferenceWorker:
                    f"step {report.step} cannot be verified: {exc}")
             return
         goal, before = run.grounded[report.step].result, run.before
+        step = run.plan.steps[report.step]
         try:
             verdict = failed or self._verifier_of(pipeline).verify(
-                run.plan.steps[report.step], goal, before.frame, after,
-                camera_to_base or before.camera_to_base, {"outcome": report.outcome})
+                step, goal, before.frame, after, camera_to_base or before.camera_to_base, {"outcome": report.outcome},
+                set_aside=refuted_for(run, step), set_aside_radius_m=pipeline.config.perception.refuted_radius_m)
         except Exception as exc:  # noqa: BLE001 - a verifier fault must not stop the plan: uncertain, said so
             verdict = Verdict(UNCERTAIN, 0.0, "verifier_error", {"error": f"{type(exc).__name__}: {exc}"})
         judgement = self._tasks.judged(run, verdict, settings.max_retries)

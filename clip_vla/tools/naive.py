@@ -164,8 +164,10 @@ class NaivePipeline(VLAPipeline):
         super().__init__(config, models=models)
         self.naive = NaivePerception(self.models, config.models)
 
-    def _perceive(self, frame, prepared, timer, low=None) -> Tuple[Dict[str, Detection], Dict[str, float]]:
-        """The naive rule: ``low`` (``perception.low_destination``) is not applied."""
+    def _perceive(self, frame, prepared, timer, camera_to_base=None,
+                  low=None) -> Tuple[Dict[str, Detection], Dict[str, float]]:
+        """The naive rule: ``low`` (``perception.low_destination``) is not applied, nor are refuted
+        objects set aside (``prepared.avoid_xy``: a retry's concern, not the benchmark's)."""
         from PIL import Image
 
         perception = self.config.perception

@@ -639,8 +639,9 @@ class VerifyConfig(Validated):
     object_sizes: List[str] = setting(factory=list, unset_ok=True, doc="wrong_object: the sizes objects come in, one "
                                       "'NOUN HEIGHT_MIN HEIGHT_MAX LENGTH_MIN LENGTH_MAX' per noun (metres: the "
                                       "top above the table, the footprint's longest side); a pick or push whose "
-                                      "object, measured from depth, fits no size of its name's noun acted on "
-                                      "the wrong object (clip_vla.core.sizes); [\"\"] = none: no size check")
+                                      "object, measured from depth, fits no size of its name's noun and does fit "
+                                      "another noun's acted on the wrong object (clip_vla.core.sizes); [\"\"] = "
+                                      "none: no size check")
     size_height_tolerance_m: float = setting(0.003, "object_sizes: a measured height this far outside the noun's "
                                              "range still fits (depth noise)", range=METRES)
     size_length_tolerance_m: float = setting(0.01, "object_sizes: a measured length this far outside the noun's "

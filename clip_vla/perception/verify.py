@@ -423,12 +423,13 @@ class Verifier:
             raise ValueError(f"a '{skill}' step must name its object")
         c2b = camera_to_base or self.camera_to_base
         views = (self._view(before, c2b), self._view(after, c2b))
+        aside = _Aside(tuple(set_aside), set_aside_radius_m)
         if skill == "pick":
-            verdict = self._verify_pick(step, goal, *views, _Aside(set_aside, set_aside_radius_m))
+            verdict = self._verify_pick(step, goal, *views, aside)
         elif skill == "place":
             verdict = self._verify_place(step, goal, views[1])
         else:
-            verdict = self._verify_move(step, goal, *views, _Aside(set_aside, set_aside_radius_m))
+            verdict = self._verify_move(step, goal, *views, aside)
         if not views[1].has_depth:
             verdict.evidence["depth"] = "missing"
             verdict.confidence *= self.config.no_depth_confidence
@@ -439,11 +440,11 @@ class Verifier:
 
     # ------------------------------------------------------------------ rules
     def _verify_pick(self, step: StepLike, goal: GoalLike, before: _View, after: _View,
-                     aside: Optional["_Aside"] = None) -> Verdict:
+                     aside: "_Aside") -> Verdict:
         """Gone from where it rested (and seen raised), and no better match for the name left behind."""
         cfg = self.config
         start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
-        start, end = _Aside.keep(aside, start), _Aside.keep(aside, end)
+        start, end = aside.keep(start), aside.keep(end)
         acted = _acted(start, goal.xyz_base)
         rest = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
         heights = [self._lift(after, seen, rest) for seen in end]
@@ -502,11 +503,11 @@ class Verifier:
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
 
     def _verify_move(self, step: StepLike, goal: GoalLike, before: _View, after: _View,
-                     aside: Optional["_Aside"] = None) -> Verdict:
+                     aside: "_Aside") -> Verdict:
         """The acted-on object's place vacated and a new point ahead along theta (the commanded direction)."""
         cfg = self.config
         start, end = self._see(before, [step.object])[step.object], self._see(after, [step.object])[step.object]
-        start, end = _Aside.keep(aside, start), _Aside.keep(aside, end)
+        start, end = aside.keep(start), aside.keep(end)
         acted = _acted(start, goal.xyz_base)
         origin = acted.xyz_base if acted is not None else _point3(goal.xyz_base, "goal.xyz_base")
         direction = np.array([math.cos(goal.theta), math.sin(goal.theta)])
@@ -516,17 +517,16 @@ class Verifier:
         moved = [s for s in end if s.detection.area >= least
                  and not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
                              for b in start if b is not acted)]
+        mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin), default=None)
         wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
         if wrong is not None:
-            if moved:  # where the wrong object went: a retry sets it aside there too
-                evidence["acted_after_xyz_base"] = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin)
-                                                       ).xyz_base.tolist()
+            if mover is not None:  # where the wrong object went: a retry sets it aside there too
+                evidence["acted_after_xyz_base"] = mover.xyz_base.tolist()
             return wrong
-        if not moved:  # gone from its place and not seen elsewhere: pushed out of view (or off the table)
+        if mover is None:  # gone from its place and not seen elsewhere: pushed out of view (or off the table)
             left = acted is not None and not any(_xy_distance(e.xyz_base, origin) < cfg.rest_radius_m for e in end)
             return (Verdict(SUCCESS, 0.5, OBJECT_LEFT_REST, evidence) if left
                     else Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence))
-        mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin))
         delta = mover.xyz_base[:2] - origin[:2]
         along = float(delta @ direction)
         evidence.update(displacement_xy_m=delta.tolist(), along_m=along)
@@ -714,15 +714,12 @@ class Verifier:
 class _Aside(NamedTuple):
     """Objects set aside as not the step's object: base (x, y) points and how close a component must be."""
 
-    points: Sequence[Sequence[float]]
+    points: Tuple[Sequence[float], ...]
     radius_m: float
 
-    @staticmethod
-    def keep(aside: Optional["_Aside"], seen: Sequence[_Seen]) -> List[_Seen]:
+    def keep(self, seen: Sequence[_Seen]) -> List[_Seen]:
         """``seen`` without the components lying within ``radius_m`` of a set-aside point."""
-        if aside is None or not aside.points:
-            return list(seen)
-        return [s for s in seen if all(_xy_distance(s.xyz_base, p) > aside.radius_m for p in aside.points)]
+        return [s for s in seen if all(_xy_distance(s.xyz_base, p) > self.radius_m for p in self.points)]
 
 
 def _acted(seen: Sequence[_Seen], goal_xyz: Sequence[float]) -> Optional[_Seen]:

@@ -79,7 +79,7 @@ import numpy as np
 
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
-from clip_vla.core.sizes import measure_object, parse_object_sizes, size_range_for
+from clip_vla.core.sizes import MeasuredSize, measure_object, parse_object_sizes, size_range_for
 from clip_vla.core.types import Detection, Frame, Intrinsics
 from clip_vla.perception.identity import Identify, clip_identifier
 from clip_vla.perception.localize import all_components, detection_from_mask, look_alikes, target_mask
@@ -595,8 +595,11 @@ class Verifier:
         """How far (metres, past the tolerances) the acted-on object's size, measured from depth, lies
         outside every size its name's noun comes in (``verify.object_sizes``), when it fits another
         noun's; None when it fits its own or cannot be judged (no sizes, no size for the noun, no
-        depth, nothing measurable, or a size no known noun has: objects merged into one blob, a
-        ball resting against the tray, or an object the table does not list).
+        depth, nothing measurable, or a size no known noun has: an object the table does not list).
+        A blob that fits no known noun is measured again joining only neighbours within
+        ``size_split_step_m``: objects that touch (a block pushed against a cup, a ball against the
+        tray's rim) meet at a smaller step than the 1.5 cm that keeps apart objects that only touch
+        in the image, and a single object's surface steps by less still.
 
         Why: depth is a second sensor, blind to the colours and textures the models confused; a
         bar and a cup of one colour differ by centimetres (``clip_vla.core.sizes``).
@@ -609,18 +612,29 @@ class Verifier:
         if not before.has_depth:
             evidence["size"] = {"expected": expected.to_dict(), "skipped": "no depth"}
             return None
-        measured = measure_object(acted.detection.mask, before.frame.depth, before.intrinsics,
-                                  before.camera_to_base, self.geometry, cfg.size_above_table_m,
-                                  cfg.size_surface_step_m)
+        measured = self._measure(before, acted, cfg.size_surface_step_m)
         if measured is None:
             evidence["size"] = {"expected": expected.to_dict(), "skipped": "nothing above the table under the mask"}
             return None
         tolerances = (cfg.size_height_tolerance_m, cfg.size_length_tolerance_m)
+
+        def fitting(size: MeasuredSize) -> List[str]:
+            return [noun for noun, other in known.items() if other.excess(size, *tolerances) == 0]
+
+        fits, step = fitting(measured), cfg.size_surface_step_m
+        if not fits and 0 < cfg.size_split_step_m < step:  # touching objects: split where their surfaces meet
+            split = self._measure(before, acted, cfg.size_split_step_m)
+            if split is not None and fitting(split):
+                measured, fits, step = split, fitting(split), cfg.size_split_step_m
         excess = expected.excess(measured, *tolerances)
-        fits = [noun for noun, other in known.items() if other.excess(measured, *tolerances) == 0]
         evidence["size"] = {"expected": expected.to_dict(), "measured": measured.to_dict(), "excess_m": excess,
-                            "fits": fits}
+                            "fits": fits, "surface_step_m": step}
         return excess if excess > 0 and fits else None  # fitting no known size: not one object we know
+
+    def _measure(self, view: _View, seen: _Seen, surface_step_m: float) -> Optional[MeasuredSize]:
+        """The size of the object under ``seen``'s mask on ``view``'s depth (``core.sizes.measure_object``)."""
+        return measure_object(seen.detection.mask, view.frame.depth, view.intrinsics, view.camera_to_base,
+                              self.geometry, self.config.size_above_table_m, surface_step_m)
 
     @staticmethod
     def _executor_verdict(report: Optional[Mapping[str, Any]]) -> Verdict:

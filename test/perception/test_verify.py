@@ -532,6 +532,41 @@ def test_the_named_object_fits_its_size_and_without_depth_the_size_is_not_judged
     assert flat.evidence["size"]["skipped"] == "no depth"
 
 
+def test_objects_that_touch_are_measured_apart_when_together_they_fit_no_noun(world):
+    """The yellow block pushed against the yellow cup (the scene of fresh seed 16,902), then lifted for
+    "the yellow cup". At the 1.5 cm surface step they are one 8 cm tall, 12 cm long blob, no known
+    noun, so the size said nothing; at ``size_split_step_m`` the block's body comes apart from the
+    cup's and fits only a block: the wrong object."""
+    from clip_vla.sim.oracle import ObservationLog
+
+    world.reset(seed=16902, skill="compound")  # "push the yellow block to the left, then grab the yellow cup"
+    block, _ = world.object_pose("yellow block")
+    world.execute("push", tuple(float(c) for c in block), math.pi / 2)
+    world.go_home()
+    log = ObservationLog()
+    before, c2b = _observe(world, log)
+    xyz, yaw = world.object_pose("yellow block")
+    assert np.hypot(*(xyz[:2] - world.object_pose("yellow cup")[0][:2])) < 0.08  # the two touch
+    world.execute("pick", tuple(float(c) for c in xyz), yaw)
+    after, _ = _observe(world, log)
+    step, goal = Step("pick", "yellow cup", None), Goal(tuple(float(c) for c in xyz), yaw)
+    run = Executed(step, goal, before, after, c2b, False, log)
+
+    def verdict(split_step_m: float) -> Verdict:
+        config = replace(sized(), size_split_step_m=split_step_m)
+        return Verifier(grounded_on(run, "yellow block"), ClipVlaConfig().geometry, c2b, config=config).verify(
+            step, goal, before, after)
+
+    merged = verdict(0.0)
+    assert (merged.verdict, merged.evidence["size"]["fits"]) == ("success", []), merged.to_dict()
+    assert merged.evidence["size"]["measured"]["length_m"] > 0.1
+    apart = verdict(sized().size_split_step_m)
+    assert (apart.verdict, apart.reason) == ("failure", v.WRONG_OBJECT), apart.to_dict()
+    size = apart.evidence["size"]
+    assert size["fits"] == ["block"] and size["surface_step_m"] == sized().size_split_step_m
+    assert size["measured"]["height_m"] < 0.06 and size["measured"]["length_m"] < 0.08
+
+
 def test_the_simulated_worlds_sizes_hold_every_catalogue_object_measured_on_its_true_mask(world):
     """Each object of rendered scenes, measured from depth on its label mask, fits its own noun's size
     within the shipped tolerances, and a bar fits no other noun's nor another shape a bar's. (Balls
@@ -547,11 +582,12 @@ def test_the_simulated_worlds_sizes_hold_every_catalogue_object_measured_on_its_
         frame, c2b = _observe(world, log)
         obs = log.get(frame.stamp)
         for name in executed_task_distractors(Executed(None, None, frame, None, c2b, True, log)):
-            size = measure_object(obs.mask_of(name), frame.depth, frame.intrinsics, c2b, ClipVlaConfig().geometry,
-                                  cfg.size_above_table_m)
-            for noun, expected in ranges.items():
-                fit = expected.excess(size, cfg.size_height_tolerance_m, cfg.size_length_tolerance_m) == 0
-                fits.setdefault((name.split()[-1], noun), set()).add(fit)
+            for step in (cfg.size_surface_step_m, cfg.size_split_step_m):  # the finer step splits no object
+                size = measure_object(obs.mask_of(name), frame.depth, frame.intrinsics, c2b,
+                                      ClipVlaConfig().geometry, cfg.size_above_table_m, step)
+                for noun, expected in ranges.items():
+                    fit = expected.excess(size, cfg.size_height_tolerance_m, cfg.size_length_tolerance_m) == 0
+                    fits.setdefault((name.split()[-1], noun), set()).add(fit)
             assert size_range_for(name, ranges) is not None
     assert {shape for shape, noun in fits if shape == noun} >= {"cup", "bar"}
     for (shape, noun), seen in fits.items():

@@ -492,7 +492,8 @@ class Verifier:
             evidence["gripper_empty_check"] = "skipped: no depth, height unknown"
         resting = [h is None or h <= cfg.max_rest_height_m for h in heights]
         best = max(range(len(objects)), key=lambda i: (resting[i], inside[i]))
-        evidence.update(inside_footprint_m=inside[best], object_height_m=heights[best])
+        evidence.update(inside_footprint_m=inside[best], object_height_m=heights[best],
+                        object_xyz_base=objects[best].xyz_base.tolist())  # where it is now (``tasks.settle``)
         margin = inside[best] + cfg.footprint_tolerance_m
         if resting[best] and margin >= 0:
             return Verdict(SUCCESS, self._confidence(margin), OBJECT_IN_DESTINATION, evidence)
@@ -529,7 +530,7 @@ class Verifier:
                     else Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence))
         delta = mover.xyz_base[:2] - origin[:2]
         along = float(delta @ direction)
-        evidence.update(displacement_xy_m=delta.tolist(), along_m=along)
+        evidence.update(displacement_xy_m=delta.tolist(), along_m=along, object_xyz_base=mover.xyz_base.tolist())
         margin = along - cfg.min_push_m
         if margin >= 0:
             return Verdict(SUCCESS, self._confidence(margin), OBJECT_MOVED, evidence)

@@ -174,6 +174,19 @@ def test_pick_evidence_has_the_points_before_and_after_and_the_lift(world):
     assert verdict.to_dict()["evidence"]["object_after"][0]["area_px"] > 0  # JSON-ready
 
 
+@pytest.mark.parametrize("key", ["place_ok", "push_ok"])
+def test_a_passed_place_or_push_says_where_its_object_now_rests(world, key):
+    """``evidence["object_xyz_base"]``: the after frame's component judged, which the node keeps so that
+    other objects' steps do not take it for theirs (``tasks.settle``)."""
+    verdict, _ = verdict_of(world, key)
+    rests = verdict.evidence["object_xyz_base"]
+    assert rests in [c["xyz_base"] for c in verdict.evidence["object_after"]]
+    if key == "place_ok":
+        assert verdict.evidence["inside_footprint_m"] >= 0
+    else:
+        assert verdict.evidence["along_m"] >= VerifyConfig().min_push_m
+
+
 def test_a_missing_object_is_uncertain_not_a_failure(world):
     run = executed(world, "pick_ok")
 

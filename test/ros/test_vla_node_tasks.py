@@ -261,3 +261,45 @@ def test_a_wrong_object_verdict_sets_the_object_acted_on_aside_for_the_steps_nam
     assert prepared.avoid_xy == ((0.4, -0.1),) and prepared.parsed.object == "cup"
     other = ParsedInstruction(text="pick up the bowl", skill="pick", object="bowl")
     assert prepare_step(Pipeline(), run, make_plan([other], command=other.text).steps[0]).avoid_xy == ()
+
+
+def judged_step(tracker, run, index, outcome, evidence=None, now=20.0):
+    """Ground step ``index`` of ``run``, report it done and judge it ``outcome`` with ``evidence``."""
+    from clip_vla.perception.verify import Verdict
+
+    tracker.grounded(run, Accepted(run.plan.steps[index]), {"cmd": run.plan.steps[index].skill})
+    tracker.report(report(run.command.command_id, index), now=now + index, patience=5.0, verify=True)
+    return tracker.judged(run, Verdict(outcome, 0.9, "r", evidence or {}), 2)
+
+
+def test_a_verified_place_says_where_its_object_rests_for_the_verifier_of_other_objects_steps():
+    """The tray's red bar is not the red ball's rival (``tasks.set_aside_for``): where a passed place
+    left its object is set aside for steps naming other objects, not for its own; a pick of it takes it
+    off the table, and an uncertain verdict settles nothing."""
+    from clip_vla.ros.vla_node.tasks import set_aside_for
+
+    steps = [ParsedInstruction(text="put the bar in the tray", skill="place", object="bar", destination="tray"),
+             ParsedInstruction(text="pick up the ball", skill="pick", object="ball"),
+             ParsedInstruction(text="pick up the bar", skill="pick", object="bar")]
+    tracker, plan = TaskTracker(threading.Condition()), make_plan(steps, command="put the bar in the tray, ...")
+    skills = [(s.skill, s.object) for s in plan.steps]
+    assert skills == [("pick", "bar"), ("place", "bar"), ("pick", "ball"), ("pick", "bar")]
+    run = running(tracker, plan)
+    tracker.report(report(1, 0), now=10.0, patience=5.0, verify=True)
+    tracker.judged(run, verdict("success"), 2)
+    assert run.settled == {}
+    judged_step(tracker, run, 1, "success", {"object_xyz_base": [0.5, 0.2, 0.01]})
+    assert run.settled == {"bar": (0.5, 0.2)}
+    run.refuted["ball"] = [(0.3, -0.1)]
+    assert set_aside_for(run, plan.steps[2]) == ((0.3, -0.1), (0.5, 0.2))  # the ball's: refuted, and the bar
+    assert set_aside_for(run, plan.steps[3]) == ()  # the bar's own pick: it is where the bar is
+    judged_step(tracker, run, 2, "success")
+    assert judged_step(tracker, run, 3, "success").ending.outcome == "done"
+    assert run.settled == {}  # the bar picked again: in the hand
+
+    tracker, plan = TaskTracker(threading.Condition()), two_step_plan()
+    run = running(tracker, plan)
+    tracker.report(report(1, 0), now=10.0, patience=5.0, verify=True)
+    tracker.judged(run, verdict("success"), 2)
+    judged_step(tracker, run, 1, "uncertain", {"object_xyz_base": [0.5, 0.2, 0.01]})
+    assert run.settled == {}

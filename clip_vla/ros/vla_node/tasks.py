@@ -67,6 +67,9 @@ class PlanRun:
     # object name -> base (x, y) of the objects the verifier judged not to be it (wrong_object): a step naming
     # it is grounded again with them set aside (``PreparedCommand.avoid_xy``), not on the same wrong object
     refuted: Dict[str, List[Tuple[float, float]]] = field(default_factory=dict)
+    # object name -> base (x, y) where a place or push the verifier passed left it: that object is not the one
+    # a later step names otherwise, so the verifier does not take it for that step's object or its rival
+    settled: Dict[str, Tuple[float, float]] = field(default_factory=dict)
 
     @property
     def next_index(self) -> int:
@@ -166,6 +169,32 @@ def refute(run: PlanRun, step: PlanStep, verdict: Any) -> None:
 def refuted_for(run: PlanRun, step: PlanStep) -> Tuple[Tuple[float, float], ...]:
     """Where the objects refuted as ``step``'s object are (``PreparedCommand.avoid_xy``); () for none."""
     return tuple(run.refuted.get(step.object or "", ()))
+
+
+def settle(run: PlanRun, step: PlanStep, verdict: Any) -> None:
+    """Remember where a step that passed verification left its object (``evidence["object_xyz_base"]``);
+    a picked object is in the hand, no longer anywhere on the table."""
+    if not step.object or step.put_back:
+        return
+    if step.skill == "pick":
+        run.settled.pop(step.object, None)
+        return
+    xyz = (getattr(verdict, "evidence", None) or {}).get("object_xyz_base")
+    if xyz is not None:
+        run.settled[step.object] = (float(xyz[0]), float(xyz[1]))
+
+
+def set_aside_for(run: PlanRun, step: PlanStep) -> Tuple[Tuple[float, float], ...]:
+    """What the verifier sets aside when it judges ``step`` (``Verifier.verify(set_aside=...)``): the
+    objects refuted as its object, and where the plan's verified steps left the objects of other names.
+
+    Why the second: "first put the red bar on the tray, then grab the red ball" (fresh seed 16,960):
+    the bar in the tray still took the name "red ball" better than the ball, and as the ball's rival
+    it refuted a right pick. The plan knows that object is the bar. Grounding is not given these
+    places: objects put side by side in one tray would set each other aside.
+    """
+    others = tuple(xy for name, xy in run.settled.items() if name != step.object)
+    return refuted_for(run, step) + others
 
 
 class TaskTracker:
@@ -289,6 +318,8 @@ class TaskTracker:
             last = index == len(run.plan.steps) - 1
             emptied = run.plan.steps[index].put_back and self._holding is None  # all a put-back has to do
             if verdict.verdict != "failure" or emptied:
+                if verdict.verdict == "success":
+                    settle(run, run.plan.steps[index], verdict)
                 if last:
                     self._run = None
                     self._cond.notify_all()

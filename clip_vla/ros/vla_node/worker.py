@@ -35,7 +35,8 @@ from clip_vla.ros.vla_node.inputs import CameraInputs
 from clip_vla.ros.vla_node.outputs import Outputs, goal_record
 from clip_vla.ros.vla_node.settings import NodeSettings
 from clip_vla.ros.vla_node.suggestions import SUGGESTION_ROUND, SuggestionRounds
-from clip_vla.ros.vla_node.tasks import EXECUTION_FAILED, PlanRun, TaskTracker, executor_failure, refuted_for
+from clip_vla.ros.vla_node.tasks import (EXECUTION_FAILED, PlanRun, TaskTracker, executor_failure, refuted_for,
+                                         set_aside_for)
 from clip_vla.ros.vla_node.tf import TfLookup
 
 NEXT_STEP_PATIENCE_S = 5.0  # wait this long for a frame stamped after a step's report, then refuse stale_frame
@@ -300,7 +301,7 @@ class InferenceWorker:
         try:
             verdict = failed or self._verifier_of(pipeline).verify(
                 step, goal, before.frame, after, camera_to_base or before.camera_to_base, {"outcome": report.outcome},
-                set_aside=refuted_for(run, step), set_aside_radius_m=pipeline.config.perception.refuted_radius_m)
+                set_aside=set_aside_for(run, step), set_aside_radius_m=pipeline.config.perception.refuted_radius_m)
         except Exception as exc:  # noqa: BLE001 - a verifier fault must not stop the plan: uncertain, said so
             verdict = Verdict(UNCERTAIN, 0.0, "verifier_error", {"error": f"{type(exc).__name__}: {exc}"})
         judgement = self._tasks.judged(run, verdict, settings.max_retries)

@@ -113,13 +113,17 @@ def size_range_for(name: str, ranges: Mapping[str, SizeRange]) -> Optional[SizeR
 
 def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
                    camera_to_base: geometry.RigidTransform, config: GeometryConfig,
-                   above_table_m: float, surface_step_m: float = SURFACE_STEP_M) -> Optional[MeasuredSize]:
+                   above_table_m: float, surface_step_m: float = SURFACE_STEP_M,
+                   at_xy: Optional[Sequence[float]] = None) -> Optional[MeasuredSize]:
     """The height and length of the blob of above-table pixels that ``mask`` lies on (module docstring).
 
     ``above_table_m``: a pixel this high above the table belongs to an object (more than the
     depth noise); ``surface_step_m``: neighbouring pixels whose points lie farther apart are on
-    different objects (``_bodies``). None when the mask touches no such pixel (nothing
-    measurable: no depth there, or a mask on the bare table).
+    different objects (``_bodies``). A mask over several blobs measures the one with most of its
+    pixels, or with ``at_xy`` (base frame: where the gripper acted) the one reaching closest to
+    it: a mask lighting a bar and the top of the cup in front of it, with the goal on the cup,
+    is about the cup. None when the mask touches no such pixel (nothing measurable: no depth
+    there, or a mask on the bare table).
     """
     mask = np.asarray(mask, dtype=bool)
     window = _window(mask)
@@ -136,7 +140,7 @@ def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
     if on.size == 0:
         return None
     ids, counts = np.unique(on, return_counts=True)
-    blob = labels == ids[np.argmax(counts)]
+    blob = labels == (ids[np.argmax(counts)] if at_xy is None else _closest(labels, ids, points, at_xy))
     xy = points[blob][:, :2]
     height = float(np.percentile(heights[blob], 95))
     length = 0.0
@@ -187,6 +191,13 @@ def _bodies(heights: np.ndarray, points: np.ndarray, above_table_m: float, surfa
     step[:-1] |= down
     _, labels = cv2.connectedComponents((above & ~step).astype(np.uint8), connectivity=4)
     return labels
+
+
+def _closest(labels: np.ndarray, ids: np.ndarray, points: np.ndarray, at_xy: Sequence[float]) -> int:
+    """The label among ``ids`` with a pixel whose point lies closest (xy) to ``at_xy``."""
+    with np.errstate(invalid="ignore"):
+        distance = np.hypot(points[..., 0] - float(at_xy[0]), points[..., 1] - float(at_xy[1]))
+    return int(min(ids, key=lambda i: float(np.nanmin(distance[labels == i]))))
 
 
 def _window(mask: np.ndarray) -> Optional[Tuple[Tuple[int, int], Tuple[int, int]]]:

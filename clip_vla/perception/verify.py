@@ -69,6 +69,7 @@ resting on it, is refused with its own reason instead of being executed.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import (TYPE_CHECKING, Any, Callable, Collection, Dict, List, Mapping, NamedTuple, Optional, Protocol,
@@ -457,7 +458,7 @@ class Verifier:
             left, evidence["lift_m"] = staying[0]
             return Verdict(FAILURE, self._confidence(cfg.rest_radius_m - _xy_distance(left.xyz_base, rest)),
                            OBJECT_STILL_ON_TABLE, evidence)
-        wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
+        wrong = self._wrong_object(before, step.object, start, acted, end, goal.xyz_base, evidence)
         if wrong is not None:
             return wrong
         raised = [h for h in heights if h is not None and h >= cfg.min_lift_m]
@@ -482,7 +483,8 @@ class Verifier:
             return Verdict(UNCERTAIN, 0.5, OBJECT_NOT_FOUND, evidence)
         if not destinations:
             return Verdict(UNCERTAIN, 0.5, DESTINATION_NOT_FOUND, evidence)
-        footprint = self._footprint(after, destinations[0].detection)
+        whole = _joined_through(destinations, objects)
+        footprint = self._footprint(after, dataclasses.replace(destinations[0].detection, mask=whole))
         inside = [float(cv2.pointPolygonTest(footprint, (float(o.xyz_base[0]), float(o.xyz_base[1])), True))
                   for o in objects]
         heights = [self._height(o) for o in objects]
@@ -519,7 +521,7 @@ class Verifier:
                  and not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
                              for b in start if b is not acted)]
         mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin), default=None)
-        wrong = self._wrong_object(before, step.object, start, acted, end, evidence)
+        wrong = self._wrong_object(before, step.object, start, acted, end, goal.xyz_base, evidence)
         if wrong is not None:
             if mover is not None:  # where the wrong object went: a retry sets it aside there too
                 evidence["acted_after_xyz_base"] = mover.xyz_base.tolist()
@@ -538,19 +540,19 @@ class Verifier:
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
 
     def _wrong_object(self, before: _View, name: str, start: Sequence[_Seen], acted: Optional[_Seen],
-                      end: Sequence[_Seen], evidence: Dict[str, Any]) -> Optional[Verdict]:
+                      end: Sequence[_Seen], goal_xyz: Sequence[float], evidence: Dict[str, Any]) -> Optional[Verdict]:
         """``wrong_object`` when a rival of the acted-on component is left where it was (the larger the
         rival relative to the acted-on component, the surer), when the acted-on object's size fits no
         size of its name's noun (the farther outside, the surer), or when CLIP names the acted-on
         object's crop otherwise (the larger the log-odds gap past the margin, the surer); else None."""
         if acted is not None:  # where the object acted on was: a retry sets it aside if this refutes it
             evidence["acted_xyz_base"] = acted.xyz_base.tolist()
-        rival = self._rival_left(start, acted, end)
+        rival = self._rival_left(before, name, start, acted, end, evidence)
         if rival is not None:
             evidence["rival_xyz_base"] = rival.xyz_base.tolist()
             return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, rival.detection.area / max(acted.detection.area, 1)),
                            WRONG_OBJECT, evidence)
-        misfit = self._size_misfit(before, name, acted, evidence)
+        misfit = self._size_misfit(before, name, acted, _point3(goal_xyz, "goal.xyz_base")[:2], evidence)
         if misfit is not None:
             return Verdict(FAILURE, self._confidence(misfit), WRONG_OBJECT, evidence)
         if self.identify is None or acted is None:
@@ -565,16 +567,20 @@ class Verifier:
         return Verdict(FAILURE, 0.5 + 0.5 * min(1.0, excess / max(self.config.identity_margin_nats, 1.0)),
                        WRONG_OBJECT, evidence)
 
-    def _rival_left(self, start: Sequence[_Seen], acted: Optional[_Seen], end: Sequence[_Seen]) -> Optional[_Seen]:
+    def _rival_left(self, before: _View, name: str, start: Sequence[_Seen], acted: Optional[_Seen],
+                    end: Sequence[_Seen], evidence: Dict[str, Any]) -> Optional[_Seen]:
         """A second opinion on which object the name meant: another component of the before frame,
         big enough and (mean logit, averaged over both frames: two looks) surer per pixel than the
-        one acted on, that is still where it was.
+        one acted on, that is still where it was, and whose size (``verify.object_sizes``) does not
+        rule out the name.
 
         Why: the goal's component won by probability mass; when an unmoved rival matches the name
         better per pixel, the step most likely moved a look-alike and the named object is still there.
         When the acted-on component is a scene object named by the phrase (grounding by naming), its
         rivals are the other objects that take the name: a look-alike lit by the phrase in places
-        was already judged, and named otherwise.
+        was already judged, and named otherwise. A rival that depth measures as another noun's
+        object (a cup standing 6 cm tall rivalling "the yellow block") is no evidence: it is listed
+        in ``evidence["rivals_not_the_size"]``.
         """
         if acted is None:
             return None
@@ -587,36 +593,51 @@ class Verifier:
                 continue
             sure = (other.mean_logit + again[0].mean_logit) / 2.0  # two looks at it
             big = other.detection.area >= cfg.rival_min_area_fraction * acted.detection.area
-            if big and sure >= acted.mean_logit + cfg.rival_logit_margin:
-                return other
+            if not (big and sure >= acted.mean_logit + cfg.rival_logit_margin):
+                continue
+            size = self._size_evidence(before, name, other, other.xyz_base[:2])
+            if size is not None and _misfit(size) is not None:
+                evidence.setdefault("rivals_not_the_size", []).append({"xyz_base": other.xyz_base.tolist(), **size})
+                continue
+            return other
         return None
 
-    def _size_misfit(self, before: _View, name: str, acted: Optional[_Seen],
+    def _size_misfit(self, before: _View, name: str, acted: Optional[_Seen], goal_xy: Sequence[float],
                      evidence: Dict[str, Any]) -> Optional[float]:
         """How far (metres, past the tolerances) the acted-on object's size, measured from depth, lies
         outside every size its name's noun comes in (``verify.object_sizes``), when it fits another
-        noun's; None when it fits its own or cannot be judged (no sizes, no size for the noun, no
-        depth, nothing measurable, or a size no known noun has: an object the table does not list).
-        A blob that fits no known noun is measured again joining only neighbours within
-        ``size_split_step_m``: objects that touch (a block pushed against a cup, a ball against the
-        tray's rim) meet at a smaller step than the 1.5 cm that keeps apart objects that only touch
-        in the image, and a single object's surface steps by less still.
+        noun's; None when it fits its own or cannot be judged (``_size_evidence``). Of the blobs under
+        the mask, the one reaching closest to the goal (``goal_xy``) is measured: the gripper acted there.
 
         Why: depth is a second sensor, blind to the colours and textures the models confused; a
         bar and a cup of one colour differ by centimetres (``clip_vla.core.sizes``).
         """
+        size = self._size_evidence(before, name, acted, goal_xy) if acted is not None else None
+        if size is None:
+            return None
+        evidence["size"] = size
+        return _misfit(size)
+
+    def _size_evidence(self, view: _View, name: str, seen: _Seen, at_xy: Sequence[float]) -> Optional[Dict[str, Any]]:
+        """``seen``'s object measured on ``view``'s depth against the sizes of ``name``'s noun: the
+        expected range, the measured size, how far outside (``excess_m``), the nouns it fits; or why it
+        was not measured (``skipped``). None when no size is known for the noun.
+
+        A blob that fits no known noun is measured again joining only neighbours within
+        ``size_split_step_m``: objects that touch (a block pushed against a cup, a ball against the
+        tray's rim) meet at a smaller step than the 1.5 cm that keeps apart objects that only touch
+        in the image, and a single object's surface steps by less still.
+        """
         cfg = self.config
         known = parse_object_sizes(cfg.object_sizes)
-        expected = size_range_for(name, known) if known and acted is not None else None
+        expected = size_range_for(name, known) if known else None
         if expected is None:
             return None
-        if not before.has_depth:
-            evidence["size"] = {"expected": expected.to_dict(), "skipped": "no depth"}
-            return None
-        measured = self._measure(before, acted, cfg.size_surface_step_m)
+        if not view.has_depth:
+            return {"expected": expected.to_dict(), "skipped": "no depth"}
+        measured = self._measure(view, seen, cfg.size_surface_step_m, at_xy)
         if measured is None:
-            evidence["size"] = {"expected": expected.to_dict(), "skipped": "nothing above the table under the mask"}
-            return None
+            return {"expected": expected.to_dict(), "skipped": "nothing above the table under the mask"}
         tolerances = (cfg.size_height_tolerance_m, cfg.size_length_tolerance_m)
 
         def fitting(size: MeasuredSize) -> List[str]:
@@ -624,18 +645,18 @@ class Verifier:
 
         fits, step = fitting(measured), cfg.size_surface_step_m
         if not fits and 0 < cfg.size_split_step_m < step:  # touching objects: split where their surfaces meet
-            split = self._measure(before, acted, cfg.size_split_step_m)
+            split = self._measure(view, seen, cfg.size_split_step_m, at_xy)
             if split is not None and fitting(split):
                 measured, fits, step = split, fitting(split), cfg.size_split_step_m
-        excess = expected.excess(measured, *tolerances)
-        evidence["size"] = {"expected": expected.to_dict(), "measured": measured.to_dict(), "excess_m": excess,
-                            "fits": fits, "surface_step_m": step}
-        return excess if excess > 0 and fits else None  # fitting no known size: not one object we know
+        return {"expected": expected.to_dict(), "measured": measured.to_dict(),
+                "excess_m": expected.excess(measured, *tolerances), "fits": fits, "surface_step_m": step}
 
-    def _measure(self, view: _View, seen: _Seen, surface_step_m: float) -> Optional[MeasuredSize]:
-        """The size of the object under ``seen``'s mask on ``view``'s depth (``core.sizes.measure_object``)."""
+    def _measure(self, view: _View, seen: _Seen, surface_step_m: float,
+                 at_xy: Sequence[float]) -> Optional[MeasuredSize]:
+        """The size of the object under ``seen``'s mask closest to ``at_xy`` on ``view``'s depth
+        (``core.sizes.measure_object``)."""
         return measure_object(seen.detection.mask, view.frame.depth, view.intrinsics, view.camera_to_base,
-                              self.geometry, self.config.size_above_table_m, surface_step_m)
+                              self.geometry, self.config.size_above_table_m, surface_step_m, at_xy)
 
     @staticmethod
     def _executor_verdict(report: Optional[Mapping[str, Any]]) -> Verdict:
@@ -744,6 +765,31 @@ def _acted(seen: Sequence[_Seen], goal_xyz: Sequence[float]) -> Optional[_Seen]:
     if named:
         return named[0]
     return min(seen, key=lambda s: _xy_distance(s.xyz_base, goal_xyz), default=None)
+
+
+def _joined_through(destinations: Sequence[_Seen], objects: Sequence[_Seen]) -> np.ndarray:
+    """The destination's mask: its best component, and every other one of its components that the
+    object's masks touching it join to it. Why: a cup standing in a bowl hides the bowl's middle and
+    splits its mask in two; the footprint of one half put the cup beside the bowl (validation seed
+    52,774, flagged three times)."""
+    first = destinations[0].detection.mask
+    kernel = np.ones((3, 3), np.uint8)
+    near = cv2.dilate(first.astype(np.uint8), kernel).astype(bool)
+    bridges = [o.detection.mask for o in objects if (o.detection.mask & near).any()]
+    if len(destinations) < 2 or not bridges:
+        return first
+    pieces = [d.detection.mask for d in destinations]
+    union = np.logical_or.reduce(pieces + bridges)
+    _, labels = cv2.connectedComponents(cv2.dilate(union.astype(np.uint8), kernel), connectivity=8)
+    joined = np.isin(labels, np.unique(labels[first]))
+    return np.logical_or.reduce([p for p in pieces if (p & joined).any()])
+
+
+def _misfit(size: Mapping[str, Any]) -> Optional[float]:
+    """A size evidence's excess (metres) when the object fits no size of its noun and does fit another
+    noun's; None otherwise (it fits its own, was not measured, or fits no known noun at all)."""
+    excess = size.get("excess_m", 0.0)
+    return excess if excess > 0 and size.get("fits") else None
 
 
 def _xy_distance(a: Sequence[float], b: Sequence[float]) -> float:

@@ -118,6 +118,20 @@ def test_each_object_is_measured_apart_from_its_neighbours():
     assert measure(depth, bar).height_m == pytest.approx(0.03, abs=1e-4)
 
 
+def test_a_mask_over_two_objects_measures_the_one_at_the_goal():
+    """A mask lighting a bar and part of a cup beside it: most of it is on the bar, but the gripper
+    went to the cup (``at_xy``), so the cup is measured (validation seed 52,786)."""
+    depth, (bar, cup) = scene(((0.5, 0.0), 0.12, 0.03, 0.03, 0.0), ((0.5, 0.06), 0.05, 0.05, 0.07, 0.0))
+    cols = np.flatnonzero(cup.any(axis=0))
+    both = bar | (cup & (np.arange(SHAPE[1]) < cols[len(cols) // 3]))  # a third of the cup
+    assert (both & bar).sum() > (both & cup).sum()
+    assert measure(depth, both).height_m == pytest.approx(0.03, abs=1e-4)  # most of the mask: the bar
+    at_cup = measure_object(both, depth, K, DOWN, GEOMETRY, 0.006, at_xy=(0.5, 0.06))
+    assert at_cup.height_m == pytest.approx(0.07, abs=1e-4) and at_cup.length_m < 0.07
+    at_bar = measure_object(both, depth, K, DOWN, GEOMETRY, 0.006, at_xy=(0.47, 0.0))
+    assert at_bar.height_m == pytest.approx(0.03, abs=1e-4)
+
+
 def test_a_mask_on_the_bare_table_or_without_depth_measures_nothing():
     depth, (mask,) = scene(((0.5, 0.0), 0.05, 0.05, 0.05, 0.0))
     table = np.roll(mask, 150, axis=1)

@@ -198,6 +198,39 @@ def test_a_missing_object_is_uncertain_not_a_failure(world):
     assert (verdict.verdict, verdict.reason) == ("uncertain", v.OBJECT_NOT_FOUND)
 
 
+def test_a_destination_split_in_two_by_the_object_in_it_is_joined_through_the_object(world):
+    """The object standing in the tray hides a band of it, and the tray's mask comes in two pieces
+    (validation seed 52,774: a cup in the bowl). One piece alone puts the object beside it; the
+    pieces the object's mask joins are one footprint, and the object is inside."""
+    import cv2
+
+    from clip_vla.perception.verify import component_from_mask
+    from clip_vla.tools.verify_eval import oracle_perceiver
+
+    run, inner = executed(world, "place_ok"), oracle_perceiver(executed(world, "place_ok").log)
+
+    def split(keep: int):
+        def perceive(frame, phrases):
+            out = inner(frame, phrases)
+            cols = np.flatnonzero(out[run.step.object][0].detection.mask.any(axis=0))
+            cut = out[run.step.destination][0].detection.mask.copy()
+            cut[:, cols[0]:cols[-1] + 1] = False  # the band the object hides
+            n, labels = cv2.connectedComponents(cut.astype(np.uint8))
+            pieces = sorted((labels == i for i in range(1, n)), key=lambda m: -int(m.sum()))
+            assert len(pieces) == 2
+            out[run.step.destination] = [component_from_mask(run.step.destination, p) for p in pieces[:keep]]
+            return out
+
+        return Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base).verify(
+            run.step, run.goal, run.before, run.after)
+
+    one = split(keep=1)
+    assert one.verdict == "failure" and one.evidence["inside_footprint_m"] < -0.01, one.to_dict()
+    both = split(keep=2)
+    assert (both.verdict, both.reason) == ("success", v.OBJECT_IN_DESTINATION), both.to_dict()
+    assert both.evidence["inside_footprint_m"] > 0.02
+
+
 def test_a_held_object_over_the_destination_means_the_gripper_is_not_empty(world):
     run = executed(world, "pick_ok")  # the object is held high after a pick: as if the place never let go
     step = Step("place", run.step.object, "bowl")
@@ -234,6 +267,25 @@ def test_a_better_match_left_where_it_was_means_the_wrong_object_was_moved(world
     verdict = with_look_alike(run, mean_logit=3.5).verify(run.step, run.goal, run.before, run.after)
     assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
     assert "rival_xyz_base" in verdict.evidence
+
+
+@pytest.mark.parametrize("key,rival_shape", [("pick_ok", "ball"), ("push_ok", "cup")])
+def test_a_rival_whose_size_rules_out_the_name_is_no_rival(world, key, rival_shape):
+    """The yellow ball rivalling "the yellow block" is a block's size: still a rival. The green cup
+    rivalling "the green bar" stands 7 cm tall, a cup's size, no bar's: no evidence the bar was
+    left (validation seed 52,785: a small cup refuted a right pick of the block)."""
+    run = executed(world, key)
+    verifier = with_look_alike(run, mean_logit=3.5)
+    verifier.config = sized()
+    verdict = verifier.verify(run.step, run.goal, run.before, run.after)
+    if rival_shape == "ball":
+        assert (verdict.verdict, verdict.reason) == ("failure", v.WRONG_OBJECT), verdict.to_dict()
+        assert "rival_xyz_base" in verdict.evidence and "rivals_not_the_size" not in verdict.evidence
+        return
+    assert (verdict.verdict, verdict.reason) == ("success", v.OBJECT_MOVED), verdict.to_dict()
+    (ruled_out,) = verdict.evidence["rivals_not_the_size"]
+    assert ruled_out["fits"] == ["cup"] and ruled_out["excess_m"] > 0.02
+    assert verdict.evidence["size"]["fits"] == ["bar"]  # the pushed object itself is a bar
 
 
 @pytest.mark.parametrize("key,reason", [("pick_ok", v.OBJECT_LIFTED), ("push_ok", v.OBJECT_MOVED)])

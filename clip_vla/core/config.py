@@ -637,8 +637,9 @@ class VerifyConfig(Validated):
     rival_logit_margin: float = setting(0.1, "wrong_object: ... and a mean logit at least the acted-on one's plus "
                                         "this (may be negative)", range=(-100.0, 100.0))
     object_sizes: List[str] = setting(factory=list, unset_ok=True, doc="wrong_object: the sizes objects come in, one "
-                                      "'NOUN HEIGHT_MIN HEIGHT_MAX LENGTH_MIN LENGTH_MAX' per noun (metres: the "
-                                      "top above the table, the footprint's longest side); a pick or push whose "
+                                      "'NOUN HEIGHT_MIN HEIGHT_MAX LENGTH_MIN LENGTH_MAX [flat|round]' per noun "
+                                      "(metres: the top above the table, the footprint's longest side; the top's "
+                                      "shape, optional: a ball's is round); a pick or push whose "
                                       "object, measured from depth, fits no size of its name's noun and does fit "
                                       "another noun's acted on the wrong object (clip_vla.core.sizes); [\"\"] = "
                                       "none: no size check")

@@ -9,8 +9,10 @@ of its noun's range, and another noun's, is the wrong object (``perception.verif
 
     mask ──► every pixel above the table (depth) ──► the connected blob the mask lies on
                                                         ├─ height: 95th percentile of its heights
-                                                        └─ length: its footprint's extent along
-                                                           its major axis (2nd-98th percentile)
+                                                        ├─ length: its footprint's extent along
+                                                        │  its major axis (2nd-98th percentile)
+                                                        └─ top: how much of the footprint lies
+                                                           within 5 mm of the height (flat | round)
 
 The blob, not the mask, is measured: a compact CLIPSeg lights a piece of the object (or a
 piece of the look-alike), while depth outlines the whole body. Neighbouring pixels join only
@@ -32,12 +34,17 @@ from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig
 from clip_vla.core.types import Intrinsics
 
-__all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", "measure_object", "bodies_at"]
+__all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", "measure_object", "bodies_at", "TOPS"]
 
 Range = Tuple[float, float]
 SURFACE_STEP_M = 0.015  # neighbouring pixels farther apart than this in 3D lie on different objects
 WINDOW_GROWTH = 1.0  # the measured window: the mask's box grown by its side each way ...
 WINDOW_MIN_PX = 64  # ... and by at least this many pixels (a 13 cm bar is ~80 px long from 0.8 m)
+TOPS = ("flat", "round")  # a noun's top: flat (block, cup, bar, box) or round (ball, fruit)
+TOP_CAP_M = 0.005  # the top: the blob's points within this of its height ...
+ROUND_TOP_MAX = 0.8  # ... covering at most this fraction of its footprint's area is round: on rendered
+#   scenes a ball's 5 mm cap covers 0.38-0.57 of it, a block's, cup's or bar's top 0.98-1.0
+SHAPE_MISMATCH_M = 0.01  # a top of the other shape counts as this far outside the range (metres)
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,21 @@ class MeasuredSize:
     height_m: float  # its top above the table
     length_m: float  # its footprint's longest extent
     pixels: int  # how many pixels the measured blob has
+    top_fraction: Optional[float] = None  # the area within TOP_CAP_M of its height over its footprint's
 
-    def to_dict(self) -> Dict[str, float]:
-        return {"height_m": round(self.height_m, 4), "length_m": round(self.length_m, 4), "pixels": self.pixels}
+    @property
+    def top(self) -> Optional[str]:
+        """"round" (a ball: only a cap near the height) or "flat"; None when not measured."""
+        if self.top_fraction is None:
+            return None
+        return "round" if self.top_fraction <= ROUND_TOP_MAX else "flat"
+
+    def to_dict(self) -> Dict[str, object]:
+        out: Dict[str, object] = {"height_m": round(self.height_m, 4), "length_m": round(self.length_m, 4),
+                                  "pixels": self.pixels}
+        if self.top_fraction is not None:
+            out.update(top=self.top, top_fraction=round(self.top_fraction, 3))
+        return out
 
 
 @dataclass(frozen=True)
@@ -59,20 +78,27 @@ class SizeRange:
     noun: str
     height_m: Range
     length_m: Range
+    top: Optional[str] = None  # "flat" | "round" | None (not checked)
 
     def excess(self, size: MeasuredSize, height_tolerance_m: float = 0.0, length_tolerance_m: float = 0.0) -> float:
         """How far (metres) the measured size lies outside this range widened by the tolerances, the
-        larger of the two dimensions; 0 when it fits."""
-        return max(_outside(size.height_m, self.height_m) - height_tolerance_m,
-                   _outside(size.length_m, self.length_m) - length_tolerance_m, 0.0)
+        larger of the two dimensions, and at least ``SHAPE_MISMATCH_M`` when its top is of the other
+        shape; 0 when it fits."""
+        metric = max(_outside(size.height_m, self.height_m) - height_tolerance_m,
+                     _outside(size.length_m, self.length_m) - length_tolerance_m, 0.0)
+        other_top = self.top is not None and size.top is not None and size.top != self.top
+        return max(metric, SHAPE_MISMATCH_M) if other_top else metric
 
     def to_dict(self) -> Dict[str, object]:
-        return {"noun": self.noun, "height_m": list(self.height_m), "length_m": list(self.length_m)}
+        out: Dict[str, object] = {"noun": self.noun, "height_m": list(self.height_m), "length_m": list(self.length_m)}
+        if self.top is not None:
+            out["top"] = self.top
+        return out
 
 
 def parse_object_sizes(items: Sequence[str]) -> Dict[str, SizeRange]:
-    """``["cup 0.060 0.084 0.042 0.058", ...]`` (noun, height min/max, length min/max, metres) -> ranges;
-    blank entries are skipped.
+    """``["cup 0.060 0.084 0.042 0.058 flat", ...]`` (noun, height min/max, length min/max, metres, and
+    optionally the top's shape, ``TOPS``) -> ranges; blank entries are skipped.
 
     Why strings: a ROS parameter cannot hold a mapping, and a list of strings can.
 
@@ -85,19 +111,21 @@ def parse_object_sizes(items: Sequence[str]) -> Dict[str, SizeRange]:
         words = str(item).split()
         if not words:  # [""]: ROS's spelling of an empty list
             continue
+        top = words.pop().lower() if words[-1].lower() in TOPS else None
         try:
             numbers = [float(w) for w in words[-4:]]
         except ValueError:
             numbers = []
         noun = " ".join(words[:-4]).strip().lower()
         if len(words) < 5 or len(numbers) != 4 or not noun:
-            raise ValueError(f"'{item}': expected 'NOUN HEIGHT_MIN HEIGHT_MAX LENGTH_MIN LENGTH_MAX' (metres)")
+            raise ValueError(f"'{item}': expected 'NOUN HEIGHT_MIN HEIGHT_MAX LENGTH_MIN LENGTH_MAX [flat|round]' "
+                             "(metres)")
         h_lo, h_hi, l_lo, l_hi = numbers
         if not all(np.isfinite(numbers)) or min(numbers) < 0 or h_lo > h_hi or l_lo > l_hi:
             raise ValueError(f"'{item}': sizes must be finite, >= 0, each minimum at most its maximum")
         if noun in out:
             raise ValueError(f"'{item}': '{noun}' has a size already")
-        out[noun] = SizeRange(noun, (h_lo, h_hi), (l_lo, l_hi))
+        out[noun] = SizeRange(noun, (h_lo, h_hi), (l_lo, l_hi), top)
     return out
 
 
@@ -143,13 +171,16 @@ def measure_object(mask: np.ndarray, depth: np.ndarray, intrinsics: Intrinsics,
     blob = labels == (ids[np.argmax(counts)] if at_xy is None else _closest(labels, ids, points, at_xy))
     xy = points[blob][:, :2]
     height = float(np.percentile(heights[blob], 95))
-    length = 0.0
+    length, top = 0.0, None
     if len(xy) >= 3:
         centred = xy - xy.mean(axis=0)
         _, axes = np.linalg.eigh(np.cov(centred.T))
         along = centred @ axes[:, -1]  # the major axis (largest eigenvalue last)
         length = float(np.percentile(along, 98) - np.percentile(along, 2))
-    return MeasuredSize(height, length, int(blob.sum()))
+        footprint = _hull_area(xy)
+        if footprint > 0:
+            top = _hull_area(xy[heights[blob] >= height - TOP_CAP_M]) / footprint
+    return MeasuredSize(height, length, int(blob.sum()), top)
 
 
 def bodies_at(points_xy: Sequence[Sequence[float]], shape: Tuple[int, int], intrinsics: Intrinsics,
@@ -191,6 +222,13 @@ def _bodies(heights: np.ndarray, points: np.ndarray, above_table_m: float, surfa
     step[:-1] |= down
     _, labels = cv2.connectedComponents((above & ~step).astype(np.uint8), connectivity=4)
     return labels
+
+
+def _hull_area(xy: np.ndarray) -> float:
+    """The area (m^2) of the convex hull of base-frame (x, y) points; 0 for fewer than three."""
+    if len(xy) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(xy.astype(np.float32).reshape(-1, 1, 2))))
 
 
 def _closest(labels: np.ndarray, ids: np.ndarray, points: np.ndarray, at_xy: Sequence[float]) -> int:

@@ -49,13 +49,14 @@ SIM_RIVAL_LOGIT_MARGIN = 1.0
 
 def sim_object_sizes() -> List[str]:
     """``verify.object_sizes`` of the simulated catalogue: every shape's height and length range over its
-    sizes (``clip_vla.sim.objects.shape_sizes``), as a robot's integrator writes those of its objects."""
+    sizes (``clip_vla.sim.objects.shape_sizes``) and its top (a ball's is round), as a robot's
+    integrator writes those of its objects."""
     from clip_vla.sim.objects import DEFAULT_SHAPES, shape_sizes
 
     rows = []
     for shape in DEFAULT_SHAPES:
         (h_lo, h_hi), (l_lo, l_hi) = shape_sizes(shape)
-        rows.append(f"{shape} {h_lo:.4f} {h_hi:.4f} {l_lo:.4f} {l_hi:.4f}")
+        rows.append(f"{shape} {h_lo:.4f} {h_hi:.4f} {l_lo:.4f} {l_hi:.4f} {'round' if shape == 'ball' else 'flat'}")
     return rows
 
 

@@ -56,7 +56,8 @@ def test_entries_parse_to_ranges_and_blank_entries_are_no_size():
 
 
 @pytest.mark.parametrize("entry", ["cup 0.06 0.084 0.042", "0.06 0.084 0.042 0.058 0.1", "cup a b c d",
-                                   "cup 0.09 0.06 0.04 0.05", "cup 0.06 0.08 -0.01 0.05", "cup nan 0.08 0.04 0.05"])
+                                   "cup 0.09 0.06 0.04 0.05", "cup 0.06 0.08 -0.01 0.05", "cup nan 0.08 0.04 0.05",
+                                   "cup 0.06 0.084 0.042 0.058 square", "0.06 0.084 0.042 0.058 round"])
 def test_a_malformed_entry_is_refused_naming_it(entry):
     with pytest.raises(ValueError, match="expected|must be"):
         parse_object_sizes([entry])
@@ -116,6 +117,37 @@ def test_each_object_is_measured_apart_from_its_neighbours():
     assert measure(depth, cup).height_m == pytest.approx(0.07, abs=1e-4)
     assert measure(depth, cup).length_m < 0.07
     assert measure(depth, bar).height_m == pytest.approx(0.03, abs=1e-4)
+
+
+def ball(centre_xy, radius):
+    """Depth of a ball resting on the bare table and its mask, as the downward camera sees it."""
+    v, u = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    table = CAMERA_HEIGHT - GEOMETRY.table_height
+    xy = DOWN.apply(backproject(u.ravel(), v.ravel(), np.full(u.size, table - radius), K))[:, :2]
+    d2 = ((xy - centre_xy) ** 2).sum(axis=1).reshape(SHAPE)
+    inside = d2 < radius ** 2
+    depth = np.full(SHAPE, table, dtype=np.float32)
+    depth[inside] = (table - radius - np.sqrt(radius ** 2 - d2[inside])).astype(np.float32)
+    return depth, inside
+
+
+def test_a_ball_has_a_round_top_and_a_box_a_flat_one():
+    """Only a cap of a ball lies within 5 mm of its height; a box's whole top does. A noun's top
+    (``flat``/``round``, optional in ``verify.object_sizes``) of the other shape is a misfit."""
+    depth, mask = ball((0.5, 0.0), 0.025)
+    round_ = measure(depth, mask)
+    assert round_.height_m == pytest.approx(0.05, abs=0.002) and round_.top == "round"
+    assert round_.top_fraction < 0.5
+    depth, (box,) = scene(((0.5, 0.0), 0.05, 0.05, 0.05, 0.0))
+    flat = measure(depth, box)
+    assert flat.top == "flat" and flat.top_fraction > 0.95
+    ranges = parse_object_sizes(["ball 0.04 0.06 0.04 0.06 round", "block 0.04 0.06 0.04 0.08 flat",
+                                 "cube 0.04 0.06 0.04 0.08"])
+    assert ranges["ball"].top == "round" and ranges["cube"].top is None
+    assert ranges["ball"].excess(round_) == 0 and ranges["ball"].excess(flat) == pytest.approx(0.01)
+    assert ranges["block"].excess(flat) == 0 and ranges["block"].excess(round_) == pytest.approx(0.01)
+    assert ranges["cube"].excess(round_) == 0  # no top given: not checked
+    assert ranges["block"].to_dict()["top"] == "flat" and round_.to_dict()["top"] == "round"
 
 
 def test_a_mask_over_two_objects_measures_the_one_at_the_goal():

@@ -652,7 +652,7 @@ class VerifyConfig(Validated):
     size_surface_step_m: float = setting(0.015, "object_sizes: neighbouring pixels whose points lie farther apart "
                                          "than this are on different objects (a bar seen against the bowl behind "
                                          "it); above the depth noise between neighbours", range=METRES)
-    size_split_step_m: float = setting(0.0075, "object_sizes: a blob that fits no known noun is measured again "
+    size_split_step_m: float = setting(0.005, "object_sizes: a blob that fits no known noun is measured again "
                                        "joining only neighbours this close (objects that touch: a block pushed "
                                        "against a cup); 0 = off", range=(0.0, 10.0))
     max_rest_height_m: float = setting(0.10, "place: an object centre this high above the table is still held",

@@ -407,9 +407,10 @@ class Verifier:
                set_aside: Sequence[Sequence[float]] = (), set_aside_radius_m: float = 0.03) -> Verdict:
         """Does the step's postcondition hold on ``after``? ``before`` is the frame the goal was grounded on.
 
-        ``set_aside``: base (x, y) of objects already refuted as the step's object (the node's
-        ``PlanRun.refuted``): components within ``set_aside_radius_m`` of one are not the object,
-        nor its rival (grounding set them aside too).
+        ``set_aside``: base (x, y) of objects known not to be the step's object (the node's
+        ``tasks.set_aside_for``: refuted as it, or left by a passed step naming another object):
+        components within ``set_aside_radius_m`` of one are not the object, nor its rival; a pick
+        or push whose goal lies that close to one acted on that other object (``wrong_object``).
 
         Raises:
             ValueError: when a frame has no intrinsics and none are configured, or the step names
@@ -425,7 +426,12 @@ class Verifier:
         c2b = camera_to_base or self.camera_to_base
         views = (self._view(before, c2b), self._view(after, c2b))
         aside = _Aside(tuple(set_aside), set_aside_radius_m)
-        if skill == "pick":
+        goal_xyz = _point3(goal.xyz_base, "goal.xyz_base")
+        known = aside.under(goal_xyz) if skill != "place" else None
+        if known is not None:  # the goal on an object the plan knows is another: no need to look
+            verdict = Verdict(FAILURE, 1.0, WRONG_OBJECT, {"acted_xyz_base": goal_xyz.tolist(),
+                                                           "set_aside_xyz_base": [float(v) for v in known]})
+        elif skill == "pick":
             verdict = self._verify_pick(step, goal, *views, aside)
         elif skill == "place":
             verdict = self._verify_place(step, goal, views[1])
@@ -755,7 +761,11 @@ class _Aside(NamedTuple):
 
     def keep(self, seen: Sequence[_Seen]) -> List[_Seen]:
         """``seen`` without the components lying within ``radius_m`` of a set-aside point."""
-        return [s for s in seen if all(_xy_distance(s.xyz_base, p) > self.radius_m for p in self.points)]
+        return [s for s in seen if self.under(s.xyz_base) is None]
+
+    def under(self, xyz: Sequence[float]) -> Optional[Sequence[float]]:
+        """The set-aside point within ``radius_m`` (xy) of ``xyz``; None when there is none."""
+        return next((p for p in self.points if _xy_distance(xyz, p) <= self.radius_m), None)
 
 
 def _acted(seen: Sequence[_Seen], goal_xyz: Sequence[float]) -> Optional[_Seen]:

@@ -187,6 +187,24 @@ def test_a_passed_place_or_push_says_where_its_object_now_rests(world, key):
         assert verdict.evidence["along_m"] >= VerifyConfig().min_push_m
 
 
+@pytest.mark.parametrize("key", ["pick_ok", "push_ok"])
+def test_a_goal_on_an_object_known_to_be_another_is_the_wrong_object(world, key):
+    """The node sets aside where its passed steps left other objects (``tasks.set_aside_for``): a goal on
+    one of them acted on that object, whatever the masks say (fresh seed 17,742: "pick up the yellow
+    bar" grounded on the yellow ball a passed push had just moved; set aside, the ball was not seen
+    as acted on, and the pick passed). A point farther than the radius changes nothing."""
+    run = executed(world, key)
+    goal_xy = [float(c) for c in run.goal.xyz_base[:2]]
+    near = oracle_verifier(run).verify(run.step, run.goal, run.before, run.after,
+                                       set_aside=[(goal_xy[0] + 0.02, goal_xy[1])], set_aside_radius_m=0.03)
+    assert (near.verdict, near.reason, near.confidence) == ("failure", v.WRONG_OBJECT, 1.0), near.to_dict()
+    assert near.evidence["acted_xyz_base"][:2] == pytest.approx(goal_xy)
+    assert near.evidence["set_aside_xyz_base"] == pytest.approx([goal_xy[0] + 0.02, goal_xy[1]])
+    far = oracle_verifier(run).verify(run.step, run.goal, run.before, run.after,
+                                      set_aside=[(goal_xy[0] + 0.2, goal_xy[1])], set_aside_radius_m=0.03)
+    assert far.verdict == "success", far.to_dict()
+
+
 def test_a_missing_object_is_uncertain_not_a_failure(world):
     run = executed(world, "pick_ok")
 

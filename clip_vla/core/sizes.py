@@ -34,7 +34,8 @@ from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig
 from clip_vla.core.types import Intrinsics
 
-__all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", "measure_object", "bodies_at", "TOPS"]
+__all__ = ["MeasuredSize", "SizeRange", "parse_object_sizes", "size_range_for", "measure_object", "bodies_at",
+           "on_objects", "TOPS"]
 
 Range = Tuple[float, float]
 SURFACE_STEP_M = 0.015  # neighbouring pixels farther apart than this in 3D lie on different objects
@@ -204,6 +205,14 @@ def bodies_at(points_xy: Sequence[Sequence[float]], shape: Tuple[int, int], intr
     labels = _bodies(measured[0], measured[1], above_table_m, surface_step_m)
     touched = np.unique(labels[near & (labels > 0)])
     return near | np.isin(labels, touched[touched > 0])
+
+
+def on_objects(depth: np.ndarray, intrinsics: Intrinsics, camera_to_base: geometry.RigidTransform,
+               config: GeometryConfig, above_table_m: float) -> Optional[np.ndarray]:
+    """HxW bool: the pixels on an object, higher than ``above_table_m`` above the table; None for a
+    degenerate table normal. Why: where an object stood before a step, a push did not put one."""
+    measured = _heights(np.asarray(depth), intrinsics, camera_to_base, config)
+    return None if measured is None else measured[0] > above_table_m
 
 
 def _bodies(heights: np.ndarray, points: np.ndarray, above_table_m: float, surface_step_m: float) -> np.ndarray:

@@ -80,7 +80,7 @@ import numpy as np
 
 from clip_vla.core import geometry
 from clip_vla.core.config import GeometryConfig, VerifyConfig  # VerifyConfig: re-exported (it lived here)
-from clip_vla.core.sizes import MeasuredSize, measure_object, parse_object_sizes, size_range_for
+from clip_vla.core.sizes import MeasuredSize, bodies_at, measure_object, on_objects, parse_object_sizes, size_range_for
 from clip_vla.core.types import Detection, Frame, Intrinsics
 from clip_vla.perception.identity import Identify, clip_identifier
 from clip_vla.perception.localize import all_components, detection_from_mask, look_alikes, target_mask
@@ -526,6 +526,7 @@ class Verifier:
         moved = [s for s in end if s.detection.area >= least
                  and not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
                              for b in start if b is not acted)]
+        moved = [s for s in moved if not self._stood_before(before, s, acted)]
         mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin), default=None)
         wrong = self._wrong_object(before, step.object, start, acted, end, goal.xyz_base, evidence)
         if wrong is not None:
@@ -544,6 +545,27 @@ class Verifier:
             return Verdict(SUCCESS, self._confidence(margin), OBJECT_MOVED, evidence)
         reason = MOVED_WRONG_DIRECTION if along <= -cfg.min_push_m else NOT_MOVED_ENOUGH
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
+
+    def _stood_before(self, before: _View, seen: _Seen, acted: Optional[_Seen]) -> bool:
+        """Were most of ``seen``'s pixels, outside the acted-on object's body, on an object already in
+        the before frame (depth)? Then ``seen`` is that object, lit by the name only now, not the
+        pushed one: a push ends where the table was bare or where the object itself was. Fresh seed
+        18,142: the green cup pushed off the table's far edge, and another green object, 36 cm
+        behind, was read as the cup moved backwards."""
+        if not before.has_depth:
+            return False
+        shape = seen.detection.mask.shape
+        occupied = on_objects(before.frame.depth, before.intrinsics, before.camera_to_base, self.geometry,
+                              self.config.size_above_table_m)
+        if occupied is None:
+            return False
+        own = (bodies_at([acted.xyz_base[:2]], shape, before.intrinsics, before.camera_to_base, self.geometry,
+                         self.config.size_above_table_m, self.config.match_radius_m, before.frame.depth,
+                         self.config.size_surface_step_m) if acted is not None else np.zeros(shape, dtype=bool))
+        elsewhere = seen.detection.mask & ~own
+        if elsewhere.sum() < 0.5 * seen.detection.mask.sum():  # mostly where the pushed object was
+            return False
+        return bool(occupied[elsewhere].mean() >= 0.5)
 
     def _wrong_object(self, before: _View, name: str, start: Sequence[_Seen], acted: Optional[_Seen],
                       end: Sequence[_Seen], goal_xyz: Sequence[float], evidence: Dict[str, Any]) -> Optional[Verdict]:

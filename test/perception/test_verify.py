@@ -205,6 +205,31 @@ def test_a_goal_on_an_object_known_to_be_another_is_the_wrong_object(world, key)
     assert far.verdict == "success", far.to_dict()
 
 
+def test_an_object_that_stood_there_before_is_not_the_pushed_one(world):
+    """The pushed object gone from view (off the table's far edge) and another object, lit by the name
+    only in the after frame, in its place in the evidence: depth says that object stood there before
+    the push, so it is not the moved one, and the object left its rest (fresh seed 18,142: read as the
+    cup moved 36 cm backwards, a flag). Without depth there is no telling."""
+    from clip_vla.perception.verify import component_from_mask
+    from clip_vla.tools.verify_eval import oracle_perceiver
+
+    run, inner = executed(world, "push_ok"), oracle_perceiver(executed(world, "push_ok").log)
+    other = next(d for d in executed_task_distractors(run) if d != run.step.object)
+
+    def perceive(frame, phrases):
+        out = inner(frame, phrases)
+        if frame.stamp == run.after.stamp:  # the pushed object unseen; the distractor takes its name
+            out[run.step.object] = [component_from_mask(run.step.object, run.log.get(frame.stamp).mask_of(other))]
+        return out
+
+    verifier = Verifier(perceive, ClipVlaConfig().geometry, run.camera_to_base)
+    verdict = verifier.verify(run.step, run.goal, run.before, run.after)
+    assert (verdict.verdict, verdict.reason) == ("success", v.OBJECT_LEFT_REST), verdict.to_dict()
+    assert "displacement_xy_m" not in verdict.evidence
+    blind = verifier.verify(run.step, run.goal, replace(run.before, depth=None), replace(run.after, depth=None))
+    assert "displacement_xy_m" in blind.evidence  # the distractor taken for the moved object
+
+
 def test_a_missing_object_is_uncertain_not_a_failure(world):
     run = executed(world, "pick_ok")
 

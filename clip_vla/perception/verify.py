@@ -526,7 +526,9 @@ class Verifier:
         moved = [s for s in end if s.detection.area >= least
                  and not any(_xy_distance(s.xyz_base, b.xyz_base) < cfg.match_radius_m
                              for b in start if b is not acted)]
-        moved = [s for s in moved if not self._stood_before(before, s, acted)]
+        if moved:  # depth, once for all the candidates: where other objects stood before the push
+            others = self._others_before(before, acted)
+            moved = [s for s in moved if others is None or not _stood_on(s, *others)]
         mover = min(moved, key=lambda s: _xy_distance(s.xyz_base, origin), default=None)
         wrong = self._wrong_object(before, step.object, start, acted, end, goal.xyz_base, evidence)
         if wrong is not None:
@@ -546,26 +548,21 @@ class Verifier:
         reason = MOVED_WRONG_DIRECTION if along <= -cfg.min_push_m else NOT_MOVED_ENOUGH
         return Verdict(FAILURE, self._confidence(margin), reason, evidence)
 
-    def _stood_before(self, before: _View, seen: _Seen, acted: Optional[_Seen]) -> bool:
-        """Were most of ``seen``'s pixels, outside the acted-on object's body, on an object already in
-        the before frame (depth)? Then ``seen`` is that object, lit by the name only now, not the
-        pushed one: a push ends where the table was bare or where the object itself was. Fresh seed
-        18,142: the green cup pushed off the table's far edge, and another green object, 36 cm
-        behind, was read as the cup moved backwards."""
+    def _others_before(self, before: _View, acted: Optional[_Seen]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(HxW: the pixels on an object in the before frame, HxW: the acted-on object's body there), from
+        depth; None without it. Why: a component lying mostly on another object that stood there
+        before is that object, lit by the name only now, not the pushed one (``_stood_on``)."""
         if not before.has_depth:
-            return False
-        shape = seen.detection.mask.shape
+            return None
+        shape = before.frame.rgb.shape[:2]
         occupied = on_objects(before.frame.depth, before.intrinsics, before.camera_to_base, self.geometry,
                               self.config.size_above_table_m)
         if occupied is None:
-            return False
+            return None
         own = (bodies_at([acted.xyz_base[:2]], shape, before.intrinsics, before.camera_to_base, self.geometry,
                          self.config.size_above_table_m, self.config.match_radius_m, before.frame.depth,
                          self.config.size_surface_step_m) if acted is not None else np.zeros(shape, dtype=bool))
-        elsewhere = seen.detection.mask & ~own
-        if elsewhere.sum() < 0.5 * seen.detection.mask.sum():  # mostly where the pushed object was
-            return False
-        return bool(occupied[elsewhere].mean() >= 0.5)
+        return occupied, own
 
     def _wrong_object(self, before: _View, name: str, start: Sequence[_Seen], acted: Optional[_Seen],
                       end: Sequence[_Seen], goal_xyz: Sequence[float], evidence: Dict[str, Any]) -> Optional[Verdict]:
@@ -815,6 +812,17 @@ def _joined_through(destinations: Sequence[_Seen], objects: Sequence[_Seen]) -> 
     _, labels = cv2.connectedComponents(cv2.dilate(union.astype(np.uint8), kernel), connectivity=8)
     joined = np.isin(labels, np.unique(labels[first]))
     return np.logical_or.reduce([p for p in pieces if (p & joined).any()])
+
+
+def _stood_on(seen: _Seen, occupied: np.ndarray, own: np.ndarray) -> bool:
+    """Were most of ``seen``'s pixels, outside the acted-on object's body (``own``), on an object
+    already in the before frame (``occupied``)? A push ends where the table was bare or where the
+    object itself was. Fresh seed 18,142: the green cup pushed off the table's far edge, and
+    another green object, 36 cm behind, was read as the cup moved backwards."""
+    elsewhere = seen.detection.mask & ~own
+    if elsewhere.sum() < 0.5 * seen.detection.mask.sum():  # mostly where the pushed object was
+        return False
+    return bool(occupied[elsewhere].mean() >= 0.5)
 
 
 def _misfit(size: Mapping[str, Any]) -> Optional[float]:
